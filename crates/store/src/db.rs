@@ -1,0 +1,220 @@
+//! Connections to either backend and the macro that runs one statement on whichever is in use.
+
+use std::{path::PathBuf, str::FromStr, time::Duration};
+
+use sqlx::{
+    pool::PoolConnection,
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction,
+};
+
+use crate::Result;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Where the entity store lives.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// A SQLite file (created when missing).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL URL (`postgres://…`).
+    Postgres { url: String, max_connections: u32 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The entity store: a pool of connections to one backend. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Db,
+}
+
+#[derive(Clone)]
+enum Db {
+    /// SQLite allows one writer at a time; a one-connection write pool serialises writers in
+    /// this process (no `SQLITE_BUSY` on lock upgrades) while readers use their own pool.
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// A connection, or an open transaction, on either backend. Store operations are methods on
+/// `Conn` (see the other modules), so the same code runs inside or outside a transaction.
+pub enum Conn {
+    Sqlite(PoolConnection<Sqlite>),
+    Postgres(PoolConnection<Postgres>),
+    SqliteTx(Transaction<'static, Sqlite>),
+    PostgresTx(Transaction<'static, Postgres>),
+}
+
+#[doc(hidden)]
+pub enum Raw<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Postgres(&'a mut PgConnection),
+}
+
+impl Conn {
+    #[doc(hidden)]
+    pub fn raw(&mut self) -> Raw<'_> {
+        match self {
+            Conn::Sqlite(c) => Raw::Sqlite(c),
+            Conn::Postgres(c) => Raw::Postgres(c),
+            Conn::SqliteTx(t) => Raw::Sqlite(t),
+            Conn::PostgresTx(t) => Raw::Postgres(t),
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Conn::Sqlite(_) | Conn::SqliteTx(_) => Backend::Sqlite,
+            Conn::Postgres(_) | Conn::PostgresTx(_) => Backend::Postgres,
+        }
+    }
+
+    /// Commits a transaction; on a plain connection there is nothing to commit.
+    pub async fn commit(self) -> Result<()> {
+        match self {
+            Conn::SqliteTx(t) => t.commit().await?,
+            Conn::PostgresTx(t) => t.commit().await?,
+            Conn::Sqlite(_) | Conn::Postgres(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Runs `$body` with `$c` bound to the backend's concrete connection type. The body is
+/// compiled once per backend, so `sqlx::query(..)` infers the right driver in each arm.
+macro_rules! on {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn.raw() {
+            $crate::db::Raw::Sqlite($c) => $body,
+            $crate::db::Raw::Postgres($c) => $body,
+        }
+    };
+}
+
+impl Store {
+    /// Connects without migrating. Call [`Store::migrate`] before use.
+    pub async fn connect(config: &StoreConfig) -> Result<Store> {
+        let db = match config {
+            StoreConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+                }
+                let opts = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: a committed transaction is fsync'd before COMMIT returns, so an
+                    // acknowledged write survives kill -9 and power loss alike.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let write = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts.clone())
+                    .await?;
+                let read = SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .connect_with(opts)
+                    .await?;
+                Db::Sqlite { write, read }
+            }
+            StoreConfig::Postgres { url, max_connections } => {
+                let opts = PgConnectOptions::from_str(url)?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(*max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await?;
+                Db::Postgres(pool)
+            }
+        };
+        Ok(Store { db })
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite { .. } => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies pending migrations. Idempotent; on PostgreSQL concurrent instances serialise
+    /// on an advisory lock.
+    pub async fn migrate(&self) -> Result<usize> {
+        let before = self.applied_migrations().await.unwrap_or(0);
+        match &self.db {
+            Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+        }
+        Ok(self.applied_migrations().await?.saturating_sub(before))
+    }
+
+    /// How many migrations have been applied.
+    pub async fn applied_migrations(&self) -> Result<usize> {
+        let mut c = self.read().await?;
+        let n: i64 = on!(c, |c| sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+            .fetch_one(c)
+            .await)?;
+        Ok(n as usize)
+    }
+
+    /// A connection for reads (and single-statement writes on PostgreSQL).
+    pub async fn read(&self) -> Result<Conn> {
+        Ok(match &self.db {
+            Db::Sqlite { read, .. } => Conn::Sqlite(read.acquire().await?),
+            Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
+        })
+    }
+
+    /// A connection for a single-statement write (autocommit).
+    pub async fn write(&self) -> Result<Conn> {
+        Ok(match &self.db {
+            Db::Sqlite { write, .. } => Conn::Sqlite(write.acquire().await?),
+            Db::Postgres(p) => Conn::Postgres(p.acquire().await?),
+        })
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// it never fails half-way on a lock upgrade.
+    pub async fn begin(&self) -> Result<Conn> {
+        Ok(match &self.db {
+            Db::Sqlite { write, .. } => Conn::SqliteTx(write.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Postgres(p) => Conn::PostgresTx(p.begin().await?),
+        })
+    }
+
+    /// Checks the store answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> Result<()> {
+        let mut c = self.read().await?;
+        let _: i32 = on!(c, |c| sqlx::query_scalar("SELECT 1").fetch_one(c).await)?;
+        Ok(())
+    }
+
+    /// Connections currently open and idle, for `/metrics`.
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match &self.db {
+            Db::Sqlite { write, read } => {
+                (write.size() + read.size(), write.num_idle() + read.num_idle())
+            }
+            Db::Postgres(p) => (p.size(), p.num_idle()),
+        }
+    }
+
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Sqlite { write, read } => {
+                write.close().await;
+                read.close().await;
+            }
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}

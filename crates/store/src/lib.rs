@@ -1,0 +1,48 @@
+//! Cairn's entity store: customers, users, keys, jobs and everything else that is not a raw
+//! event. One API over SQLite (the embedded default) and PostgreSQL (for scale-out).
+//!
+//! The store writes what it is given inside the transaction it is given: ids of new rows come
+//! from the database, everything else (timestamps, hashes, decisions) from the caller.
+//! SQL is written once, in the common dialect of both backends (`$N` placeholders, `RETURNING`,
+//! `ON CONFLICT`); the [`on!`] macro compiles each statement for both drivers.
+
+#[macro_use]
+mod db;
+pub mod api_logs;
+pub mod idempotency;
+pub mod invitations;
+pub mod jobs;
+pub mod keys;
+pub mod sessions;
+pub mod tenants;
+pub mod users;
+
+pub use db::{Backend, Conn, Store, StoreConfig};
+
+/// What can go wrong in the store that a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint was violated; the payload names the constraint or column.
+    #[error("duplicate: {0}")]
+    Duplicate(String),
+    #[error("not found")]
+    NotFound,
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                StoreError::Duplicate(d.constraint().unwrap_or(d.message()).to_string())
+            }
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            _ => StoreError::Db(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
