@@ -1,1 +1,117 @@
+//! Cairn's event store: every tracked event, append-only, behind one trait with two
+//! implementations — SQLite (the embedded default) and ClickHouse (for volume).
+//!
+//! Both behave the same, and `tests/conformance.rs` proves it by running one suite on each:
+//! an event with a `message_id` already stored for its workspace counts once, reads are newest
+//! first, erasure removes a customer's events for good.
 
+mod clickhouse_store;
+mod sqlite_store;
+
+use async_trait::async_trait;
+use cairn_domain::{CustomerId, TenantId};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+
+pub use clickhouse_store::{ClickHouseConfig, ClickHouseStore};
+pub use sqlite_store::SqliteEventStore;
+
+/// One tracked event, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub tenant_id: TenantId,
+    /// The client's id for the event (or one generated at ingestion): the dedupe key.
+    pub message_id: String,
+    /// The profile the event belongs to.
+    pub customer_id: CustomerId,
+    pub anonymous_id: Option<String>,
+    pub user_id: Option<String>,
+    /// `track`, `identify`, `page`, `screen`, `group` or `alias`.
+    pub kind: String,
+    /// The event name (`purchase`, `pageview`, …).
+    pub name: String,
+    pub properties: serde_json::Value,
+    pub context: serde_json::Value,
+    /// When it happened (client time, skew-corrected).
+    pub timestamp: DateTime<Utc>,
+    /// When the client sent it, if it said.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When Cairn received it.
+    pub received_at: DateTime<Utc>,
+    /// The money an event carries (purchase, refund), extracted at ingestion.
+    pub amount: Option<f64>,
+    pub currency: Option<String>,
+}
+
+/// Which of a customer's events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub name: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventStoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("sqlite migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("stored event is malformed: {0}")]
+    Corrupt(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+}
+
+pub type Result<T, E = EventStoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// `sqlite` or `clickhouse`.
+    fn backend(&self) -> &'static str;
+
+    /// Creates or upgrades the schema. Idempotent. Returns how many migrations ran.
+    async fn migrate(&self) -> Result<usize>;
+
+    /// Checks the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    /// Appends events. When this returns Ok they are durable. An event whose
+    /// (tenant, message_id) is already stored is not stored again.
+    async fn insert(&self, events: &[Event]) -> Result<()>;
+
+    /// A customer's events, newest first, and how many match in all.
+    async fn customer_events(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        filter: &EventFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Event>, u64)>;
+
+    /// How many events a workspace has (deduplicated).
+    async fn count(&self, tenant: TenantId) -> Result<u64>;
+
+    /// Erases every event of a customer (right to erasure). When it returns, no read sees them.
+    async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()>;
+}
+
+pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| EventStoreError::Corrupt(format!("timestamp {ms}")))
+}
+
+pub(crate) fn parse_json(s: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(s).map_err(|e| EventStoreError::Corrupt(e.to_string()))
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}

@@ -1,0 +1,311 @@
+//! The ClickHouse event store. SQL kept to what both Debian's 18.16 and current releases run
+//! (DESIGN.md): MergeTree family, UInt64/String/Nullable(Float64) columns, no Map/JSON types.
+//! Retried events collapse in a ReplacingMergeTree keyed by message id; reads use `FINAL`,
+//! so a duplicate never shows even before the background merge.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cairn_domain::{CustomerId, TenantId};
+use clickhouse::{Client, Compression, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError, Result,
+};
+
+/// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
+const MIGRATIONS: &[(u32, &str, &str)] =
+    &[(1, "events", include_str!("../../../migrations/clickhouse/0001_events.sql"))];
+
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// The HTTP interface, e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+pub struct ClickHouseStore {
+    config: ClickHouseConfig,
+    /// Bound to the configured database.
+    client: Client,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct ChEvent {
+    tenant_id: u64,
+    message_id: String,
+    customer_id: u64,
+    anonymous_id: String,
+    user_id: String,
+    kind: String,
+    name: String,
+    properties: String,
+    context: String,
+    timestamp: u64,
+    /// 0 when the client did not say.
+    sent_at: u64,
+    received_at: u64,
+    amount: Option<f64>,
+    currency: String,
+}
+
+impl ChEvent {
+    fn from_event(e: &Event) -> ChEvent {
+        ChEvent {
+            tenant_id: e.tenant_id.0 as u64,
+            message_id: e.message_id.clone(),
+            customer_id: e.customer_id.0 as u64,
+            anonymous_id: e.anonymous_id.clone().unwrap_or_default(),
+            user_id: e.user_id.clone().unwrap_or_default(),
+            kind: e.kind.clone(),
+            name: e.name.clone(),
+            properties: e.properties.to_string(),
+            context: e.context.to_string(),
+            timestamp: to_millis(e.timestamp).max(0) as u64,
+            sent_at: e.sent_at.map(|t| to_millis(t).max(0) as u64).unwrap_or(0),
+            received_at: to_millis(e.received_at).max(0) as u64,
+            amount: e.amount,
+            currency: e.currency.clone().unwrap_or_default(),
+        }
+    }
+
+    fn into_event(self) -> Result<Event> {
+        Ok(Event {
+            tenant_id: TenantId(self.tenant_id as i64),
+            message_id: self.message_id,
+            customer_id: CustomerId(self.customer_id as i64),
+            anonymous_id: non_empty(self.anonymous_id),
+            user_id: non_empty(self.user_id),
+            kind: self.kind,
+            name: self.name,
+            properties: parse_json(&self.properties)?,
+            context: parse_json(&self.context)?,
+            timestamp: from_millis(self.timestamp as i64)?,
+            sent_at: (self.sent_at > 0).then(|| from_millis(self.sent_at as i64)).transpose()?,
+            received_at: from_millis(self.received_at as i64)?,
+            amount: self.amount,
+            currency: non_empty(self.currency),
+        })
+    }
+}
+
+const EVENT_COLS: &str = "tenant_id, message_id, customer_id, anonymous_id, user_id, kind, name, properties, \
+                          context, timestamp, sent_at, received_at, amount, currency";
+
+impl ClickHouseStore {
+    pub fn new(config: ClickHouseConfig) -> ClickHouseStore {
+        let client = Self::client(&config).with_database(config.database.clone());
+        ClickHouseStore { config, client }
+    }
+
+    fn client(config: &ClickHouseConfig) -> Client {
+        // 18.16 cannot read the crate's compressed inserts: compression stays off.
+        let mut c = Client::default().with_url(config.url.clone()).with_compression(Compression::None);
+        if let Some(u) = &config.user {
+            c = c.with_user(u.clone());
+        }
+        if let Some(p) = &config.password {
+            c = c.with_password(p.clone());
+        }
+        c
+    }
+
+    pub fn database(&self) -> &str {
+        &self.config.database
+    }
+
+    /// Waits until no mutation of the events table is pending, so that an erasure is visible
+    /// to every later read when `delete_customer` returns.
+    async fn await_mutations(&self) -> Result<()> {
+        for _ in 0..600 {
+            let pending: u64 = self
+                .client
+                .query("SELECT count() FROM system.mutations WHERE database = ? AND table = 'events' AND is_done = 0")
+                .bind(self.config.database.as_str())
+                .fetch_one()
+                .await?;
+            if pending == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(EventStoreError::Timeout("erasure mutation still running after 60 s".into()))
+    }
+}
+
+/// Splits a migration file into statements (on `;` at the end of a line), dropping comments.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in sql.lines() {
+        let line = line.trim_end();
+        if line.trim_start().starts_with("--") {
+            continue;
+        }
+        cur.push_str(line);
+        cur.push('\n');
+        if line.ends_with(';') {
+            let stmt = cur.trim().trim_end_matches(';').trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
+#[async_trait]
+impl EventStore for ClickHouseStore {
+    fn backend(&self) -> &'static str {
+        "clickhouse"
+    }
+
+    async fn migrate(&self) -> Result<usize> {
+        let db = &self.config.database;
+        if !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(EventStoreError::Corrupt(format!("invalid ClickHouse database name {db:?}")));
+        }
+        Self::client(&self.config).query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
+        self.client
+            .query(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime)
+                 ENGINE = MergeTree ORDER BY version",
+            )
+            .execute()
+            .await?;
+        let applied: Vec<u32> = self.client.query("SELECT version FROM schema_migrations").fetch_all().await?;
+        let mut ran = 0;
+        for (version, name, sql) in MIGRATIONS {
+            if applied.contains(version) {
+                continue;
+            }
+            for stmt in statements(sql) {
+                self.client.query(&stmt).execute().await?;
+            }
+            self.client
+                .query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, now())")
+                .bind(*version)
+                .bind(*name)
+                .execute()
+                .await?;
+            ran += 1;
+        }
+        Ok(ran)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: u8 = self.client.query("SELECT 1").fetch_one().await?;
+        Ok(())
+    }
+
+    async fn insert(&self, events: &[Event]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self.client.insert::<ChEvent>("events")?;
+        for e in events {
+            insert.write(&ChEvent::from_event(e)).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    async fn customer_events(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        filter: &EventFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Event>, u64)> {
+        let mut where_sql = String::from("tenant_id = ? AND customer_id = ?");
+        if filter.name.is_some() {
+            where_sql.push_str(" AND name = ?");
+        }
+        if filter.from.is_some() {
+            where_sql.push_str(" AND timestamp >= ?");
+        }
+        if filter.to.is_some() {
+            where_sql.push_str(" AND timestamp < ?");
+        }
+        let bind = |mut q: clickhouse::query::Query| {
+            q = q.bind(tenant.0 as u64).bind(customer.0 as u64);
+            if let Some(n) = &filter.name {
+                q = q.bind(n.as_str());
+            }
+            if let Some(f) = filter.from {
+                q = q.bind(to_millis(f).max(0) as u64);
+            }
+            if let Some(t) = filter.to {
+                q = q.bind(to_millis(t).max(0) as u64);
+            }
+            q
+        };
+        let rows: Vec<ChEvent> = bind(self.client.query(&format!(
+            "SELECT {EVENT_COLS} FROM events FINAL WHERE {where_sql}
+             ORDER BY timestamp DESC, message_id DESC LIMIT {limit} OFFSET {offset}"
+        )))
+        .fetch_all()
+        .await?;
+        let total: u64 =
+            bind(self.client.query(&format!("SELECT count() FROM events FINAL WHERE {where_sql}"))).fetch_one().await?;
+        let events = rows.into_iter().map(ChEvent::into_event).collect::<Result<Vec<_>>>()?;
+        Ok((events, total))
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64> {
+        Ok(self
+            .client
+            .query("SELECT count() FROM events FINAL WHERE tenant_id = ?")
+            .bind(tenant.0 as u64)
+            .fetch_one()
+            .await?)
+    }
+
+    async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
+        self.client
+            .query("ALTER TABLE events DELETE WHERE tenant_id = ? AND customer_id = ?")
+            .bind(tenant.0 as u64)
+            .bind(customer.0 as u64)
+            .execute()
+            .await?;
+        self.await_mutations().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_files_split_into_statements_without_comments() {
+        let sql = "-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n";
+        assert_eq!(
+            statements(sql),
+            vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE TABLE b (y UInt8) ENGINE = Memory"]
+        );
+    }
+
+    #[test]
+    fn every_migration_file_is_listed_in_order() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../migrations/clickhouse");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), MIGRATIONS.len(), "a file in migrations/clickhouse is not in MIGRATIONS");
+        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version as usize, i + 1);
+            assert!(files[i].starts_with(&format!("{:04}_", version)));
+        }
+    }
+}

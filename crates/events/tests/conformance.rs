@@ -1,0 +1,188 @@
+//! One suite, two event stores: every test runs on SQLite and on ClickHouse, each on a fresh
+//! database. ClickHouse must be running (`scripts/test.sh` starts it); a missing server fails
+//! the ClickHouse tests, it never skips them.
+
+use std::{io::Write, net::TcpStream, sync::Arc};
+
+use cairn_domain::{CustomerId, TenantId};
+use cairn_events::{ClickHouseConfig, ClickHouseStore, Event, EventFilter, EventStore, SqliteEventStore};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+fn clickhouse_url() -> String {
+    std::env::var("CAIRN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// A store on a fresh database, removed when the test ends (even when it fails).
+struct Fresh {
+    store: Arc<dyn EventStore>,
+    cleanup: Option<Box<dyn FnOnce() + Send>>,
+    _dir: Option<TempDir>,
+}
+
+impl Drop for Fresh {
+    fn drop(&mut self) {
+        if let Some(f) = self.cleanup.take() {
+            f();
+        }
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), rand::random::<u32>())
+}
+
+async fn sqlite() -> Fresh {
+    let dir = std::env::temp_dir().join(unique("cairn_events"));
+    let store = SqliteEventStore::open(&dir.join("events.db")).await.expect("open sqlite event store");
+    store.migrate().await.expect("migrate");
+    Fresh { store: Arc::new(store), cleanup: None, _dir: Some(TempDir(dir)) }
+}
+
+async fn clickhouse() -> Fresh {
+    let url = clickhouse_url();
+    let database = unique("cairn_test");
+    let store = ClickHouseStore::new(ClickHouseConfig { url: url.clone(), database: database.clone(), user: None, password: None });
+    store.migrate().await.unwrap_or_else(|e| panic!("ClickHouse at {url} must be running for this test: {e}"));
+    let cleanup = move || drop_database_blocking(&url, &database);
+    Fresh { store: Arc::new(store), cleanup: Some(Box::new(cleanup)), _dir: None }
+}
+
+/// Drops a test database with a plain HTTP request (no runtime needed inside Drop).
+fn drop_database_blocking(url: &str, database: &str) {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let body = format!("DROP DATABASE IF EXISTS {database}");
+    if let Ok(mut s) = TcpStream::connect(addr) {
+        let _ = write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn event(tenant: i64, customer: i64, message_id: &str, name: &str, at: DateTime<Utc>) -> Event {
+    Event {
+        tenant_id: TenantId(tenant),
+        message_id: message_id.into(),
+        customer_id: CustomerId(customer),
+        anonymous_id: Some("anon-1".into()),
+        user_id: None,
+        kind: "track".into(),
+        name: name.into(),
+        properties: json!({"amount": 149.99, "currency": "EUR", "items": [{"id": "prod_1"}]}),
+        context: json!({"ip": "203.0.113.7"}),
+        timestamp: at,
+        sent_at: Some(at + Duration::milliseconds(250)),
+        received_at: at + Duration::seconds(1),
+        amount: Some(149.99),
+        currency: Some("EUR".into()),
+    }
+}
+
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await })*
+        }
+        mod clickhouse_store {
+            $(#[tokio::test] async fn $name() { super::$name(super::clickhouse().await).await })*
+        }
+    };
+}
+
+on_every_store!(
+    migrating_twice_changes_nothing,
+    stored_events_read_back_exactly,
+    a_retried_message_id_is_stored_once,
+    reads_are_newest_first_and_paginated,
+    reads_filter_by_name_and_time_range,
+    workspaces_never_see_each_others_events,
+    erasure_removes_every_event_of_the_customer_only,
+);
+
+async fn migrating_twice_changes_nothing(s: Fresh) {
+    assert_eq!(s.store.migrate().await.unwrap(), 0, "a second migration run must apply nothing");
+    s.store.ping().await.unwrap();
+}
+
+async fn stored_events_read_back_exactly(s: Fresh) {
+    let e = event(1, 42, "m-1", "purchase", t("2026-03-16T10:00:00.123Z"));
+    s.store.insert(std::slice::from_ref(&e)).await.unwrap();
+    let (events, total) = s.store.customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0).await.unwrap();
+    assert_eq!(total, 1);
+    assert_eq!(events, vec![e]);
+}
+
+async fn a_retried_message_id_is_stored_once(s: Fresh) {
+    let e = event(1, 42, "m-1", "purchase", t("2026-03-16T10:00:00Z"));
+    s.store.insert(std::slice::from_ref(&e)).await.unwrap();
+    s.store.insert(&[e.clone(), e.clone()]).await.unwrap();
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
+    let (events, total) = s.store.customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0).await.unwrap();
+    assert_eq!((events.len(), total), (1, 1));
+}
+
+async fn reads_are_newest_first_and_paginated(s: Fresh) {
+    let base = t("2026-01-01T00:00:00Z");
+    let events: Vec<Event> = (0..25).map(|i| event(1, 7, &format!("m-{i:02}"), "pageview", base + Duration::minutes(i))).collect();
+    s.store.insert(&events).await.unwrap();
+    let (page1, total) = s.store.customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 0).await.unwrap();
+    let (page3, _) = s.store.customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 20).await.unwrap();
+    assert_eq!(total, 25);
+    assert_eq!(page1.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>()[..3], ["m-24", "m-23", "m-22"]);
+    assert_eq!(page3.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m-04", "m-03", "m-02", "m-01", "m-00"]);
+}
+
+async fn reads_filter_by_name_and_time_range(s: Fresh) {
+    let base = t("2026-01-01T00:00:00Z");
+    let mut events = Vec::new();
+    for i in 0..10 {
+        let name = if i % 2 == 0 { "purchase" } else { "pageview" };
+        events.push(event(1, 7, &format!("m-{i}"), name, base + Duration::days(i)));
+    }
+    s.store.insert(&events).await.unwrap();
+    let filter = EventFilter {
+        name: Some("purchase".into()),
+        from: Some(base + Duration::days(2)),
+        to: Some(base + Duration::days(8)),
+    };
+    let (found, total) = s.store.customer_events(TenantId(1), CustomerId(7), &filter, 100, 0).await.unwrap();
+    assert_eq!(total, 3);
+    assert_eq!(found.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m-6", "m-4", "m-2"]);
+}
+
+async fn workspaces_never_see_each_others_events(s: Fresh) {
+    let at = t("2026-01-01T00:00:00Z");
+    // The same message id in two workspaces is two events.
+    s.store.insert(&[event(1, 5, "m-1", "signup", at), event(2, 5, "m-1", "signup", at)]).await.unwrap();
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
+    assert_eq!(s.store.count(TenantId(2)).await.unwrap(), 1);
+    let (found, _) = s.store.customer_events(TenantId(2), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
+    assert!(found.iter().all(|e| e.tenant_id == TenantId(2)));
+    assert_eq!(s.store.count(TenantId(3)).await.unwrap(), 0);
+}
+
+async fn erasure_removes_every_event_of_the_customer_only(s: Fresh) {
+    let at = t("2026-01-01T00:00:00Z");
+    s.store
+        .insert(&[event(1, 5, "a", "signup", at), event(1, 5, "b", "login", at), event(1, 6, "c", "signup", at)])
+        .await
+        .unwrap();
+    s.store.delete_customer(TenantId(1), CustomerId(5)).await.unwrap();
+    let (gone, total) = s.store.customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
+    assert!(gone.is_empty() && total == 0, "erased events must not be readable");
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1, "other customers keep their events");
+}
