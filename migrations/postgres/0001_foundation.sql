@@ -45,6 +45,7 @@ CREATE TABLE api_keys (
     key_hash      TEXT NOT NULL,
     scopes        TEXT NOT NULL,
     rate_limit    BIGINT,
+    ingest_rate_limit BIGINT,
     created_by    BIGINT REFERENCES users(id) ON DELETE SET NULL,
     created_at    TIMESTAMPTZ NOT NULL,
     last_used_at  TIMESTAMPTZ,

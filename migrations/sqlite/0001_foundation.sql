@@ -46,6 +46,7 @@ CREATE TABLE api_keys (
     key_hash      TEXT NOT NULL,
     scopes        TEXT NOT NULL,
     rate_limit    INTEGER,
+    ingest_rate_limit INTEGER,
     created_by    INTEGER REFERENCES users(id) ON DELETE SET NULL,
     created_at    TEXT NOT NULL,
     last_used_at  TEXT,

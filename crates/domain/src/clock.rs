@@ -112,7 +112,7 @@ mod tests {
     fn clones_share_the_same_test_time() {
         let a = Clock::test();
         let b = a.clone();
-        let mut rx = b.subscribe().unwrap();
+        let rx = b.subscribe().unwrap();
         a.set("2026-01-01T00:00:00Z".parse().unwrap());
         assert_eq!(b.now(), a.now());
         assert!(rx.has_changed().unwrap());

@@ -5,6 +5,7 @@ pub mod clock;
 pub mod credential;
 pub mod email;
 pub mod ids;
+pub mod metrics;
 pub mod role;
 pub mod scope;
 pub mod text;

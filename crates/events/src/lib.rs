@@ -115,3 +115,55 @@ pub(crate) fn parse_json(s: &str) -> Result<serde_json::Value> {
 fn non_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
+
+/// Latency of event-store writes and reads, for `/metrics`.
+pub static INSERT_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
+pub static READ_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
+
+/// Wraps an event store and records the latency of every call.
+pub struct Timed<S>(pub S);
+
+async fn timed<T>(h: &cairn_domain::metrics::Histogram, f: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = f.await;
+    h.observe(started.elapsed());
+    out
+}
+
+#[async_trait]
+impl<S: EventStore> EventStore for Timed<S> {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    async fn migrate(&self) -> Result<usize> {
+        self.0.migrate().await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        timed(&READ_LATENCY, self.0.ping()).await
+    }
+
+    async fn insert(&self, events: &[Event]) -> Result<()> {
+        timed(&INSERT_LATENCY, self.0.insert(events)).await
+    }
+
+    async fn customer_events(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        filter: &EventFilter,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Event>, u64)> {
+        timed(&READ_LATENCY, self.0.customer_events(tenant, customer, filter, limit, offset)).await
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64> {
+        timed(&READ_LATENCY, self.0.count(tenant)).await
+    }
+
+    async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
+        timed(&INSERT_LATENCY, self.0.delete_customer(tenant, customer)).await
+    }
+}

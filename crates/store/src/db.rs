@@ -89,14 +89,21 @@ impl Conn {
 
 /// Runs `$body` with `$c` bound to the backend's concrete connection type. The body is
 /// compiled once per backend, so `sqlx::query(..)` infers the right driver in each arm.
+/// Every statement's latency is recorded in [`QUERY_LATENCY`] for `/metrics`.
 macro_rules! on {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn.raw() {
+    ($conn:expr, |$c:ident| $body:expr) => {{
+        let started = std::time::Instant::now();
+        let result = match $conn.raw() {
             $crate::db::Raw::Sqlite($c) => $body,
             $crate::db::Raw::Postgres($c) => $body,
-        }
-    };
+        };
+        $crate::db::QUERY_LATENCY.observe(started.elapsed());
+        result
+    }};
 }
+
+/// Latency of entity-store statements (whichever backend is in use).
+pub static QUERY_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 
 impl Store {
     /// Connects without migrating. Call [`Store::migrate`] before use.

@@ -16,6 +16,8 @@ pub struct ApiKey {
     pub scopes: ScopeSet,
     /// Requests per minute; `None` means the default for the key's kind.
     pub rate_limit: Option<i64>,
+    /// Requests per minute on the ingestion routes; `None` means the server default.
+    pub ingest_rate_limit: Option<i64>,
     pub created_by: Option<UserId>,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -31,6 +33,7 @@ pub struct NewApiKey<'a> {
     pub key_hash: &'a str,
     pub scopes: ScopeSet,
     pub rate_limit: Option<i64>,
+    pub ingest_rate_limit: Option<i64>,
     pub created_by: Option<UserId>,
     pub now: DateTime<Utc>,
 }
@@ -45,6 +48,7 @@ struct ApiKeyRow {
     key_hash: String,
     scopes: String,
     rate_limit: Option<i64>,
+    ingest_rate_limit: Option<i64>,
     created_by: Option<i64>,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
@@ -62,6 +66,7 @@ impl From<ApiKeyRow> for ApiKey {
             key_hash: r.key_hash,
             scopes: ScopeSet::from_db(&r.scopes),
             rate_limit: r.rate_limit,
+            ingest_rate_limit: r.ingest_rate_limit,
             created_by: r.created_by.map(UserId),
             created_at: r.created_at,
             last_used_at: r.last_used_at,
@@ -70,14 +75,15 @@ impl From<ApiKeyRow> for ApiKey {
     }
 }
 
-const COLS: &str = "id, tenant_id, name, kind, prefix, key_hash, scopes, rate_limit, created_by, \
+const COLS: &str = "id, tenant_id, name, kind, prefix, key_hash, scopes, rate_limit, ingest_rate_limit, created_by, \
                     created_at, last_used_at, revoked_at";
 
 impl Conn {
     pub async fn insert_api_key(&mut self, k: &NewApiKey<'_>) -> Result<ApiKey> {
         let sql = format!(
-            "INSERT INTO api_keys (tenant_id, name, kind, prefix, key_hash, scopes, rate_limit, created_by, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLS}"
+            "INSERT INTO api_keys (tenant_id, name, kind, prefix, key_hash, scopes, rate_limit, ingest_rate_limit,
+                                   created_by, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {COLS}"
         );
         let row: ApiKeyRow = on!(self, |c| sqlx::query_as(&sql)
             .bind(k.tenant_id.0)
@@ -87,6 +93,7 @@ impl Conn {
             .bind(k.key_hash)
             .bind(k.scopes.to_db())
             .bind(k.rate_limit)
+            .bind(k.ingest_rate_limit)
             .bind(k.created_by.map(|u| u.0))
             .bind(k.now)
             .fetch_one(c)

@@ -17,7 +17,7 @@ pub mod sessions;
 pub mod tenants;
 pub mod users;
 
-pub use db::{Backend, Conn, Store, StoreConfig};
+pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
 
 /// What can go wrong in the store that a caller can act on.
 #[derive(Debug, thiserror::Error)]

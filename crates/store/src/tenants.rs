@@ -165,3 +165,18 @@ impl Conn {
         .await)?)
     }
 }
+
+impl Conn {
+    pub async fn rename_tenant(&mut self, id: TenantId, name: &str) -> Result<()> {
+        let done = on!(self, |c| sqlx::query("UPDATE tenants SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,198 @@
+//! Extractors that turn bad input into the envelope with the offending field named:
+//! JSON bodies (content type, size, syntax, types, unknown fields), query strings, and the
+//! authenticated principal.
+
+use axum::{
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, request::Parts},
+};
+use cairn_service::Principal;
+use serde::de::DeserializeOwned;
+
+use crate::{error::ApiError, AppState};
+
+/// The body size limit in force for a request (set by the gate; routes may differ).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// A JSON body. Rejections: 415 for another content type, 413 past the size limit, and 400
+/// `VALIDATION_ERROR` naming the field for syntax errors, wrong types, missing and unknown
+/// fields (write DTOs deny unknown fields: no mass assignment).
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            return Err(ApiError::unsupported_media_type(format!(
+                "expected Content-Type: application/json, got {}",
+                if ct.is_empty() { "none" } else { "another type" }
+            )));
+        }
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(state.settings.max_body_bytes);
+        let bytes = read_body(req, limit).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Reads a whole body, refusing (413) as soon as it passes `limit`.
+pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .map(|s| s.is::<http_body_util::LengthLimitError>())
+            .unwrap_or(false)
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request("could not read the request body")
+        }
+    })
+}
+
+/// Parses JSON into `T`, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(format!("malformed JSON: {inner}"));
+        }
+        field_error(&path, &strip_position(&inner.to_string()))
+    })
+}
+
+/// Builds the 400 for a deserialisation message, naming the field. serde reports unknown and
+/// missing fields at the parent's path, with the name in the message; this moves it into the
+/// path so the client sees `items[0].colour`, not `items[0]`.
+fn field_error(path: &str, msg: &str) -> ApiError {
+    let parent = if path == "." { "" } else { path };
+    let join = |name: &str| if parent.is_empty() { name.to_string() } else { format!("{parent}.{name}") };
+    if let Some(name) = between(msg, "unknown field `", "`") {
+        // serde_path_to_error already ends the path with the unknown key.
+        let field = if parent == name || parent.ends_with(&format!(".{name}")) { parent.to_string() } else { join(name) };
+        return ApiError::validation(field, "unknown field");
+    }
+    if let Some(name) = between(msg, "missing field `", "`") {
+        return ApiError::validation(join(name), "is required");
+    }
+    if let Some(name) = between(msg, "duplicate field `", "`") {
+        return ApiError::validation(join(name), "appears twice");
+    }
+    ApiError::validation(parent.to_string(), msg.to_string())
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = s.find(start)? + start.len();
+    let len = s[from..].find(end)?;
+    Some(&s[from..from + len])
+}
+
+/// serde_json appends " at line 1 column 42"; the field name says more.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// A query string, parsed with the field at fault named. Unknown parameters are ignored.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                field_error(&path, &e.into_inner().to_string())
+            })
+    }
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}
+
+/// The authenticated caller, or 401 `AUTH_REQUIRED`.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Auth)
+            .ok_or_else(|| ApiError::unauthenticated("authentication required: send Authorization: Bearer <token or key> or X-API-Key"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Item {
+        price: f64,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        items: Vec<Item>,
+    }
+
+    fn field_of(json: &str) -> (Option<String>, String) {
+        let e = parse_json::<Body>(json.as_bytes()).unwrap_err();
+        (e.field, e.message)
+    }
+
+    #[test]
+    fn errors_name_the_field_at_fault() {
+        assert_eq!(field_of(r#"{"name": 1, "items": []}"#).0.as_deref(), Some("name"));
+        assert_eq!(field_of(r#"{"name": "x", "items": [{"price": 1}, {"price": "a"}]}"#).0.as_deref(), Some("items[1].price"));
+        assert_eq!(field_of(r#"{"name": "x", "items": [], "role": "owner"}"#).0.as_deref(), Some("role"));
+        assert_eq!(field_of(r#"{"name": "x", "items": [{"price": 1, "colour": 2}]}"#).0.as_deref(), Some("items[0].colour"));
+        assert_eq!(field_of(r#"{"items": []}"#).0.as_deref(), Some("name"));
+        let (field, msg) = field_of(r#"{"name": "#);
+        assert_eq!(field, None);
+        assert!(msg.starts_with("malformed JSON"), "{msg}");
+    }
+}
+
+/// Path parameters; a malformed one (`/v1/api-keys/abc`) is a 400 naming the parameter.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let field = between(&text, "parameter `", "`").unwrap_or("id").to_string();
+                ApiError::validation(field, "must be a whole number")
+            })
+    }
+}

@@ -1,0 +1,18 @@
+//! One router per resource, merged in `crate::routes`.
+
+pub mod auth;
+pub mod clock;
+pub mod keys;
+pub mod logs;
+pub mod ops;
+pub mod team;
+pub mod workspace;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+
+/// `201 Created` with a JSON body.
+pub fn created<T: serde::Serialize>(body: Json<T>) -> impl IntoResponse {
+    (StatusCode::CREATED, body)
+}

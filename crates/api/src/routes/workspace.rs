@@ -1,0 +1,40 @@
+//! The caller's workspace.
+
+use axum::{extract::State, Json};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    envelope::{data, Data},
+    error::{ApiResult, ErrorBody},
+    extract::{ApiJson, Auth},
+    routes::auth::TenantView,
+    AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_workspace, update_workspace))
+}
+
+/// The workspace the credential belongs to.
+#[utoipa::path(get, path = "/v1/workspace", tag = "workspace", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Data<TenantView>), (status = 401, body = ErrorBody)))]
+pub async fn get_workspace(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Data<TenantView>>> {
+    p.require_private()?;
+    Ok(data(st.svc.tenant(p.tenant_id).await?.into()))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateWorkspaceRequest {
+    name: String,
+}
+
+/// Rename the workspace (`settings:manage`).
+#[utoipa::path(put, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Data<TenantView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn update_workspace(State(st): State<AppState>, Auth(p): Auth, ApiJson(r): ApiJson<UpdateWorkspaceRequest>) -> ApiResult<Json<Data<TenantView>>> {
+    Ok(data(st.svc.rename_workspace(&p, &r.name).await?.into()))
+}

@@ -1,0 +1,105 @@
+//! Cairn's business logic. A service function decides everything — ids of credentials,
+//! timestamps (from the injected clock), hashes, permission rules, which events fire — and
+//! hands the store rows to write. Handlers (HTTP or CLI) only translate in and out.
+
+pub mod accounts;
+pub mod auth;
+pub mod keys;
+pub mod password;
+pub mod team;
+
+use std::{collections::HashMap, sync::Mutex, time::Instant};
+
+use cairn_domain::{ApiKeyId, Clock, FieldError};
+use cairn_store::{Store, StoreError};
+use chrono::Duration;
+
+pub use auth::{Actor, Principal};
+
+/// Settings the services need (read from configuration by the binary, never here).
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    /// How long a session token from login lives.
+    pub session_ttl: Duration,
+    /// How long an invitation can be accepted.
+    pub invitation_ttl: Duration,
+    /// Whether `POST /v1/auth/register` may create new workspaces.
+    pub allow_registration: bool,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        ServiceSettings {
+            session_ttl: Duration::days(30),
+            invitation_ttl: Duration::days(7),
+            allow_registration: true,
+        }
+    }
+}
+
+/// The services over one entity store and one clock. Cheap to clone.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Store,
+    pub clock: Clock,
+    pub settings: ServiceSettings,
+    key_touches: std::sync::Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
+}
+
+impl Services {
+    pub fn new(store: Store, clock: Clock, settings: ServiceSettings) -> Services {
+        Services { store, clock, settings, key_touches: Default::default() }
+    }
+}
+
+/// Errors a caller can act on; the API maps each to the seeds' error codes.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// 400 `VALIDATION_ERROR`, naming the field.
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    /// 401 `AUTH_REQUIRED`.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// 403 `FORBIDDEN`.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404 `NOT_FOUND`: missing, or another workspace's (indistinguishable on purpose).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409 `DUPLICATE`.
+    #[error("{message}")]
+    Duplicate { field: String, message: String },
+    /// 500: the store failed. The message is logged, never shown.
+    #[error(transparent)]
+    Store(StoreError),
+    /// 500: something else failed on our side (a panicked blocking task, a hashing error).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+impl ServiceError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Invalid(FieldError::new(field, message))
+    }
+
+    pub fn duplicate(field: &str, message: impl Into<String>) -> ServiceError {
+        ServiceError::Duplicate { field: field.into(), message: message.into() }
+    }
+}
+
+/// Maps a store's "not found" to the named resource's 404.
+pub(crate) fn found<T>(r: Result<T, StoreError>, what: &'static str) -> Result<T, ServiceError> {
+    r.map_err(|e| match e {
+        StoreError::NotFound => ServiceError::NotFound(what),
+        e => ServiceError::Store(e),
+    })
+}
+
+pub type Result<T, E = ServiceError> = std::result::Result<T, E>;
