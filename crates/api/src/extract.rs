@@ -27,10 +27,8 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
         let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
-            return Err(ApiError::unsupported_media_type(format!(
-                "expected Content-Type: application/json, got {}",
-                if ct.is_empty() { "none" } else { "another type" }
-            )));
+            let got = if mime.is_empty() { "none".to_string() } else { mime.chars().take(100).collect() };
+            return Err(ApiError::unsupported_media_type(format!("expected Content-Type: application/json, got {got}")));
         }
         let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(state.settings.max_body_bytes);
         let bytes = read_body(req, limit).await?;

@@ -151,6 +151,7 @@ pub fn app(state: AppState) -> Router {
     let (router, _) = routes(&state.settings);
     router
         .fallback(routes::ops::fallback)
+        .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(from_fn_with_state(state.clone(), middleware::gate))
         .layer(from_fn_with_state(state.clone(), middleware::observe))

@@ -99,9 +99,16 @@ pub async fn openapi_json(State(st): State<AppState>) -> impl IntoResponse {
     Json(doc)
 }
 
+/// A known path with a method it does not take.
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoResponse {
+    let mut e = ApiError::bad_request(format!("{} does not accept {method}; see /v1/openapi.json", uri.path()));
+    e.status = StatusCode::METHOD_NOT_ALLOWED;
+    e
+}
+
 /// Any path no route matches.
 pub async fn fallback(uri: Uri) -> impl IntoResponse {
     let mut e = ApiError::not_found("route");
     e.message = format!("no route for {}; see /v1/openapi.json", uri.path());
-    (StatusCode::NOT_FOUND, e)
+    e
 }

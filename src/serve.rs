@@ -1,0 +1,153 @@
+//! `cairn serve`: opens the stores, bootstraps the first workspace if asked, serves HTTP, runs
+//! housekeeping, and shuts down gracefully on SIGINT/SIGTERM (stop accepting, finish in-flight
+//! requests, flush buffers, close the stores).
+
+use std::{net::SocketAddr, sync::Arc, time::{Duration, Instant}};
+
+use anyhow::Context;
+use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
+use cairn_domain::Clock;
+use cairn_service::{accounts::Registration, ServiceSettings, Services};
+
+use crate::{
+    config::{ServeArgs, StoreArgs},
+    stores,
+};
+
+pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let stores = stores::open(store_args).await?;
+    let clock = if args.test_clock { Clock::test() } else { Clock::system() };
+    let settings = ServiceSettings {
+        session_ttl: chrono::Duration::hours(args.session_ttl_hours as i64),
+        allow_registration: args.allow_registration,
+        ..ServiceSettings::default()
+    };
+    let svc = Services::new(stores.entities.clone(), clock, settings);
+    bootstrap(&svc, &args).await?;
+
+    let metrics = Arc::new(Metrics::default());
+    let (api_logs, log_writer) = ApiLogSink::start(stores.entities.clone(), metrics.clone());
+    let state = AppState::new(Inner {
+        svc: svc.clone(),
+        events: stores.events.clone(),
+        settings: ApiSettings {
+            max_body_bytes: args.max_body_bytes as usize,
+            secret_key_rate_limit: args.rate_limit_secret,
+            public_key_rate_limit: args.rate_limit_public,
+            session_rate_limit: args.rate_limit_session,
+            ingest_rate_limit: args.rate_limit_ingest,
+            anonymous_rate_limit: args.rate_limit_anonymous,
+            test_clock: args.test_clock,
+        },
+        limiter: RateLimiter::default(),
+        metrics,
+        api_logs,
+        started: Instant::now(),
+    });
+    let housekeeping = tokio::spawn(housekeeping(svc.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("CAIRN_LISTEN: cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, entity_store = ?stores.entities.backend(), event_store = stores.events.backend(),
+                   test_clock = args.test_clock, roles = %args.roles, "cairn listening");
+    println!("Cairn {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+
+    let app = cairn_api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_secs(args.shutdown_timeout_secs);
+    let mut stop_rx2 = stop_rx.clone();
+    tokio::select! {
+        res = server => res.context("the HTTP server failed")?,
+        _ = async {
+            let _ = stop_rx2.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!("in-flight requests did not finish within CAIRN_SHUTDOWN_TIMEOUT_SECS; exiting"),
+    }
+
+    tracing::info!("shutting down: flushing buffers");
+    housekeeping.abort();
+    drop(state); // the last sender of the request log: its writer drains and ends
+    if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {
+        tracing::warn!("the request log did not drain in 10 s");
+    }
+    stores.entities.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// On first start: create the workspace named by `CAIRN_ADMIN_*`, or say how to get going.
+async fn bootstrap(svc: &Services, args: &ServeArgs) -> anyhow::Result<()> {
+    if svc.has_workspaces().await? {
+        return Ok(());
+    }
+    match (&args.admin_email, &args.admin_password) {
+        (Some(email), Some(password)) => {
+            let r = Registration { email, password, name: "Admin", workspace: &args.admin_workspace };
+            let (tenant, _) = svc
+                .create_workspace_with_owner(&r)
+                .await
+                .map_err(|e| anyhow::anyhow!("CAIRN_ADMIN_EMAIL / CAIRN_ADMIN_PASSWORD: {e}"))?;
+            println!("Created workspace {:?} (slug {}) with the owner from CAIRN_ADMIN_EMAIL.", tenant.name, tenant.slug);
+            println!("Sign in with POST /v1/auth/login, or create a key: cairn keys create --tenant {} --name server", tenant.slug);
+        }
+        _ => {
+            let base = format!("http://{}", args.listen);
+            println!("No workspace yet. Create one and sign in:");
+            println!(
+                "  curl -s -X POST {base}/v1/auth/register -H 'Content-Type: application/json' \\\n    \
+                 -d '{{\"email\":\"you@example.com\",\"password\":\"a-long-password\",\"name\":\"You\",\"workspace\":\"Acme\"}}'"
+            );
+            println!("Or, without the server: cairn tenants create --name Acme && cairn keys create --tenant acme --name server");
+        }
+    }
+    Ok(())
+}
+
+/// Purges what has expired: sessions, idempotency records (24 h), request logs (7 days),
+/// finished jobs (7 days). Every instance may run it; each statement is idempotent.
+async fn housekeeping(svc: Services) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = svc.clock.now();
+        let res = async {
+            let mut c = svc.store.write().await?;
+            let s = c.purge_sessions(now - chrono::Duration::days(1)).await?;
+            let i = c.purge_idempotency_keys(now - chrono::Duration::hours(24)).await?;
+            let l = c.purge_api_logs(now - chrono::Duration::days(7)).await?;
+            let j = c.purge_jobs(now - chrono::Duration::days(7)).await?;
+            Ok::<_, cairn_store::StoreError>((s, i, l, j))
+        }
+        .await;
+        match res {
+            Ok((s, i, l, j)) => tracing::debug!(sessions = s, idempotency = i, api_logs = l, jobs = j, "housekeeping"),
+            Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("signal received: no new connections; finishing in-flight requests");
+}

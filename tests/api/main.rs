@@ -1,0 +1,12 @@
+//! The HTTP API suite. Every test runs against a real server on SQLite and on PostgreSQL,
+//! each on a fresh database.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod conventions;
+mod isolation;
+mod keys;
+mod openapi;
+mod team;

@@ -1,0 +1,286 @@
+//! Test harness: a real server on a random loopback port, on a fresh database of the chosen
+//! backend. PostgreSQL must be running (scripts/test.sh makes sure); a missing server fails
+//! the PostgreSQL tests, it never skips them.
+#![allow(dead_code)]
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
+use cairn_domain::Clock;
+use cairn_events::SqliteEventStore;
+use cairn_service::{ServiceSettings, Services};
+use cairn_store::{Store, StoreConfig};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::{Connection, Executor, PgConnection};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("CAIRN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("CAIRN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}_{}", std::process::id(), rand::random::<u32>())
+}
+
+/// A fresh PostgreSQL database, dropped (with its connections) when this goes out of scope.
+pub struct FreshPg {
+    pub url: String,
+    name: String,
+}
+
+impl FreshPg {
+    pub async fn create() -> FreshPg {
+        let admin = pg_admin_url();
+        let name = unique("cairn_test");
+        let mut c = PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} must be running for this test: {e}"));
+        c.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        let url = match admin.rfind('/') {
+            Some(i) => format!("{}/{name}", &admin[..i]),
+            None => panic!("CAIRN_TEST_DATABASE_URL needs a database path"),
+        };
+        FreshPg { url, name }
+    }
+}
+
+impl Drop for FreshPg {
+    fn drop(&mut self) {
+        let admin = pg_admin_url();
+        let name = self.name.clone();
+        // Drop runs inside a runtime that may be shutting down: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut c = PgConnection::connect(&admin).await.ok()?;
+                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(unique("cairn_test"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server and a client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    pub clock: Clock,
+    pub store: Store,
+    _pg: Option<FreshPg>,
+    _dir: TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+/// Spawns a server whose rate limits are generous unless the test says otherwise, with the
+/// test clock on.
+pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) -> TestApp {
+    let dir = TempDir::new();
+    let (config, pg) = match backend {
+        Backend::Sqlite => (StoreConfig::Sqlite { path: dir.0.join("cairn.db") }, None),
+        Backend::Postgres => {
+            let pg = FreshPg::create().await;
+            (StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }, Some(pg))
+        }
+    };
+    let store = Store::connect(&config).await.expect("connect store");
+    store.migrate().await.expect("migrate store");
+    let events = SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open event store");
+    cairn_events::EventStore::migrate(&events).await.expect("migrate event store");
+    let clock = Clock::test();
+    let svc = Services::new(store.clone(), clock.clone(), ServiceSettings::default());
+    let mut settings = ApiSettings {
+        secret_key_rate_limit: 10_000,
+        public_key_rate_limit: 10_000,
+        session_rate_limit: 10_000,
+        anonymous_rate_limit: 10_000,
+        test_clock: true,
+        ..ApiSettings::default()
+    };
+    tweak(&mut settings);
+    let metrics = Arc::new(Metrics::default());
+    let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
+    let state = AppState::new(Inner {
+        svc,
+        events: Arc::new(events),
+        settings,
+        limiter: RateLimiter::default(),
+        metrics,
+        api_logs,
+        started: Instant::now(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = cairn_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        backend,
+        clock,
+        store,
+        _pg: pg,
+        _dir: dir,
+        server,
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the error envelope with this status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(self.body["success"], json!(false), "body: {}", self.body);
+        assert_eq!(self.body["code"], json!(code), "body: {}", self.body);
+        assert!(self.body["error"].as_str().is_some_and(|s| !s.is_empty()), "body: {}", self.body);
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        &self.body
+    }
+}
+
+impl TestApp {
+    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
+        self.call_with(method, path, auth, body, &[]).await
+    }
+
+    pub async fn call_with(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        if let Some(a) = auth {
+            req = req.bearer_auth(a);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str, auth: &str) -> Resp {
+        self.call(Method::GET, path, Some(auth), None).await
+    }
+
+    pub async fn post(&self, path: &str, auth: &str, body: Value) -> Resp {
+        self.call(Method::POST, path, Some(auth), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, auth: &str, body: Value) -> Resp {
+        self.call(Method::PUT, path, Some(auth), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, auth: &str) -> Resp {
+        self.call(Method::DELETE, path, Some(auth), None).await
+    }
+
+    /// Registers a workspace and returns the owner's session token.
+    pub async fn register(&self, email: &str, workspace: &str) -> String {
+        let r = self
+            .call(
+                Method::POST,
+                "/v1/auth/register",
+                None,
+                Some(json!({"email": email, "password": "correct horse battery", "name": "Owner", "workspace": workspace})),
+            )
+            .await;
+        r.assert_ok(201);
+        r.body["token"].as_str().unwrap().to_string()
+    }
+
+    /// Creates a key with the given body; returns (id, key).
+    pub async fn create_key(&self, auth: &str, body: Value) -> (i64, String) {
+        let r = self.post("/v1/api-keys", auth, body).await;
+        r.assert_ok(201);
+        (r.body["data"]["id"].as_i64().unwrap(), r.body["data"]["key"].as_str().unwrap().to_string())
+    }
+}
+
+/// Runs each listed async test function on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::spawn($crate::common::Backend::Sqlite).await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::spawn($crate::common::Backend::Postgres).await).await })*
+        }
+    };
+}
+
+/// Like `on_both_backends!`, for tests that spawn their own server (custom settings): each
+/// listed function takes the backend.
+#[macro_export]
+macro_rules! on_both_backends_raw {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_custom {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::Backend::Sqlite).await })*
+        }
+        mod postgres_custom {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::Backend::Postgres).await })*
+        }
+    };
+}
