@@ -2,7 +2,11 @@
 //! housekeeping, and shuts down gracefully on SIGINT/SIGTERM (stop accepting, finish in-flight
 //! requests, flush buffers, close the stores).
 
-use std::{net::SocketAddr, sync::Arc, time::{Duration, Instant}};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
@@ -16,7 +20,11 @@ use crate::{
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     let stores = stores::open(store_args).await?;
-    let clock = if args.test_clock { Clock::test() } else { Clock::system() };
+    let clock = if args.test_clock {
+        Clock::test()
+    } else {
+        Clock::system()
+    };
     let settings = ServiceSettings {
         session_ttl: chrono::Duration::hours(args.session_ttl_hours as i64),
         allow_registration: args.allow_registration,
@@ -52,7 +60,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, entity_store = ?stores.entities.backend(), event_store = stores.events.backend(),
                    test_clock = args.test_clock, roles = %args.roles, "cairn listening");
-    println!("Cairn {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "Cairn {} listening on http://{addr}",
+        env!("CARGO_PKG_VERSION")
+    );
 
     let app = cairn_api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -73,7 +84,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     tracing::info!("shutting down: flushing buffers");
     housekeeping.abort();
     drop(state); // the last sender of the request log: its writer drains and ends
-    if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), log_writer)
+        .await
+        .is_err()
+    {
         tracing::warn!("the request log did not drain in 10 s");
     }
     stores.entities.close().await;
@@ -88,12 +102,20 @@ async fn bootstrap(svc: &Services, args: &ServeArgs) -> anyhow::Result<()> {
     }
     match (&args.admin_email, &args.admin_password) {
         (Some(email), Some(password)) => {
-            let r = Registration { email, password, name: "Admin", workspace: &args.admin_workspace };
+            let r = Registration {
+                email,
+                password,
+                name: "Admin",
+                workspace: &args.admin_workspace,
+            };
             let (tenant, _) = svc
                 .create_workspace_with_owner(&r)
                 .await
                 .map_err(|e| anyhow::anyhow!("CAIRN_ADMIN_EMAIL / CAIRN_ADMIN_PASSWORD: {e}"))?;
-            println!("Created workspace {:?} (slug {}) with the owner from CAIRN_ADMIN_EMAIL.", tenant.name, tenant.slug);
+            println!(
+                "Created workspace {:?} (slug {}) with the owner from CAIRN_ADMIN_EMAIL.",
+                tenant.name, tenant.slug
+            );
             println!("Sign in with POST /v1/auth/login, or create a key: cairn keys create --tenant {} --name server", tenant.slug);
         }
         _ => {
@@ -120,14 +142,22 @@ async fn housekeeping(svc: Services) {
         let res = async {
             let mut c = svc.store.write().await?;
             let s = c.purge_sessions(now - chrono::Duration::days(1)).await?;
-            let i = c.purge_idempotency_keys(now - chrono::Duration::hours(24)).await?;
+            let i = c
+                .purge_idempotency_keys(now - chrono::Duration::hours(24))
+                .await?;
             let l = c.purge_api_logs(now - chrono::Duration::days(7)).await?;
             let j = c.purge_jobs(now - chrono::Duration::days(7)).await?;
             Ok::<_, cairn_store::StoreError>((s, i, l, j))
         }
         .await;
         match res {
-            Ok((s, i, l, j)) => tracing::debug!(sessions = s, idempotency = i, api_logs = l, jobs = j, "housekeeping"),
+            Ok((s, i, l, j)) => tracing::debug!(
+                sessions = s,
+                idempotency = i,
+                api_logs = l,
+                jobs = j,
+                "housekeeping"
+            ),
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
     }

@@ -21,7 +21,8 @@ pub enum Backend {
 }
 
 pub fn pg_admin_url() -> String {
-    std::env::var("CAIRN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CAIRN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn clickhouse_url() -> String {
@@ -45,7 +46,9 @@ impl FreshPg {
         let mut c = PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL at {admin} must be running for this test: {e}"));
-        c.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
         let url = match admin.rfind('/') {
             Some(i) => format!("{}/{name}", &admin[..i]),
             None => panic!("CAIRN_TEST_DATABASE_URL needs a database path"),
@@ -60,10 +63,15 @@ impl Drop for FreshPg {
         let name = self.name.clone();
         // Drop runs inside a runtime that may be shutting down: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
             rt.block_on(async {
                 let mut c = PgConnection::connect(&admin).await.ok()?;
-                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.ok()
+                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -113,16 +121,31 @@ pub async fn spawn(backend: Backend) -> TestApp {
 pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) -> TestApp {
     let dir = TempDir::new();
     let (config, pg) = match backend {
-        Backend::Sqlite => (StoreConfig::Sqlite { path: dir.0.join("cairn.db") }, None),
+        Backend::Sqlite => (
+            StoreConfig::Sqlite {
+                path: dir.0.join("cairn.db"),
+            },
+            None,
+        ),
         Backend::Postgres => {
             let pg = FreshPg::create().await;
-            (StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }, Some(pg))
+            (
+                StoreConfig::Postgres {
+                    url: pg.url.clone(),
+                    max_connections: 8,
+                },
+                Some(pg),
+            )
         }
     };
     let store = Store::connect(&config).await.expect("connect store");
     store.migrate().await.expect("migrate store");
-    let events = SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open event store");
-    cairn_events::EventStore::migrate(&events).await.expect("migrate event store");
+    let events = SqliteEventStore::open(&dir.0.join("events.db"))
+        .await
+        .expect("open event store");
+    cairn_events::EventStore::migrate(&events)
+        .await
+        .expect("migrate event store");
     let clock = Clock::test();
     let svc = Services::new(store.clone(), clock.clone(), ServiceSettings::default());
     let mut settings = ApiSettings {
@@ -182,7 +205,11 @@ impl Resp {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         assert_eq!(self.body["success"], json!(false), "body: {}", self.body);
         assert_eq!(self.body["code"], json!(code), "body: {}", self.body);
-        assert!(self.body["error"].as_str().is_some_and(|s| !s.is_empty()), "body: {}", self.body);
+        assert!(
+            self.body["error"].as_str().is_some_and(|s| !s.is_empty()),
+            "body: {}",
+            self.body
+        );
     }
 
     #[track_caller]
@@ -193,12 +220,27 @@ impl Resp {
 }
 
 impl TestApp {
-    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
         self.call_with(method, path, auth, body, &[]).await
     }
 
-    pub async fn call_with(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         if let Some(a) = auth {
             req = req.bearer_auth(a);
         }
@@ -213,7 +255,11 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str, auth: &str) -> Resp {
@@ -250,7 +296,10 @@ impl TestApp {
     pub async fn create_key(&self, auth: &str, body: Value) -> (i64, String) {
         let r = self.post("/v1/api-keys", auth, body).await;
         r.assert_ok(201);
-        (r.body["data"]["id"].as_i64().unwrap(), r.body["data"]["key"].as_str().unwrap().to_string())
+        (
+            r.body["data"]["id"].as_i64().unwrap(),
+            r.body["data"]["key"].as_str().unwrap().to_string(),
+        )
     }
 }
 

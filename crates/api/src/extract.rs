@@ -24,13 +24,34 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
-            let got = if mime.is_empty() { "none".to_string() } else { mime.chars().take(100).collect() };
-            return Err(ApiError::unsupported_media_type(format!("expected Content-Type: application/json, got {got}")));
+        let ct = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
+            let got = if mime.is_empty() {
+                "none".to_string()
+            } else {
+                mime.chars().take(100).collect()
+            };
+            return Err(ApiError::unsupported_media_type(format!(
+                "expected Content-Type: application/json, got {got}"
+            )));
         }
-        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(state.settings.max_body_bytes);
+        let limit = req
+            .extensions()
+            .get::<BodyLimit>()
+            .map(|l| l.0)
+            .unwrap_or(state.settings.max_body_bytes);
         let bytes = read_body(req, limit).await?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -38,23 +59,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
 /// Reads a whole body, refusing (413) as soon as it passes `limit`.
 pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .map(|s| s.is::<http_body_util::LengthLimitError>())
-            .unwrap_or(false)
-            || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::bad_request("could not read the request body")
-        }
-    })
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .map(|s| s.is::<http_body_util::LengthLimitError>())
+                .unwrap_or(false)
+                || e.to_string().contains("length limit");
+            if too_large {
+                ApiError::too_large(limit)
+            } else {
+                ApiError::bad_request("could not read the request body")
+            }
+        })
 }
 
 /// Parses JSON into `T`, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -72,10 +97,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// path so the client sees `items[0].colour`, not `items[0]`.
 fn field_error(path: &str, msg: &str) -> ApiError {
     let parent = if path == "." { "" } else { path };
-    let join = |name: &str| if parent.is_empty() { name.to_string() } else { format!("{parent}.{name}") };
+    let join = |name: &str| {
+        if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}.{name}")
+        }
+    };
     if let Some(name) = between(msg, "unknown field `", "`") {
         // serde_path_to_error already ends the path with the unknown key.
-        let field = if parent == name || parent.ends_with(&format!(".{name}")) { parent.to_string() } else { join(name) };
+        let field = if parent == name || parent.ends_with(&format!(".{name}")) {
+            parent.to_string()
+        } else {
+            join(name)
+        };
         return ApiError::validation(field, "unknown field");
     }
     if let Some(name) = between(msg, "missing field `", "`") {
@@ -166,10 +201,28 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_at_fault() {
-        assert_eq!(field_of(r#"{"name": 1, "items": []}"#).0.as_deref(), Some("name"));
-        assert_eq!(field_of(r#"{"name": "x", "items": [{"price": 1}, {"price": "a"}]}"#).0.as_deref(), Some("items[1].price"));
-        assert_eq!(field_of(r#"{"name": "x", "items": [], "role": "owner"}"#).0.as_deref(), Some("role"));
-        assert_eq!(field_of(r#"{"name": "x", "items": [{"price": 1, "colour": 2}]}"#).0.as_deref(), Some("items[0].colour"));
+        assert_eq!(
+            field_of(r#"{"name": 1, "items": []}"#).0.as_deref(),
+            Some("name")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "items": [{"price": 1}, {"price": "a"}]}"#)
+                .0
+                .as_deref(),
+            Some("items[1].price")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "items": [], "role": "owner"}"#)
+                .0
+                .as_deref(),
+            Some("role")
+        );
+        assert_eq!(
+            field_of(r#"{"name": "x", "items": [{"price": 1, "colour": 2}]}"#)
+                .0
+                .as_deref(),
+            Some("items[0].colour")
+        );
         assert_eq!(field_of(r#"{"items": []}"#).0.as_deref(), Some("name"));
         let (field, msg) = field_of(r#"{"name": "#);
         assert_eq!(field, None);
@@ -189,7 +242,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
             .map(|p| ApiPath(p.0))
             .map_err(|e| {
                 let text = e.body_text();
-                let field = between(&text, "parameter `", "`").unwrap_or("id").to_string();
+                let field = between(&text, "parameter `", "`")
+                    .unwrap_or("id")
+                    .to_string();
                 ApiError::validation(field, "must be a whole number")
             })
     }

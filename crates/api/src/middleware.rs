@@ -14,7 +14,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use cairn_service::Principal;
-use cairn_store::{api_logs::NewApiLog, idempotency::{Claim, IdemKey}};
+use cairn_store::{
+    api_logs::NewApiLog,
+    idempotency::{Claim, IdemKey},
+};
 use chrono::Duration;
 use sha2::{Digest, Sha256};
 
@@ -29,11 +32,15 @@ use crate::{
 pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
     let resp = next.run(req).await;
     let elapsed = started.elapsed();
     let route = route.as_deref().unwrap_or("unmatched");
-    st.metrics.record(method.as_str(), route, resp.status().as_u16(), elapsed);
+    st.metrics
+        .record(method.as_str(), route, resp.status().as_u16(), elapsed);
     tracing::debug!(http.method = %method, http.route = route, http.status = resp.status().as_u16(),
                     latency_ms = elapsed.as_secs_f64() * 1e3, "request");
     resp
@@ -54,21 +61,35 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let path = req.uri().path().to_string();
     let limit = st.settings.max_body_bytes;
     req.extensions_mut().insert(BodyLimit(limit));
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         // Refused without reading the body.
         return ApiError::too_large(limit).into_response();
     }
 
-    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_default();
     let principal = match presented_secret(req.headers()).filter(|s| !s.is_empty()) {
         None => None,
         Some(secret) => match st.svc.authenticate(secret).await {
             Ok(p) => Some(p),
             Err(e) => {
                 // Failed attempts count against the caller's address, so guessing is slow.
-                let d = st.limiter.check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
-                let resp = if d.allowed { ApiError::from(e).into_response() } else { ApiError::rate_limited(d.retry_after).into_response() };
+                let d = st
+                    .limiter
+                    .check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
+                let resp = if d.allowed {
+                    ApiError::from(e).into_response()
+                } else {
+                    ApiError::rate_limited(d.retry_after).into_response()
+                };
                 return with_limit_headers(resp, &d);
             }
         },
@@ -76,12 +97,18 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
 
     let ingest = is_ingest_path(&path);
     let (bucket, limit) = match &principal {
-        Some(p) => (format!("{}:{}", p.label(), if ingest { "ingest" } else { "api" }), st.settings.limit_for(p, ingest)),
+        Some(p) => (
+            format!("{}:{}", p.label(), if ingest { "ingest" } else { "api" }),
+            st.settings.limit_for(p, ingest),
+        ),
         None => (format!("ip:{ip}"), st.settings.anonymous_rate_limit),
     };
     let decision = st.limiter.check(&bucket, limit);
     if !decision.allowed {
-        return with_limit_headers(ApiError::rate_limited(decision.retry_after).into_response(), &decision);
+        return with_limit_headers(
+            ApiError::rate_limited(decision.retry_after).into_response(),
+            &decision,
+        );
     }
 
     let method = req.method().to_string();
@@ -126,12 +153,26 @@ const IN_FLIGHT_SECS: i64 = 60;
 /// body is a 400; a retry while the first is still running is a 409. A 5xx is not stored, so
 /// the retry runs again.
 pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
-    let key = req.headers().get("idempotency-key").map(|v| v.to_str().map(str::to_string));
-    let Some(key) = key.filter(|_| mutating) else { return next.run(req).await };
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::to_string));
+    let Some(key) = key.filter(|_| mutating) else {
+        return next.run(req).await;
+    };
     let key = match key {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k,
-        _ => return ApiError::validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response(),
+        _ => {
+            return ApiError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+            .into_response()
+        }
     };
     let (tenant, principal) = match req.extensions().get::<Principal>() {
         Some(p) => (p.tenant_id, p.label()),
@@ -141,7 +182,11 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     };
 
     let (parts, body) = req.into_parts();
-    let limit = parts.extensions.get::<BodyLimit>().map(|l| l.0).unwrap_or(st.settings.max_body_bytes);
+    let limit = parts
+        .extensions
+        .get::<BodyLimit>()
+        .map(|l| l.0)
+        .unwrap_or(st.settings.max_body_bytes);
     let bytes = match read_body(Request::from_parts(parts.clone(), body), limit).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -154,7 +199,11 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
 
-    let idem = IdemKey { tenant, principal: &principal, key: &key };
+    let idem = IdemKey {
+        tenant,
+        principal: &principal,
+        key: &key,
+    };
     let now = st.svc.clock.now();
     let claim = async {
         st.svc
@@ -173,13 +222,11 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     .await;
     match claim {
         Err(e) => return ApiError::internal(&e).into_response(),
-        Ok(Claim::Mismatch) => {
-            return ApiError::validation(
-                "Idempotency-Key",
-                "this key was already used for a different request; use a new key for a new request",
-            )
-            .into_response()
-        }
+        Ok(Claim::Mismatch) => return ApiError::validation(
+            "Idempotency-Key",
+            "this key was already used for a different request; use a new key for a new request",
+        )
+        .into_response(),
         Ok(Claim::InProgress) => {
             return ApiError::duplicate(
                 Some("Idempotency-Key".into()),
@@ -187,28 +234,42 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             )
             .into_response()
         }
-        Ok(Claim::Done { status, content_type, body, .. }) => {
+        Ok(Claim::Done {
+            status,
+            content_type,
+            body,
+            ..
+        }) => {
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
-            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             return resp;
         }
         Ok(Claim::Fresh) => {}
     }
 
-    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let resp = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
     let (rparts, rbody) = resp.into_parts();
-    let rbytes = axum::body::to_bytes(rbody, usize::MAX).await.unwrap_or_default();
+    let rbytes = axum::body::to_bytes(rbody, usize::MAX)
+        .await
+        .unwrap_or_default();
     let store_result = async {
         let mut c = st.svc.store.write().await?;
         if rparts.status.is_server_error() {
             c.release_idempotency_key(&idem).await
         } else {
-            let ct = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            c.complete_idempotency_key(&idem, rparts.status.as_u16(), ct, &rbytes).await
+            let ct = rparts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok());
+            c.complete_idempotency_key(&idem, rparts.status.as_u16(), ct, &rbytes)
+                .await
         }
     }
     .await;

@@ -41,13 +41,18 @@ pub struct RateLimiter {
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        RateLimiter { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
+        RateLimiter {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
     }
 }
 
 impl RateLimiter {
     pub fn check(&self, bucket: &str, limit: u64) -> Decision {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.check_at(bucket, limit, now)
     }
 
@@ -59,7 +64,11 @@ impl RateLimiter {
             // Forget buckets idle for two windows (they would count as empty anyway).
             map.retain(|_, w| w.index + 1 >= index);
         }
-        let w = map.entry(bucket.to_string()).or_insert(Window { index, count: 0, previous: 0 });
+        let w = map.entry(bucket.to_string()).or_insert(Window {
+            index,
+            count: 0,
+            previous: 0,
+        });
         if w.index != index {
             w.previous = if w.index + 1 == index { w.count } else { 0 };
             w.count = 0;
@@ -70,11 +79,23 @@ impl RateLimiter {
         let estimate = w.previous as f64 * weight + w.count as f64;
         let reset = (index + 1) * WINDOW as u64;
         if estimate + 1.0 > limit as f64 {
-            return Decision { allowed: false, limit, remaining: 0, reset, retry_after: retry_after(w, limit, elapsed) };
+            return Decision {
+                allowed: false,
+                limit,
+                remaining: 0,
+                reset,
+                retry_after: retry_after(w, limit, elapsed),
+            };
         }
         w.count += 1;
         let used = (estimate + 1.0).ceil() as u64;
-        Decision { allowed: true, limit, remaining: limit.saturating_sub(used), reset, retry_after: 0 }
+        Decision {
+            allowed: true,
+            limit,
+            remaining: limit.saturating_sub(used),
+            reset,
+            retry_after: 0,
+        }
     }
 }
 
@@ -89,7 +110,11 @@ fn retry_after(w: &Window, limit: u64, elapsed: f64) -> u64 {
         (target - elapsed) * WINDOW
     } else {
         // Wait into the next window until the current count has decayed enough.
-        let target = if w.count > 0 { 1.0 - (limit as f64 - 1.0) / w.count as f64 } else { 0.0 };
+        let target = if w.count > 0 {
+            1.0 - (limit as f64 - 1.0) / w.count as f64
+        } else {
+            0.0
+        };
         (1.0 - elapsed + target.max(0.0)) * WINDOW
     };
     secs.ceil().max(1.0) as u64
@@ -109,8 +134,21 @@ fn shard_of(bucket: &str) -> usize {
 /// much higher limits: they must sustain tens of thousands of events per second.
 pub fn is_ingest_path(path: &str) -> bool {
     const SEGMENT: &[&str] = &[
-        "/v1/identify", "/v1/track", "/v1/page", "/v1/screen", "/v1/group", "/v1/alias", "/v1/batch", "/v1/import",
-        "/v1/t", "/v1/i", "/v1/p", "/v1/s", "/v1/g", "/v1/a", "/v1/b",
+        "/v1/identify",
+        "/v1/track",
+        "/v1/page",
+        "/v1/screen",
+        "/v1/group",
+        "/v1/alias",
+        "/v1/batch",
+        "/v1/import",
+        "/v1/t",
+        "/v1/i",
+        "/v1/p",
+        "/v1/s",
+        "/v1/g",
+        "/v1/a",
+        "/v1/b",
     ];
     path.starts_with("/v1/track/") || path.starts_with("/v1/projects/") || SEGMENT.contains(&path)
 }
@@ -149,8 +187,14 @@ mod tests {
         let refused = rl.check_at("k", 10, t0 + 30.0);
         assert!(!refused.allowed);
         let wait = refused.retry_after as f64;
-        assert!(!rl.check_at("k", 10, t0 + 30.0 + wait - 2.0).allowed, "too early");
-        assert!(rl.check_at("k", 10, t0 + 30.0 + wait).allowed, "retry_after was {wait}");
+        assert!(
+            !rl.check_at("k", 10, t0 + 30.0 + wait - 2.0).allowed,
+            "too early"
+        );
+        assert!(
+            rl.check_at("k", 10, t0 + 30.0 + wait).allowed,
+            "retry_after was {wait}"
+        );
     }
 
     #[test]

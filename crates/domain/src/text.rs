@@ -14,7 +14,10 @@ pub fn required(field: &str, raw: &str, max: usize) -> Result<String, FieldError
 /// Checks `raw` is at most `max` characters (no trimming of inner content).
 pub fn bounded(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
     if raw.chars().count() > max {
-        return Err(FieldError::new(field, format!("must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(raw.to_string())
 }

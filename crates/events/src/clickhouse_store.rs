@@ -11,12 +11,16 @@ use clickhouse::{Client, Compression, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError, Result,
+    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError,
+    Result,
 };
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
-const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "events", include_str!("../../../migrations/clickhouse/0001_events.sql"))];
+const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "events",
+    include_str!("../../../migrations/clickhouse/0001_events.sql"),
+)];
 
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
@@ -84,7 +88,9 @@ impl ChEvent {
             properties: parse_json(&self.properties)?,
             context: parse_json(&self.context)?,
             timestamp: from_millis(self.timestamp as i64)?,
-            sent_at: (self.sent_at > 0).then(|| from_millis(self.sent_at as i64)).transpose()?,
+            sent_at: (self.sent_at > 0)
+                .then(|| from_millis(self.sent_at as i64))
+                .transpose()?,
             received_at: from_millis(self.received_at as i64)?,
             amount: self.amount,
             currency: non_empty(self.currency),
@@ -92,7 +98,8 @@ impl ChEvent {
     }
 }
 
-const EVENT_COLS: &str = "tenant_id, message_id, customer_id, anonymous_id, user_id, kind, name, properties, \
+const EVENT_COLS: &str =
+    "tenant_id, message_id, customer_id, anonymous_id, user_id, kind, name, properties, \
                           context, timestamp, sent_at, received_at, amount, currency";
 
 impl ClickHouseStore {
@@ -103,7 +110,9 @@ impl ClickHouseStore {
 
     fn client(config: &ClickHouseConfig) -> Client {
         // 18.16 cannot read the crate's compressed inserts: compression stays off.
-        let mut c = Client::default().with_url(config.url.clone()).with_compression(Compression::None);
+        let mut c = Client::default()
+            .with_url(config.url.clone())
+            .with_compression(Compression::None);
         if let Some(u) = &config.user {
             c = c.with_user(u.clone());
         }
@@ -132,7 +141,9 @@ impl ClickHouseStore {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(EventStoreError::Timeout("erasure mutation still running after 60 s".into()))
+        Err(EventStoreError::Timeout(
+            "erasure mutation still running after 60 s".into(),
+        ))
     }
 }
 
@@ -170,9 +181,14 @@ impl EventStore for ClickHouseStore {
     async fn migrate(&self) -> Result<usize> {
         let db = &self.config.database;
         if !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(EventStoreError::Corrupt(format!("invalid ClickHouse database name {db:?}")));
+            return Err(EventStoreError::Corrupt(format!(
+                "invalid ClickHouse database name {db:?}"
+            )));
         }
-        Self::client(&self.config).query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
+        Self::client(&self.config)
+            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .execute()
+            .await?;
         self.client
             .query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime)
@@ -180,7 +196,11 @@ impl EventStore for ClickHouseStore {
             )
             .execute()
             .await?;
-        let applied: Vec<u32> = self.client.query("SELECT version FROM schema_migrations").fetch_all().await?;
+        let applied: Vec<u32> = self
+            .client
+            .query("SELECT version FROM schema_migrations")
+            .fetch_all()
+            .await?;
         let mut ran = 0;
         for (version, name, sql) in MIGRATIONS {
             if applied.contains(version) {
@@ -254,9 +274,15 @@ impl EventStore for ClickHouseStore {
         )))
         .fetch_all()
         .await?;
-        let total: u64 =
-            bind(self.client.query(&format!("SELECT count() FROM events FINAL WHERE {where_sql}"))).fetch_one().await?;
-        let events = rows.into_iter().map(ChEvent::into_event).collect::<Result<Vec<_>>>()?;
+        let total: u64 = bind(self.client.query(&format!(
+            "SELECT count() FROM events FINAL WHERE {where_sql}"
+        )))
+        .fetch_one()
+        .await?;
+        let events = rows
+            .into_iter()
+            .map(ChEvent::into_event)
+            .collect::<Result<Vec<_>>>()?;
         Ok((events, total))
     }
 
@@ -289,7 +315,10 @@ mod tests {
         let sql = "-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n";
         assert_eq!(
             statements(sql),
-            vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE TABLE b (y UInt8) ENGINE = Memory"]
+            vec![
+                "CREATE TABLE a (x UInt8)\nENGINE = Memory",
+                "CREATE TABLE b (y UInt8) ENGINE = Memory"
+            ]
         );
     }
 
@@ -302,7 +331,11 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        assert_eq!(files.len(), MIGRATIONS.len(), "a file in migrations/clickhouse is not in MIGRATIONS");
+        assert_eq!(
+            files.len(),
+            MIGRATIONS.len(),
+            "a file in migrations/clickhouse is not in MIGRATIONS"
+        );
         for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
             assert_eq!(*version as usize, i + 1);
             assert!(files[i].starts_with(&format!("{:04}_", version)));

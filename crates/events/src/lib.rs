@@ -105,7 +105,9 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
 }
 
 pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| EventStoreError::Corrupt(format!("timestamp {ms}")))
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .ok_or_else(|| EventStoreError::Corrupt(format!("timestamp {ms}")))
 }
 
 pub(crate) fn parse_json(s: &str) -> Result<serde_json::Value> {
@@ -117,13 +119,17 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Latency of event-store writes and reads, for `/metrics`.
-pub static INSERT_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
+pub static INSERT_LATENCY: cairn_domain::metrics::Histogram =
+    cairn_domain::metrics::Histogram::new();
 pub static READ_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 
 /// Wraps an event store and records the latency of every call.
 pub struct Timed<S>(pub S);
 
-async fn timed<T>(h: &cairn_domain::metrics::Histogram, f: impl std::future::Future<Output = T>) -> T {
+async fn timed<T>(
+    h: &cairn_domain::metrics::Histogram,
+    f: impl std::future::Future<Output = T>,
+) -> T {
     let started = std::time::Instant::now();
     let out = f.await;
     h.observe(started.elapsed());
@@ -156,7 +162,12 @@ impl<S: EventStore> EventStore for Timed<S> {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Event>, u64)> {
-        timed(&READ_LATENCY, self.0.customer_events(tenant, customer, filter, limit, offset)).await
+        timed(
+            &READ_LATENCY,
+            self.0
+                .customer_events(tenant, customer, filter, limit, offset),
+        )
+        .await
     }
 
     async fn count(&self, tenant: TenantId) -> Result<u64> {

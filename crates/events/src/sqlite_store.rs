@@ -10,7 +10,9 @@ use sqlx::{
     QueryBuilder, SqlitePool,
 };
 
-use crate::{from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, Result};
+use crate::{
+    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, Result,
+};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
 
@@ -33,8 +35,14 @@ impl SqliteEventStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
-        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
         Ok(SqliteEventStore { write, read })
     }
 }
@@ -88,7 +96,9 @@ impl EventStore for SqliteEventStore {
         let count = |pool: &SqlitePool| {
             let pool = pool.clone();
             async move {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
+                    .fetch_one(&pool)
+                    .await
             }
         };
         let before = count(&self.write).await.unwrap_or(0);
@@ -157,15 +167,19 @@ impl EventStore for SqliteEventStore {
         .bind(offset as i64)
         .fetch_all(&self.read)
         .await?;
-        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM events WHERE {where_sql}"))
-            .bind(tenant.0)
-            .bind(customer.0)
-            .bind(filter.name.as_deref())
-            .bind(from)
-            .bind(to)
-            .fetch_one(&self.read)
-            .await?;
-        let events = rows.into_iter().map(Row::into_event).collect::<Result<Vec<_>>>()?;
+        let total: i64 =
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM events WHERE {where_sql}"))
+                .bind(tenant.0)
+                .bind(customer.0)
+                .bind(filter.name.as_deref())
+                .bind(from)
+                .bind(to)
+                .fetch_one(&self.read)
+                .await?;
+        let events = rows
+            .into_iter()
+            .map(Row::into_event)
+            .collect::<Result<Vec<_>>>()?;
         Ok((events, total as u64))
     }
 

@@ -48,7 +48,12 @@ pub struct Services {
 
 impl Services {
     pub fn new(store: Store, clock: Clock, settings: ServiceSettings) -> Services {
-        Services { store, clock, settings, key_touches: Default::default() }
+        Services {
+            store,
+            clock,
+            settings,
+            key_touches: Default::default(),
+        }
     }
 }
 
@@ -90,7 +95,10 @@ impl ServiceError {
     }
 
     pub fn duplicate(field: &str, message: impl Into<String>) -> ServiceError {
-        ServiceError::Duplicate { field: field.into(), message: message.into() }
+        ServiceError::Duplicate {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 }
 

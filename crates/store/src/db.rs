@@ -39,7 +39,10 @@ pub struct Store {
 enum Db {
     /// SQLite allows one writer at a time; a one-connection write pool serialises writers in
     /// this process (no `SQLITE_BUSY` on lock upgrades) while readers use their own pool.
-    Sqlite { write: SqlitePool, read: SqlitePool },
+    Sqlite {
+        write: SqlitePool,
+        read: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -103,7 +106,8 @@ macro_rules! on {
 }
 
 /// Latency of entity-store statements (whichever backend is in use).
-pub static QUERY_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
+pub static QUERY_LATENCY: cairn_domain::metrics::Histogram =
+    cairn_domain::metrics::Histogram::new();
 
 impl Store {
     /// Connects without migrating. Call [`Store::migrate`] before use.
@@ -133,8 +137,17 @@ impl Store {
                     .await?;
                 Db::Sqlite { write, read }
             }
-            StoreConfig::Postgres { url, max_connections } => {
+            StoreConfig::Postgres {
+                url,
+                max_connections,
+            } => {
                 let opts = PgConnectOptions::from_str(url)?;
+                // One direct connection first: its error says why (refused, bad password, no
+                // such database), where the pool would only report a timeout.
+                sqlx::Connection::close(
+                    <PgConnection as sqlx::Connection>::connect_with(&opts).await?,
+                )
+                .await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
@@ -167,9 +180,11 @@ impl Store {
     /// How many migrations have been applied.
     pub async fn applied_migrations(&self) -> Result<usize> {
         let mut c = self.read().await?;
-        let n: i64 = on!(c, |c| sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
-            .fetch_one(c)
-            .await)?;
+        let n: i64 = on!(c, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM _sqlx_migrations"
+        )
+        .fetch_one(c)
+        .await)?;
         Ok(n as usize)
     }
 
@@ -208,9 +223,10 @@ impl Store {
     /// Connections currently open and idle, for `/metrics`.
     pub fn pool_stats(&self) -> (u32, usize) {
         match &self.db {
-            Db::Sqlite { write, read } => {
-                (write.size() + read.size(), write.num_idle() + read.num_idle())
-            }
+            Db::Sqlite { write, read } => (
+                write.size() + read.size(),
+                write.num_idle() + read.num_idle(),
+            ),
             Db::Postgres(p) => (p.size(), p.num_idle()),
         }
     }

@@ -13,7 +13,12 @@ pub enum Claim {
     /// Another request with this key is still running.
     InProgress,
     /// Already answered: replay this response if the request hash matches.
-    Done { request_hash: String, status: u16, content_type: Option<String>, body: Vec<u8> },
+    Done {
+        request_hash: String,
+        status: u16,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    },
     /// Used before with a different request body.
     Mismatch,
 }
@@ -47,7 +52,8 @@ impl Conn {
         lock_until: DateTime<Utc>,
         expire_before: DateTime<Utc>,
     ) -> Result<Claim> {
-        let inserted = on!(self, |c| sqlx::query(
+        let inserted = on!(self, |c| {
+            sqlx::query(
             "INSERT INTO idempotency_keys (tenant_id, principal, idem_key, request_hash, locked_until, created_at)
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, principal, idem_key) DO NOTHING"
         )
@@ -58,7 +64,8 @@ impl Conn {
         .bind(lock_until)
         .bind(now)
         .execute(c)
-        .await.map(|r| r.rows_affected()))?;
+        .await.map(|r| r.rows_affected())
+        })?;
         if inserted == 1 {
             return Ok(Claim::Fresh);
         }
@@ -106,8 +113,13 @@ impl Conn {
         .bind(k.key)
         .bind(row.locked_until)
         .execute(c)
-        .await.map(|r| r.rows_affected()))?;
-        Ok(if taken == 1 { Claim::Fresh } else { Claim::InProgress })
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(if taken == 1 {
+            Claim::Fresh
+        } else {
+            Claim::InProgress
+        })
     }
 
     pub async fn complete_idempotency_key(
@@ -128,28 +140,34 @@ impl Conn {
         .bind(k.principal)
         .bind(k.key)
         .execute(c)
-        .await.map(|r| r.rows_affected()))?;
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Forgets a claim whose request failed on the server's side, so a retry can run.
     pub async fn release_idempotency_key(&mut self, k: &IdemKey<'_>) -> Result<()> {
-        on!(self, |c| sqlx::query(
+        on!(self, |c| {
+            sqlx::query(
             "DELETE FROM idempotency_keys WHERE tenant_id = $1 AND principal = $2 AND idem_key = $3 AND status IS NULL"
         )
         .bind(k.tenant.0)
         .bind(k.principal)
         .bind(k.key)
         .execute(c)
-        .await.map(|r| r.rows_affected()))?;
+        .await.map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 
     pub async fn purge_idempotency_keys(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        let done = on!(self, |c| sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(before)
-            .execute(c)
-            .await.map(|r| r.rows_affected()))?;
+        let done = on!(self, |c| sqlx::query(
+            "DELETE FROM idempotency_keys WHERE created_at < $1"
+        )
+        .bind(before)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

@@ -24,7 +24,12 @@ pub struct User {
 
 impl UserRow {
     pub fn user(&self) -> User {
-        User { id: UserId(self.id), email: self.email.clone(), name: self.name.clone(), created_at: self.created_at }
+        User {
+            id: UserId(self.id),
+            email: self.email.clone(),
+            name: self.name.clone(),
+            created_at: self.created_at,
+        }
     }
 }
 
@@ -47,7 +52,13 @@ struct TeamRow {
 }
 
 impl Conn {
-    pub async fn insert_user(&mut self, email: &str, name: &str, password_hash: &str, now: DateTime<Utc>) -> Result<User> {
+    pub async fn insert_user(
+        &mut self,
+        email: &str,
+        name: &str,
+        password_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<User> {
         let row: UserRow = on!(self, |c| sqlx::query_as(
             "INSERT INTO users (email, name, password_hash, created_at) VALUES ($1, $2, $3, $4)
              RETURNING id, email, name, password_hash, created_at"
@@ -82,11 +93,20 @@ impl Conn {
     }
 
     pub async fn count_users(&mut self) -> Result<i64> {
-        Ok(on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await)?)
+        Ok(on!(self, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM users"
+        )
+        .fetch_one(c)
+        .await)?)
     }
 
     /// The members of a workspace, paginated, oldest first.
-    pub async fn team(&mut self, tenant: TenantId, limit: i64, offset: i64) -> Result<(Vec<TeamMember>, i64)> {
+    pub async fn team(
+        &mut self,
+        tenant: TenantId,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<TeamMember>, i64)> {
         let rows: Vec<TeamRow> = on!(self, |c| sqlx::query_as(
             "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at
              FROM memberships m JOIN users u ON u.id = m.user_id
@@ -97,14 +117,21 @@ impl Conn {
         .bind(offset)
         .fetch_all(c)
         .await)?;
-        let total: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1")
-            .bind(tenant.0)
-            .fetch_one(c)
-            .await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1"
+        )
+        .bind(tenant.0)
+        .fetch_one(c)
+        .await)?;
         let members = rows
             .into_iter()
             .map(|r| TeamMember {
-                user: User { id: UserId(r.id), email: r.email, name: r.name, created_at: r.created_at },
+                user: User {
+                    id: UserId(r.id),
+                    email: r.email,
+                    name: r.name,
+                    created_at: r.created_at,
+                },
                 role: Role::parse(&r.role).unwrap_or(Role::Member),
                 joined_at: r.joined_at,
             })
@@ -124,7 +151,12 @@ impl Conn {
         .await)?;
         let r = row.ok_or(StoreError::NotFound)?;
         Ok(TeamMember {
-            user: User { id: UserId(r.id), email: r.email, name: r.name, created_at: r.created_at },
+            user: User {
+                id: UserId(r.id),
+                email: r.email,
+                name: r.name,
+                created_at: r.created_at,
+            },
             role: Role::parse(&r.role).unwrap_or(Role::Member),
             joined_at: r.joined_at,
         })

@@ -1,10 +1,6 @@
 //! API keys: `eck_…` secret keys and `pk_live_…` / `pk_test_…` public keys.
 
-use axum::{
-    extract::State,
-    response::IntoResponse,
-    Json,
-};
+use axum::{extract::State, response::IntoResponse, Json};
 use cairn_domain::{credential::KeyKind, ApiKeyId};
 use cairn_service::keys::KeyRequest;
 use cairn_store::keys::ApiKey;
@@ -22,7 +18,9 @@ use crate::{
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(get_key, revoke_key))
+    OpenApiRouter::new()
+        .routes(routes!(create_key, list_keys))
+        .routes(routes!(get_key, revoke_key))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -84,7 +82,11 @@ impl From<ApiKey> for KeyView {
             scopes: k.scopes.names(),
             rate_limit: k.rate_limit,
             ingest_rate_limit: k.ingest_rate_limit,
-            status: if k.revoked_at.is_some() { "revoked" } else { "active" },
+            status: if k.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            },
             created_at: k.created_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
@@ -104,7 +106,11 @@ pub struct CreatedKey {
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api keys", request_body = CreateKeyRequest,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 201, body = Data<CreatedKey>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn create_key(State(st): State<AppState>, Auth(p): Auth, ApiJson(r): ApiJson<CreateKeyRequest>) -> ApiResult<impl IntoResponse> {
+pub async fn create_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(r): ApiJson<CreateKeyRequest>,
+) -> ApiResult<impl IntoResponse> {
     let (key, secret) = st
         .svc
         .create_key(
@@ -120,7 +126,10 @@ pub async fn create_key(State(st): State<AppState>, Auth(p): Auth, ApiJson(r): A
             },
         )
         .await?;
-    Ok(created(data(CreatedKey { view: key.into(), key: secret })))
+    Ok(created(data(CreatedKey {
+        view: key.into(),
+        key: secret,
+    })))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -136,9 +145,24 @@ pub struct ListKeysQuery {
 #[utoipa::path(get, path = "/v1/api-keys", tag = "api keys", params(ListKeysQuery),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Paged<KeyView>), (status = 403, body = ErrorBody)))]
-pub async fn list_keys(State(st): State<AppState>, Auth(p): Auth, ApiQuery(q): ApiQuery<ListKeysQuery>) -> ApiResult<Json<Paged<KeyView>>> {
-    let page = PageQuery { page: q.page, per_page: q.per_page };
-    let (keys, total) = st.svc.list_keys(&p, q.include_revoked.unwrap_or(false), page.limit(), page.offset()).await?;
+pub async fn list_keys(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<ListKeysQuery>,
+) -> ApiResult<Json<Paged<KeyView>>> {
+    let page = PageQuery {
+        page: q.page,
+        per_page: q.per_page,
+    };
+    let (keys, total) = st
+        .svc
+        .list_keys(
+            &p,
+            q.include_revoked.unwrap_or(false),
+            page.limit(),
+            page.offset(),
+        )
+        .await?;
     Ok(page.wrap(keys.into_iter().map(KeyView::from).collect(), total))
 }
 
@@ -146,7 +170,11 @@ pub async fn list_keys(State(st): State<AppState>, Auth(p): Auth, ApiQuery(q): A
 #[utoipa::path(get, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<KeyView>), (status = 404, body = ErrorBody)))]
-pub async fn get_key(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<KeyView>>> {
+pub async fn get_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<KeyView>>> {
     Ok(data(st.svc.get_key(&p, ApiKeyId(id)).await?.into()))
 }
 
@@ -154,6 +182,15 @@ pub async fn get_key(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): Api
 #[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api keys", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<KeyView>), (status = 404, body = ErrorBody)))]
-pub async fn revoke_key(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<KeyView>>> {
-    Ok(data(st.svc.revoke_key(p.tenant_id, Some(&p), ApiKeyId(id)).await?.into()))
+pub async fn revoke_key(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<KeyView>>> {
+    Ok(data(
+        st.svc
+            .revoke_key(p.tenant_id, Some(&p), ApiKeyId(id))
+            .await?
+            .into(),
+    ))
 }

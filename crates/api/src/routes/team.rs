@@ -36,14 +36,24 @@ pub struct MemberView {
 
 impl From<TeamMember> for MemberView {
     fn from(m: TeamMember) -> Self {
-        MemberView { id: m.user.id, email: m.user.email, name: m.user.name, role: m.role, joined_at: m.joined_at }
+        MemberView {
+            id: m.user.id,
+            email: m.user.email,
+            name: m.user.name,
+            role: m.role,
+            joined_at: m.joined_at,
+        }
     }
 }
 
 /// The workspace's members.
 #[utoipa::path(get, path = "/v1/users", tag = "team", params(PageQuery), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Paged<MemberView>), (status = 403, body = ErrorBody)))]
-pub async fn list_members(State(st): State<AppState>, Auth(p): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<MemberView>>> {
+pub async fn list_members(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<MemberView>>> {
     let (members, total) = st.svc.team(&p, q.limit(), q.offset()).await?;
     Ok(q.wrap(members.into_iter().map(MemberView::from).collect(), total))
 }
@@ -51,7 +61,11 @@ pub async fn list_members(State(st): State<AppState>, Auth(p): Auth, ApiQuery(q)
 /// One member.
 #[utoipa::path(get, path = "/v1/users/{id}", tag = "team", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])), responses((status = 200, body = Data<MemberView>), (status = 404, body = ErrorBody)))]
-pub async fn get_member(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<MemberView>>> {
+pub async fn get_member(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<MemberView>>> {
     Ok(data(st.svc.team_member(&p, UserId(id)).await?.into()))
 }
 
@@ -73,7 +87,9 @@ pub async fn update_member(
     ApiJson(r): ApiJson<UpdateMemberRequest>,
 ) -> ApiResult<Json<Data<MemberView>>> {
     let role = parse_role("role", &r.role)?;
-    Ok(data(st.svc.set_member_role(&p, UserId(id), role).await?.into()))
+    Ok(data(
+        st.svc.set_member_role(&p, UserId(id), role).await?.into(),
+    ))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -86,7 +102,11 @@ pub struct Removed {
 #[utoipa::path(delete, path = "/v1/users/{id}", tag = "team", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<Removed>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn remove_member(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<Removed>>> {
+pub async fn remove_member(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<Removed>>> {
     st.svc.remove_member(&p, UserId(id)).await?;
     Ok(data(Removed { id, removed: true }))
 }
@@ -148,25 +168,48 @@ pub struct CreatedInvitation {
 #[utoipa::path(post, path = "/v1/invitations", tag = "team", request_body = InviteRequest,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 201, body = Data<CreatedInvitation>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn invite(State(st): State<AppState>, Auth(p): Auth, ApiJson(r): ApiJson<InviteRequest>) -> ApiResult<impl IntoResponse> {
-    let (inv, token) = st.svc.invite(&p, &r.email, r.role.as_deref().unwrap_or("member")).await?;
+pub async fn invite(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(r): ApiJson<InviteRequest>,
+) -> ApiResult<impl IntoResponse> {
+    let (inv, token) = st
+        .svc
+        .invite(&p, &r.email, r.role.as_deref().unwrap_or("member"))
+        .await?;
     let now = st.svc.clock.now();
-    Ok(created(data(CreatedInvitation { view: InvitationView::new(inv, now), token })))
+    Ok(created(data(CreatedInvitation {
+        view: InvitationView::new(inv, now),
+        token,
+    })))
 }
 
 /// The workspace's invitations, newest first.
 #[utoipa::path(get, path = "/v1/invitations", tag = "team", params(PageQuery), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Paged<InvitationView>), (status = 403, body = ErrorBody)))]
-pub async fn list_invitations(State(st): State<AppState>, Auth(p): Auth, ApiQuery(q): ApiQuery<PageQuery>) -> ApiResult<Json<Paged<InvitationView>>> {
+pub async fn list_invitations(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<InvitationView>>> {
     let (invs, total) = st.svc.invitations(&p, q.limit(), q.offset()).await?;
     let now = st.svc.clock.now();
-    Ok(q.wrap(invs.into_iter().map(|i| InvitationView::new(i, now)).collect(), total))
+    Ok(q.wrap(
+        invs.into_iter()
+            .map(|i| InvitationView::new(i, now))
+            .collect(),
+        total,
+    ))
 }
 
 /// One invitation.
 #[utoipa::path(get, path = "/v1/invitations/{id}", tag = "team", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])), responses((status = 200, body = Data<InvitationView>), (status = 404, body = ErrorBody)))]
-pub async fn get_invitation(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<InvitationView>>> {
+pub async fn get_invitation(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<InvitationView>>> {
     let inv = st.svc.invitation(&p, InvitationId(id)).await?;
     Ok(data(InvitationView::new(inv, st.svc.clock.now())))
 }
@@ -174,7 +217,11 @@ pub async fn get_invitation(State(st): State<AppState>, Auth(p): Auth, ApiPath(i
 /// Revoke an invitation so its token no longer works.
 #[utoipa::path(delete, path = "/v1/invitations/{id}", tag = "team", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])), responses((status = 200, body = Data<InvitationView>), (status = 404, body = ErrorBody)))]
-pub async fn revoke_invitation(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<InvitationView>>> {
+pub async fn revoke_invitation(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<InvitationView>>> {
     let inv = st.svc.revoke_invitation(&p, InvitationId(id)).await?;
     Ok(data(InvitationView::new(inv, st.svc.clock.now())))
 }

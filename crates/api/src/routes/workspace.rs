@@ -20,7 +20,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The workspace the credential belongs to.
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<TenantView>), (status = 401, body = ErrorBody)))]
-pub async fn get_workspace(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Data<TenantView>>> {
+pub async fn get_workspace(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+) -> ApiResult<Json<Data<TenantView>>> {
     p.require_private()?;
     Ok(data(st.svc.tenant(p.tenant_id).await?.into()))
 }
@@ -35,6 +38,10 @@ pub struct UpdateWorkspaceRequest {
 #[utoipa::path(put, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<TenantView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn update_workspace(State(st): State<AppState>, Auth(p): Auth, ApiJson(r): ApiJson<UpdateWorkspaceRequest>) -> ApiResult<Json<Data<TenantView>>> {
+pub async fn update_workspace(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiJson(r): ApiJson<UpdateWorkspaceRequest>,
+) -> ApiResult<Json<Data<TenantView>>> {
     Ok(data(st.svc.rename_workspace(&p, &r.name).await?.into()))
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Runs every test. Installs and starts what the tests need first:
+#   - ClickHouse from Debian's package (18.16 on Debian 12), on 127.0.0.1:8123;
+#   - PostgreSQL, if it is not already answering on 127.0.0.1:5432.
+# Then the whole suite: unit tests, store conformance on SQLite/PostgreSQL/ClickHouse, the
+# HTTP API suite on SQLite and PostgreSQL, and end-to-end tests of the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" = 0 ]; then
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+command -v curl >/dev/null || apt_install curl
+
+# --- ClickHouse -------------------------------------------------------------------------------
+CH_URL="${CAIRN_TEST_CLICKHOUSE_URL:-http://127.0.0.1:8123}"
+if ! curl -sf "$CH_URL/ping" >/dev/null 2>&1; then
+  if ! command -v clickhouse-server >/dev/null; then
+    log "installing ClickHouse (Debian package)"
+    apt_install clickhouse-server clickhouse-client
+  fi
+  log "starting ClickHouse"
+  as_root setsid su -s /bin/sh clickhouse -c \
+    'clickhouse-server --config-file=/etc/clickhouse-server/config.xml' \
+    >/tmp/cairn-clickhouse.log 2>&1 < /dev/null &
+  for _ in $(seq 1 120); do
+    curl -sf "$CH_URL/ping" >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  curl -sf "$CH_URL/ping" >/dev/null || { echo "ClickHouse did not start; see /tmp/cairn-clickhouse.log" >&2; exit 1; }
+fi
+log "ClickHouse $(curl -s "$CH_URL/?query=SELECT%20version()") is up"
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+if ! command -v pg_isready >/dev/null || ! pg_up; then
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    log "installing PostgreSQL (Debian package)"
+    apt_install postgresql
+    # The tests connect over TCP as `postgres` without a password, as on the CI machines.
+    for hba in /etc/postgresql/*/main/pg_hba.conf; do
+      as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    done
+  fi
+  log "starting PostgreSQL"
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  for _ in $(seq 1 60); do pg_up && break; sleep 0.5; done
+  pg_up || { echo "PostgreSQL is not answering on 127.0.0.1:5432" >&2; exit 1; }
+fi
+log "PostgreSQL is up"
+
+# --- The suite --------------------------------------------------------------------------------
+log "building and running every test"
+cargo test --workspace --locked "$@"
