@@ -61,4 +61,13 @@ log "PostgreSQL is up"
 
 # --- The suite --------------------------------------------------------------------------------
 log "building and running every test"
-cargo test --workspace --locked "$@"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "\nTOTAL: %d passed, %d failed\n", p, f }' "$out"
+exit "$status"

@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{clickhouse_url, unique, FreshPg, TempDir};
+use cairn_testkit::FreshClickHouse;
+use common::{FreshPg, TempDir};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_cairn");
@@ -235,12 +236,12 @@ fn migrate_is_idempotent_on_sqlite() {
 async fn migrate_is_idempotent_on_postgres_and_clickhouse() {
     let dir = TempDir::new();
     let pg = FreshPg::create().await;
-    let ch_db = unique("cairn_cli");
-    let mut cmd = || {
+    let ch = FreshClickHouse::new("cairn_cli");
+    let cmd = || {
         let mut c = cairn(&dir);
         c.env("CAIRN_DATABASE_URL", &pg.url)
-            .env("CAIRN_CLICKHOUSE_URL", clickhouse_url())
-            .env("CAIRN_CLICKHOUSE_DATABASE", &ch_db);
+            .env("CAIRN_CLICKHOUSE_URL", &ch.url)
+            .env("CAIRN_CLICKHOUSE_DATABASE", &ch.database);
         c.arg("migrate");
         c
     };
@@ -251,23 +252,11 @@ async fn migrate_is_idempotent_on_postgres_and_clickhouse() {
         first.contains("Postgres") && first.contains("clickhouse"),
         "{first}"
     );
-    let tables = reqwest::Client::new()
-        .post(clickhouse_url())
-        .body(format!(
-            "SELECT name FROM system.tables WHERE database = '{ch_db}' ORDER BY name"
-        ))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let tables = ch.query(&format!(
+        "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
+        ch.database
+    ));
     assert_eq!(tables, "events\nschema_migrations\n");
-    let _ = reqwest::Client::new()
-        .post(clickhouse_url())
-        .body(format!("DROP DATABASE {ch_db}"))
-        .send()
-        .await;
 }
 
 /// README's quick start, on the embedded default: a workspace, a key, a 200.
@@ -353,11 +342,11 @@ async fn a_newcomer_gets_a_workspace_a_key_and_a_200_over_http() {
 async fn serve_runs_on_postgresql_and_clickhouse() {
     let dir = TempDir::new();
     let pg = FreshPg::create().await;
-    let ch_db = unique("cairn_serve");
+    let ch = FreshClickHouse::new("cairn_serve");
     let mut cmd = cairn(&dir);
     cmd.env("CAIRN_DATABASE_URL", &pg.url)
-        .env("CAIRN_CLICKHOUSE_URL", clickhouse_url())
-        .env("CAIRN_CLICKHOUSE_DATABASE", &ch_db);
+        .env("CAIRN_CLICKHOUSE_URL", &ch.url)
+        .env("CAIRN_CLICKHOUSE_DATABASE", &ch.database);
     let server = Server::start(cmd);
     let ready: Value = reqwest::get(format!("{}/readyz", server.base))
         .await
@@ -370,11 +359,6 @@ async fn serve_runs_on_postgresql_and_clickhouse() {
         json!({"status": "ready", "entity_store": "postgres", "event_store": "clickhouse"})
     );
     drop(server);
-    let _ = reqwest::Client::new()
-        .post(clickhouse_url())
-        .body(format!("DROP DATABASE {ch_db}"))
-        .send()
-        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,6 @@ use cairn_service::{ServiceSettings, Services};
 use cairn_store::{Store, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use sqlx::{Connection, Executor, PgConnection};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
@@ -20,79 +19,7 @@ pub enum Backend {
     Postgres,
 }
 
-pub fn pg_admin_url() -> String {
-    std::env::var("CAIRN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-pub fn clickhouse_url() -> String {
-    std::env::var("CAIRN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), rand::random::<u32>())
-}
-
-/// A fresh PostgreSQL database, dropped (with its connections) when this goes out of scope.
-pub struct FreshPg {
-    pub url: String,
-    name: String,
-}
-
-impl FreshPg {
-    pub async fn create() -> FreshPg {
-        let admin = pg_admin_url();
-        let name = unique("cairn_test");
-        let mut c = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} must be running for this test: {e}"));
-        c.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create test database");
-        let url = match admin.rfind('/') {
-            Some(i) => format!("{}/{name}", &admin[..i]),
-            None => panic!("CAIRN_TEST_DATABASE_URL needs a database path"),
-        };
-        FreshPg { url, name }
-    }
-}
-
-impl Drop for FreshPg {
-    fn drop(&mut self) {
-        let admin = pg_admin_url();
-        let name = self.name.clone();
-        // Drop runs inside a runtime that may be shutting down: use a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut c = PgConnection::connect(&admin).await.ok()?;
-                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-    }
-}
-
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        let p = std::env::temp_dir().join(unique("cairn_test"));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use cairn_testkit::{FreshPg, TempDir};
 
 /// A running server and a client for it.
 pub struct TestApp {

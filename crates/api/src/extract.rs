@@ -174,6 +174,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     }
 }
 
+/// Path parameters; a malformed one (`/v1/api-keys/abc`) is a 400 naming the parameter.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|e| {
+                let text = e.body_text();
+                let field = between(&text, "parameter `", "`")
+                    .unwrap_or("id")
+                    .to_string();
+                ApiError::validation(field, "must be a whole number")
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,25 +247,5 @@ mod tests {
         let (field, msg) = field_of(r#"{"name": "#);
         assert_eq!(field, None);
         assert!(msg.starts_with("malformed JSON"), "{msg}");
-    }
-}
-
-/// Path parameters; a malformed one (`/v1/api-keys/abc`) is a 400 naming the parameter.
-pub struct ApiPath<T>(pub T);
-
-impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| ApiPath(p.0))
-            .map_err(|e| {
-                let text = e.body_text();
-                let field = between(&text, "parameter `", "`")
-                    .unwrap_or("id")
-                    .to_string();
-                ApiError::validation(field, "must be a whole number")
-            })
     }
 }

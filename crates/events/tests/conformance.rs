@@ -2,90 +2,54 @@
 //! database. ClickHouse must be running (`scripts/test.sh` starts it); a missing server fails
 //! the ClickHouse tests, it never skips them.
 
-use std::{io::Write, net::TcpStream, sync::Arc};
+use std::sync::Arc;
 
 use cairn_domain::{CustomerId, TenantId};
 use cairn_events::{
     ClickHouseConfig, ClickHouseStore, Event, EventFilter, EventStore, SqliteEventStore,
 };
+use cairn_testkit::{FreshClickHouse, TempDir};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
-
-fn clickhouse_url() -> String {
-    std::env::var("CAIRN_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
 
 /// A store on a fresh database, removed when the test ends (even when it fails).
 struct Fresh {
     store: Arc<dyn EventStore>,
-    cleanup: Option<Box<dyn FnOnce() + Send>>,
+    _ch: Option<FreshClickHouse>,
     _dir: Option<TempDir>,
 }
 
-impl Drop for Fresh {
-    fn drop(&mut self) {
-        if let Some(f) = self.cleanup.take() {
-            f();
-        }
-    }
-}
-
-struct TempDir(std::path::PathBuf);
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{}", std::process::id(), rand::random::<u32>())
-}
-
 async fn sqlite() -> Fresh {
-    let dir = std::env::temp_dir().join(unique("cairn_events"));
-    let store = SqliteEventStore::open(&dir.join("events.db"))
+    let dir = TempDir::new();
+    let store = SqliteEventStore::open(&dir.0.join("events.db"))
         .await
         .expect("open sqlite event store");
     store.migrate().await.expect("migrate");
     Fresh {
         store: Arc::new(store),
-        cleanup: None,
-        _dir: Some(TempDir(dir)),
+        _ch: None,
+        _dir: Some(dir),
     }
 }
 
 async fn clickhouse() -> Fresh {
-    let url = clickhouse_url();
-    let database = unique("cairn_test");
+    let ch = FreshClickHouse::new("cairn_test");
     let store = ClickHouseStore::new(ClickHouseConfig {
-        url: url.clone(),
-        database: database.clone(),
+        url: ch.url.clone(),
+        database: ch.database.clone(),
         user: None,
         password: None,
     });
-    store
-        .migrate()
-        .await
-        .unwrap_or_else(|e| panic!("ClickHouse at {url} must be running for this test: {e}"));
-    let cleanup = move || drop_database_blocking(&url, &database);
+    store.migrate().await.unwrap_or_else(|e| {
+        panic!(
+            "ClickHouse at {} must be running for this test: {e}",
+            ch.url
+        )
+    });
     Fresh {
         store: Arc::new(store),
-        cleanup: Some(Box::new(cleanup)),
+        _ch: Some(ch),
         _dir: None,
-    }
-}
-
-/// Drops a test database with a plain HTTP request (no runtime needed inside Drop).
-fn drop_database_blocking(url: &str, database: &str) {
-    let addr = url.trim_start_matches("http://").trim_end_matches('/');
-    let body = format!("DROP DATABASE IF EXISTS {database}");
-    if let Ok(mut s) = TcpStream::connect(addr) {
-        let _ = write!(
-            s,
-            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
     }
 }
 

@@ -115,7 +115,7 @@ impl Store {
         let db = match config {
             StoreConfig::Sqlite { path } => {
                 if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+                    std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
                 let opts = SqliteConnectOptions::new()
                     .filename(path)

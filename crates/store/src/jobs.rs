@@ -166,9 +166,8 @@ impl Conn {
         progress: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let done =
-            on!(self, |c| {
-                sqlx::query(
+        let done = on!(self, |c| {
+            sqlx::query(
             "UPDATE jobs SET locked_until = $1, progress = COALESCE($2, progress), updated_at = $3
              WHERE id = $4 AND locked_by = $5 AND status = 'running'"
         )
@@ -179,7 +178,7 @@ impl Conn {
         .bind(worker)
         .execute(c)
         .await.map(|r| r.rows_affected())
-            })?;
+        })?;
         Ok(done == 1)
     }
 
