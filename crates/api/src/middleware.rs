@@ -59,6 +59,11 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
 pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_string();
+    if !path.starts_with("/v1/") {
+        // Operational endpoints (/healthz, /readyz, /metrics) are for probes and scrapers:
+        // no credentials, no rate limit.
+        return next.run(req).await;
+    }
     let limit = st.settings.max_body_bytes;
     req.extensions_mut().insert(BodyLimit(limit));
     let declared = req

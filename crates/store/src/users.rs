@@ -51,6 +51,25 @@ struct TeamRow {
     joined_at: DateTime<Utc>,
 }
 
+const TEAM_SELECT: &str =
+    "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at \
+                           FROM memberships m JOIN users u ON u.id = m.user_id";
+
+impl From<TeamRow> for TeamMember {
+    fn from(r: TeamRow) -> Self {
+        TeamMember {
+            user: User {
+                id: UserId(r.id),
+                email: r.email,
+                name: r.name,
+                created_at: r.created_at,
+            },
+            role: Role::parse(&r.role).unwrap_or(Role::Member),
+            joined_at: r.joined_at,
+        }
+    }
+}
+
 impl Conn {
     pub async fn insert_user(
         &mut self,
@@ -107,58 +126,31 @@ impl Conn {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<TeamMember>, i64)> {
-        let rows: Vec<TeamRow> = on!(self, |c| sqlx::query_as(
-            "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at
-             FROM memberships m JOIN users u ON u.id = m.user_id
-             WHERE m.tenant_id = $1 ORDER BY m.created_at, u.id LIMIT $2 OFFSET $3"
-        )
-        .bind(tenant.0)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(c)
-        .await)?;
+        let sql = format!(
+            "{TEAM_SELECT} WHERE m.tenant_id = $1 ORDER BY m.created_at, u.id LIMIT $2 OFFSET $3"
+        );
+        let rows: Vec<TeamRow> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
         let total: i64 = on!(self, |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1"
         )
         .bind(tenant.0)
         .fetch_one(c)
         .await)?;
-        let members = rows
-            .into_iter()
-            .map(|r| TeamMember {
-                user: User {
-                    id: UserId(r.id),
-                    email: r.email,
-                    name: r.name,
-                    created_at: r.created_at,
-                },
-                role: Role::parse(&r.role).unwrap_or(Role::Member),
-                joined_at: r.joined_at,
-            })
-            .collect();
-        Ok((members, total))
+        Ok((rows.into_iter().map(TeamMember::from).collect(), total))
     }
 
     pub async fn team_member(&mut self, tenant: TenantId, user: UserId) -> Result<TeamMember> {
-        let row: Option<TeamRow> = on!(self, |c| sqlx::query_as(
-            "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at
-             FROM memberships m JOIN users u ON u.id = m.user_id
-             WHERE m.tenant_id = $1 AND m.user_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(user.0)
-        .fetch_optional(c)
-        .await)?;
-        let r = row.ok_or(StoreError::NotFound)?;
-        Ok(TeamMember {
-            user: User {
-                id: UserId(r.id),
-                email: r.email,
-                name: r.name,
-                created_at: r.created_at,
-            },
-            role: Role::parse(&r.role).unwrap_or(Role::Member),
-            joined_at: r.joined_at,
-        })
+        let sql = format!("{TEAM_SELECT} WHERE m.tenant_id = $1 AND m.user_id = $2");
+        let row: Option<TeamRow> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(user.0)
+            .fetch_optional(c)
+            .await)?;
+        row.map(TeamMember::from).ok_or(StoreError::NotFound)
     }
 }
