@@ -438,3 +438,78 @@ fn json_logs_are_one_object_per_line() {
     }
     assert!(!logs.contains("admin@example.com"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_adds_people_from_the_cli_and_can_close_registration() {
+    let dir = TempDir::new();
+    run_ok(cairn(&dir).args(["tenants", "create", "--name", "Acme"]));
+    let out = run_ok(cairn(&dir).args([
+        "users",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "Ops@Example.com",
+        "--name",
+        "Ops",
+        "--password",
+        "ops password 1",
+        "--role",
+        "admin",
+    ]));
+    assert!(out.contains("as admin"), "{out}");
+    let err = run_err(cairn(&dir).args([
+        "users",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "ops@example.com",
+        "--name",
+        "Ops",
+        "--password",
+        "ops password 1",
+    ]));
+    assert!(
+        err.contains("--email"),
+        "a second membership is refused and names the option: {err}"
+    );
+    let err = run_err(cairn(&dir).args([
+        "users",
+        "create",
+        "--tenant",
+        "acme",
+        "--email",
+        "x@example.com",
+        "--name",
+        "X",
+        "--password",
+        "short",
+    ]));
+    assert!(err.contains("--password"), "{err}");
+
+    let mut cmd = cairn(&dir);
+    cmd.env("CAIRN_ALLOW_REGISTRATION", "false");
+    let server = Server::start(cmd);
+    let http = reqwest::Client::new();
+    let login: Value = http
+        .post(format!("{}/v1/auth/login", server.base))
+        .json(&json!({"email": "ops@example.com", "password": "ops password 1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["user"]["role"], "admin");
+    assert_eq!(login["tenant"]["slug"], "acme");
+    let r = http
+        .post(format!("{}/v1/auth/register", server.base))
+        .json(&json!({"email": "new@example.com", "password": "a-long-password", "name": "N", "workspace": "New"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "FORBIDDEN");
+}
