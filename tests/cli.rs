@@ -146,6 +146,16 @@ async fn get(url: &str, auth: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// POSTs JSON (with an optional Bearer credential); returns the status and the JSON body.
+async fn post(url: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
+    let mut req = reqwest::Client::new().post(url).json(&body);
+    if let Some(a) = auth {
+        req = req.bearer_auth(a);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
 fn key_from(stdout: &str) -> String {
     stdout
         .lines()
@@ -302,27 +312,14 @@ async fn a_newcomer_gets_a_workspace_a_key_and_a_200_from_the_cli() {
 async fn a_newcomer_gets_a_workspace_a_key_and_a_200_over_http() {
     let dir = TempDir::new();
     let server = Server::start(cairn(&dir));
-    let http = reqwest::Client::new();
-    let reg: Value = http
-        .post(format!("{}/v1/auth/register", server.base))
-        .json(&json!({"email": "you@example.com", "password": "a-long-password", "name": "You", "workspace": "Acme"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, reg) = post(&format!("{}/v1/auth/register", server.base), None, json!({"email": "you@example.com", "password": "a-long-password", "name": "You", "workspace": "Acme"})).await;
     let token = reg["token"].as_str().unwrap();
-    let created: Value = http
-        .post(format!("{}/v1/api-keys", server.base))
-        .bearer_auth(token)
-        .json(&json!({"name": "server", "type": "secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = post(
+        &format!("{}/v1/api-keys", server.base),
+        Some(token),
+        json!({"name": "server", "type": "secret"}),
+    )
+    .await;
     let key = created["data"]["key"].as_str().unwrap();
     let (status, _) = get(&format!("{}/v1/auth/me", server.base), key).await;
     assert_eq!(status, 200);
@@ -369,15 +366,12 @@ async fn first_run_bootstraps_the_admin_workspace() {
         .env("CAIRN_ADMIN_PASSWORD", "admin password 1")
         .env("CAIRN_ADMIN_WORKSPACE", "Ops");
     let server = Server::start(cmd);
-    let r: Value = reqwest::Client::new()
-        .post(format!("{}/v1/auth/login", server.base))
-        .json(&json!({"email": "admin@example.com", "password": "admin password 1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = post(
+        &format!("{}/v1/auth/login", server.base),
+        None,
+        json!({"email": "admin@example.com", "password": "admin password 1"}),
+    )
+    .await;
     assert_eq!(r["tenant"]["name"], "Ops");
     assert_eq!(r["user"]["role"], "owner");
     assert!(!server.logs().contains("admin@example.com"));
@@ -491,25 +485,20 @@ async fn an_operator_adds_people_from_the_cli_and_can_close_registration() {
     let mut cmd = cairn(&dir);
     cmd.env("CAIRN_ALLOW_REGISTRATION", "false");
     let server = Server::start(cmd);
-    let http = reqwest::Client::new();
-    let login: Value = http
-        .post(format!("{}/v1/auth/login", server.base))
-        .json(&json!({"email": "ops@example.com", "password": "ops password 1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, login) = post(
+        &format!("{}/v1/auth/login", server.base),
+        None,
+        json!({"email": "ops@example.com", "password": "ops password 1"}),
+    )
+    .await;
     assert_eq!(login["user"]["role"], "admin");
     assert_eq!(login["tenant"]["slug"], "acme");
-    let r = http
-        .post(format!("{}/v1/auth/register", server.base))
-        .json(&json!({"email": "new@example.com", "password": "a-long-password", "name": "N", "workspace": "New"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let body: Value = r.json().await.unwrap();
+    let (status, body) = post(
+        &format!("{}/v1/auth/register", server.base),
+        None,
+        json!({"email": "new@example.com", "password": "a-long-password", "name": "N", "workspace": "New"}),
+    )
+    .await;
+    assert_eq!(status, 403);
     assert_eq!(body["code"], "FORBIDDEN");
 }
