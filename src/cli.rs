@@ -27,6 +27,7 @@ async fn services(args: &StoreArgs) -> anyhow::Result<Services> {
     let s = stores::open(args).await?;
     Ok(Services::new(
         s.entities,
+        s.events,
         Clock::system(),
         ServiceSettings::default(),
     ))

@@ -30,7 +30,12 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         allow_registration: args.allow_registration,
         ..ServiceSettings::default()
     };
-    let svc = Services::new(stores.entities.clone(), clock, settings);
+    let svc = Services::new(
+        stores.entities.clone(),
+        stores.events.clone(),
+        clock,
+        settings,
+    );
     bootstrap(&svc, &args).await?;
 
     let metrics = Arc::new(Metrics::default());

@@ -398,7 +398,7 @@ async fn recent_requests_can_be_reviewed_per_key(app: TestApp) {
             .get(&format!("/v1/api-logs?api_key_id={id}"), &token)
             .await
             .body;
-        if logs["pagination"]["total"] == 2 {
+        if logs["data"].as_array().is_some_and(|d| d.len() == 2) {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -408,7 +408,7 @@ async fn recent_requests_can_be_reviewed_per_key(app: TestApp) {
     assert_eq!(newest["method"], "GET");
     assert_eq!(
         newest["path"], "/v1/api-keys",
-        "paths only: no query strings (they can carry personal data)"
+        "paths only: no query strings (they can carry personal data): {logs}"
     );
     assert_eq!(newest["status"], 403);
     assert!(newest["latency_ms"].as_f64().unwrap() >= 0.0);

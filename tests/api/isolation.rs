@@ -40,6 +40,15 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::DELETE, "/v1/users/{id}", "user", None),
         (Method::GET, "/v1/invitations/{id}", "invitation", None),
         (Method::DELETE, "/v1/invitations/{id}", "invitation", None),
+        (Method::GET, "/v1/customers/{id}", "customer", None),
+        (
+            Method::PUT,
+            "/v1/customers/{id}",
+            "customer",
+            Some(json!({"name": "Changed"})),
+        ),
+        (Method::DELETE, "/v1/customers/{id}", "customer", None),
+        (Method::GET, "/v1/customers/{id}/events", "customer", None),
     ]
 }
 
@@ -74,6 +83,15 @@ async fn fixture(app: &TestApp) -> Fixture {
         .await;
     let pending_id = pending.body["data"]["id"].as_i64().unwrap();
 
+    let customer = app
+        .post(
+            "/v1/customers",
+            &a_owner,
+            json!({"email": "client@alpha.com", "name": "Alpha Client"}),
+        )
+        .await;
+    let customer_id = customer.assert_ok(201)["data"]["id"].as_i64().unwrap();
+
     let b_session = app.register("owner@beta.com", "Beta").await;
     let (_, b_key) = app
         .create_key(&b_session, json!({"name": "b", "type": "secret"}))
@@ -85,6 +103,7 @@ async fn fixture(app: &TestApp) -> Fixture {
             ("api_key", a_key_id),
             ("user", member_id),
             ("invitation", pending_id),
+            ("customer", customer_id),
         ],
         b_session,
         b_key,
@@ -131,6 +150,15 @@ async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
         .unwrap()
         .iter()
         .all(|m| m["role"] != "admin"));
+    let customer = f.ids.iter().find(|(k, _)| *k == "customer").unwrap().1;
+    let c = app
+        .get(&format!("/v1/customers/{customer}"), &f.a_owner)
+        .await;
+    assert_eq!(
+        c.assert_ok(200)["data"]["name"],
+        "Alpha Client",
+        "B's PUT and DELETE changed nothing"
+    );
     let invs = app.get("/v1/invitations", &f.a_owner).await;
     assert!(invs.body["data"]
         .as_array()

@@ -6,6 +6,7 @@ mod common;
 
 mod auth;
 mod conventions;
+mod customers;
 mod isolation;
 mod keys;
 mod openapi;

@@ -28,6 +28,7 @@ pub struct TestApp {
     pub backend: Backend,
     pub clock: Clock,
     pub store: Store,
+    pub events: Arc<dyn cairn_events::EventStore>,
     _pg: Option<FreshPg>,
     _dir: TempDir,
     server: tokio::task::JoinHandle<()>,
@@ -73,8 +74,14 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     cairn_events::EventStore::migrate(&events)
         .await
         .expect("migrate event store");
+    let events: Arc<dyn cairn_events::EventStore> = Arc::new(events);
     let clock = Clock::test();
-    let svc = Services::new(store.clone(), clock.clone(), ServiceSettings::default());
+    let svc = Services::new(
+        store.clone(),
+        events.clone(),
+        clock.clone(),
+        ServiceSettings::default(),
+    );
     let mut settings = ApiSettings {
         secret_key_rate_limit: 10_000,
         public_key_rate_limit: 10_000,
@@ -88,7 +95,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
     let state = AppState::new(Inner {
         svc,
-        events: Arc::new(events),
+        events: events.clone(),
         settings,
         limiter: RateLimiter::default(),
         metrics,
@@ -107,6 +114,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         backend,
         clock,
         store,
+        events,
         _pg: pg,
         _dir: dir,
         server,

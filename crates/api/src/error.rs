@@ -137,7 +137,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Duplicate { field, message } => ApiError::duplicate(Some(field), message),
-            e @ (ServiceError::Store(_) | ServiceError::Internal(_)) => ApiError::internal(&e),
+            e @ (ServiceError::Store(_) | ServiceError::Events(_) | ServiceError::Internal(_)) => {
+                ApiError::internal(&e)
+            }
         }
     }
 }

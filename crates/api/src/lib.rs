@@ -145,6 +145,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::ops::router())
         .merge(routes::auth::router())
         .merge(routes::keys::router())
+        .merge(routes::customers::router())
         .merge(routes::team::router())
         .merge(routes::workspace::router())
         .merge(routes::logs::router());

@@ -85,3 +85,68 @@ mod tests {
         assert!(password("password", "long enough").is_ok());
     }
 }
+
+/// A phone number as people type it: digits with an optional leading `+` and the usual
+/// separators (space, `-`, `.`, parentheses), 5 to 20 digits. Separators are dropped, so the
+/// stored form is `+385921234567`.
+pub fn phone(field: &str, raw: &str) -> Result<String, FieldError> {
+    let s = raw.trim();
+    let bad = || FieldError::new(field, "must be a phone number such as +385921234567");
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            '+' if i == 0 => out.push('+'),
+            '0'..='9' => out.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(bad()),
+        }
+    }
+    let digits = out.trim_start_matches('+').len();
+    if !(5..=20).contains(&digits) {
+        return Err(bad());
+    }
+    Ok(out)
+}
+
+/// An ISO 3166-1 alpha-2 country code, upper-cased (`hr` → `HR`).
+pub fn country(field: &str, raw: &str) -> Result<String, FieldError> {
+    let s = raw.trim().to_ascii_uppercase();
+    if s.len() == 2 && s.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(s)
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be a two-letter ISO 3166 country code such as HR",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod contact_tests {
+    use super::*;
+
+    #[test]
+    fn phones_keep_digits_and_a_leading_plus() {
+        for (input, expected) in [
+            ("+385921234567", Some("+385921234567")),
+            ("+1-555-0123", Some("+15550123")),
+            ("(01) 234 5678", Some("012345678")),
+            ("12", None),
+            ("call me", None),
+            ("+1+2345678", None),
+        ] {
+            assert_eq!(
+                phone("phone", input).ok().as_deref(),
+                expected,
+                "input {input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn countries_are_two_letters() {
+        assert_eq!(country("country", " hr ").unwrap(), "HR");
+        assert!(country("country", "HRV").is_err());
+        assert!(country("country", "H1").is_err());
+    }
+}

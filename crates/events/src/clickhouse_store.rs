@@ -295,6 +295,29 @@ impl EventStore for ClickHouseStore {
             .await?)
     }
 
+    async fn customer_event_counts(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<(String, u64)>> {
+        #[derive(Row, Deserialize)]
+        struct NameCount {
+            name: String,
+            n: u64,
+        }
+        let rows: Vec<NameCount> = self
+            .client
+            .query(
+                "SELECT name, count() AS n FROM events FINAL WHERE tenant_id = ? AND customer_id = ?
+                 GROUP BY name ORDER BY n DESC, name",
+            )
+            .bind(tenant.0 as u64)
+            .bind(customer.0 as u64)
+            .fetch_all()
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.name, r.n)).collect())
+    }
+
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
         self.client
             .query("ALTER TABLE events DELETE WHERE tenant_id = ? AND customer_id = ?")

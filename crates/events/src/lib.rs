@@ -96,6 +96,13 @@ pub trait EventStore: Send + Sync + 'static {
     /// How many events a workspace has (deduplicated).
     async fn count(&self, tenant: TenantId) -> Result<u64>;
 
+    /// A customer's event counts by name, most frequent first (ties by name).
+    async fn customer_event_counts(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<(String, u64)>>;
+
     /// Erases every event of a customer (right to erasure). When it returns, no read sees them.
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()>;
 }
@@ -172,6 +179,18 @@ impl<S: EventStore> EventStore for Timed<S> {
 
     async fn count(&self, tenant: TenantId) -> Result<u64> {
         timed(&READ_LATENCY, self.0.count(tenant)).await
+    }
+
+    async fn customer_event_counts(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<(String, u64)>> {
+        timed(
+            &READ_LATENCY,
+            self.0.customer_event_counts(tenant, customer),
+        )
+        .await
     }
 
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {

@@ -191,6 +191,22 @@ impl EventStore for SqliteEventStore {
         Ok(n as u64)
     }
 
+    async fn customer_event_counts(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+    ) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT name, COUNT(*) AS n FROM events WHERE tenant_id = $1 AND customer_id = $2
+             GROUP BY name ORDER BY n DESC, name",
+        )
+        .bind(tenant.0)
+        .bind(customer.0)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
+    }
+
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
         sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND customer_id = $2")
             .bind(tenant.0)

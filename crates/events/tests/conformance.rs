@@ -95,6 +95,7 @@ on_every_store!(
     reads_filter_by_name_and_time_range,
     workspaces_never_see_each_others_events,
     erasure_removes_every_event_of_the_customer_only,
+    event_counts_by_name_count_each_message_once,
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -255,4 +256,32 @@ async fn erasure_removes_every_event_of_the_customer_only(s: Fresh) {
         1,
         "other customers keep their events"
     );
+}
+
+async fn event_counts_by_name_count_each_message_once(s: Fresh) {
+    let at = t("2026-01-01T00:00:00Z");
+    let events = [
+        event(1, 5, "a", "pageview", at),
+        event(1, 5, "b", "pageview", at + Duration::seconds(1)),
+        event(1, 5, "c", "purchase", at + Duration::seconds(2)),
+        event(1, 5, "c", "purchase", at + Duration::seconds(2)),
+        event(1, 6, "d", "purchase", at),
+    ];
+    s.store.insert(&events).await.unwrap();
+    s.store.insert(&events[2..3]).await.unwrap();
+    let counts = s
+        .store
+        .customer_event_counts(TenantId(1), CustomerId(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts,
+        vec![("pageview".to_string(), 2), ("purchase".to_string(), 1)]
+    );
+    assert!(s
+        .store
+        .customer_event_counts(TenantId(2), CustomerId(5))
+        .await
+        .unwrap()
+        .is_empty());
 }

@@ -4,13 +4,19 @@
 
 pub mod accounts;
 pub mod auth;
+pub mod customers;
 pub mod keys;
 pub mod password;
 pub mod team;
 
-use std::{collections::HashMap, sync::Mutex, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use cairn_domain::{ApiKeyId, Clock, FieldError};
+use cairn_events::EventStore;
 use cairn_store::{Store, StoreError};
 use chrono::Duration;
 
@@ -41,15 +47,22 @@ impl Default for ServiceSettings {
 #[derive(Clone)]
 pub struct Services {
     pub store: Store,
+    pub events: Arc<dyn EventStore>,
     pub clock: Clock,
     pub settings: ServiceSettings,
-    key_touches: std::sync::Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
+    key_touches: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
 }
 
 impl Services {
-    pub fn new(store: Store, clock: Clock, settings: ServiceSettings) -> Services {
+    pub fn new(
+        store: Store,
+        events: Arc<dyn EventStore>,
+        clock: Clock,
+        settings: ServiceSettings,
+    ) -> Services {
         Services {
             store,
+            events,
             clock,
             settings,
             key_touches: Default::default(),
@@ -78,6 +91,9 @@ pub enum ServiceError {
     /// 500: the store failed. The message is logged, never shown.
     #[error(transparent)]
     Store(StoreError),
+    /// 500: the event store failed.
+    #[error(transparent)]
+    Events(#[from] cairn_events::EventStoreError),
     /// 500: something else failed on our side (a panicked blocking task, a hashing error).
     #[error("internal error: {0}")]
     Internal(String),

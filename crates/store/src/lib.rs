@@ -9,6 +9,7 @@
 #[macro_use]
 mod db;
 pub mod api_logs;
+pub mod customers;
 pub mod idempotency;
 pub mod invitations;
 pub mod jobs;

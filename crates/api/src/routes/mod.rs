@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod clock;
+pub mod customers;
 pub mod keys;
 pub mod logs;
 pub mod ops;

@@ -1,0 +1,343 @@
+//! Customer profiles, their anonymous ids, and the outbox of domain events.
+
+use cairn_domain::{CustomerId, TenantId};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::{Conn, Result, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Customer {
+    pub id: CustomerId,
+    pub tenant_id: TenantId,
+    pub email: Option<String>,
+    /// The customer's id in the client's own system (Segment's `userId`).
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    /// Custom traits, a JSON object.
+    pub traits: Value,
+    pub first_seen_at: Option<DateTime<Utc>>,
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// The writable fields of a profile, as the service decided them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerFields {
+    pub email: Option<String>,
+    pub external_id: Option<String>,
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    pub city: Option<String>,
+    pub country: Option<String>,
+    pub traits: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    tenant_id: i64,
+    email: Option<String>,
+    external_id: Option<String>,
+    name: Option<String>,
+    phone: Option<String>,
+    city: Option<String>,
+    country: Option<String>,
+    traits: Json<Value>,
+    first_seen_at: Option<DateTime<Utc>>,
+    last_seen_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<Row> for Customer {
+    fn from(r: Row) -> Self {
+        Customer {
+            id: CustomerId(r.id),
+            tenant_id: TenantId(r.tenant_id),
+            email: r.email,
+            external_id: r.external_id,
+            name: r.name,
+            phone: r.phone,
+            city: r.city,
+            country: r.country,
+            traits: r.traits.0,
+            first_seen_at: r.first_seen_at,
+            last_seen_at: r.last_seen_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const COLS: &str = "id, tenant_id, email, external_id, name, phone, city, country, traits, \
+                    first_seen_at, last_seen_at, created_at, updated_at";
+
+/// How a customer list is ordered. Missing values sort last in both directions, on both
+/// backends (SQLite and PostgreSQL disagree on where NULLs go by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CustomerSort {
+    #[default]
+    NewestFirst,
+    OldestFirst,
+    NameAsc,
+    NameDesc,
+    EmailAsc,
+    EmailDesc,
+    LastSeenDesc,
+    LastSeenAsc,
+}
+
+impl CustomerSort {
+    /// The accepted `sort` values: a field, `-` for descending.
+    pub fn parse(s: &str) -> Option<CustomerSort> {
+        Some(match s {
+            "-created_at" => CustomerSort::NewestFirst,
+            "created_at" => CustomerSort::OldestFirst,
+            "name" => CustomerSort::NameAsc,
+            "-name" => CustomerSort::NameDesc,
+            "email" => CustomerSort::EmailAsc,
+            "-email" => CustomerSort::EmailDesc,
+            "-last_seen_at" => CustomerSort::LastSeenDesc,
+            "last_seen_at" => CustomerSort::LastSeenAsc,
+            _ => return None,
+        })
+    }
+
+    fn order_by(self) -> &'static str {
+        match self {
+            CustomerSort::NewestFirst => "created_at DESC, id DESC",
+            CustomerSort::OldestFirst => "created_at ASC, id ASC",
+            CustomerSort::NameAsc => "(name IS NULL), name ASC, id ASC",
+            CustomerSort::NameDesc => "(name IS NULL), name DESC, id DESC",
+            CustomerSort::EmailAsc => "(email IS NULL), email ASC, id ASC",
+            CustomerSort::EmailDesc => "(email IS NULL), email DESC, id DESC",
+            CustomerSort::LastSeenDesc => "(last_seen_at IS NULL), last_seen_at DESC, id DESC",
+            CustomerSort::LastSeenAsc => "(last_seen_at IS NULL), last_seen_at ASC, id ASC",
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE '%…%' ESCAPE '\'`.
+fn like_pattern(term: &str) -> String {
+    let mut p = String::from("%");
+    for c in term.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+fn map_duplicate(e: StoreError) -> StoreError {
+    match e {
+        StoreError::Duplicate(c) if c.contains("external") => {
+            StoreError::Duplicate("external_id".into())
+        }
+        StoreError::Duplicate(_) => StoreError::Duplicate("email".into()),
+        e => e,
+    }
+}
+
+impl Conn {
+    /// Inserts a profile. A taken email or external id is `Duplicate("email" | "external_id")`.
+    pub async fn insert_customer(
+        &mut self,
+        tenant: TenantId,
+        f: &CustomerFields,
+        now: DateTime<Utc>,
+    ) -> Result<Customer> {
+        let sql = format!(
+            "INSERT INTO customers (tenant_id, email, external_id, name, phone, city, country, traits, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {COLS}"
+        );
+        let row: Row = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(f.email.as_deref())
+            .bind(f.external_id.as_deref())
+            .bind(f.name.as_deref())
+            .bind(f.phone.as_deref())
+            .bind(f.city.as_deref())
+            .bind(f.country.as_deref())
+            .bind(Json(&f.traits))
+            .bind(now)
+            .fetch_one(c)
+            .await)
+        .map_err(|e| map_duplicate(e.into()))?;
+        Ok(row.into())
+    }
+
+    pub async fn customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<Customer> {
+        let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id = $2");
+        let row: Option<Row> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(id.0)
+            .fetch_optional(c)
+            .await)?;
+        row.map(Into::into).ok_or(StoreError::NotFound)
+    }
+
+    /// A page of profiles, optionally matching `search` in the name or email.
+    pub async fn list_customers(
+        &mut self,
+        tenant: TenantId,
+        search: Option<&str>,
+        sort: CustomerSort,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Customer>, i64)> {
+        let pattern = search.map(like_pattern);
+        let filter = "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')";
+        let sql = format!(
+            "SELECT {COLS} FROM customers WHERE {filter} ORDER BY {} LIMIT $3 OFFSET $4",
+            sort.order_by()
+        );
+        let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(pattern.as_deref())
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
+        let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {filter}");
+        let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql)
+            .bind(tenant.0)
+            .bind(pattern.as_deref())
+            .fetch_one(c)
+            .await)?;
+        Ok((rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    /// Replaces a profile's writable fields.
+    pub async fn update_customer(
+        &mut self,
+        tenant: TenantId,
+        id: CustomerId,
+        f: &CustomerFields,
+        now: DateTime<Utc>,
+    ) -> Result<Customer> {
+        let sql = format!(
+            "UPDATE customers SET email = $1, external_id = $2, name = $3, phone = $4, city = $5, country = $6,
+                 traits = $7, updated_at = $8
+             WHERE tenant_id = $9 AND id = $10 RETURNING {COLS}"
+        );
+        let row: Option<Row> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(f.email.as_deref())
+            .bind(f.external_id.as_deref())
+            .bind(f.name.as_deref())
+            .bind(f.phone.as_deref())
+            .bind(f.city.as_deref())
+            .bind(f.country.as_deref())
+            .bind(Json(&f.traits))
+            .bind(now)
+            .bind(tenant.0)
+            .bind(id.0)
+            .fetch_optional(c)
+            .await)
+        .map_err(|e| map_duplicate(e.into()))?;
+        row.map(Into::into).ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes a profile and its anonymous ids. Returns false when there was none.
+    pub async fn delete_customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<bool> {
+        on!(self, |c| sqlx::query(
+            "DELETE FROM customer_anonymous_ids WHERE tenant_id = $1 AND customer_id = $2"
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let n = on!(self, |c| sqlx::query(
+            "DELETE FROM customers WHERE tenant_id = $1 AND id = $2"
+        )
+        .bind(tenant.0)
+        .bind(id.0)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Appends a domain event to the outbox (call inside the transaction of the change).
+    pub async fn insert_outbox(
+        &mut self,
+        tenant: TenantId,
+        event: &str,
+        payload: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        Ok(on!(self, |c| {
+            sqlx::query_scalar(
+            "INSERT INTO outbox (tenant_id, event, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id"
+        )
+        .bind(tenant.0)
+        .bind(event)
+        .bind(Json(payload))
+        .bind(now)
+        .fetch_one(c)
+        .await
+        })?)
+    }
+
+    /// A workspace's outbox entries after `after_id`, oldest first.
+    pub async fn outbox_after(
+        &mut self,
+        tenant: TenantId,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxEntry>> {
+        let rows: Vec<OutboxRow> = on!(self, |c| sqlx::query_as(
+            "SELECT id, tenant_id, event, payload, created_at FROM outbox
+             WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        )
+        .bind(tenant.0)
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(c)
+        .await)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxEntry {
+                id: r.id,
+                tenant_id: TenantId(r.tenant_id),
+                event: r.event,
+                payload: r.payload.0,
+                created_at: r.created_at,
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub tenant_id: TenantId,
+    pub event: String,
+    pub payload: Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: i64,
+    tenant_id: i64,
+    event: String,
+    payload: Json<Value>,
+    created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn search_terms_match_literally() {
+        assert_eq!(super::like_pattern("Ana_K%"), "%ana\\_k\\%%");
+    }
+}
