@@ -1,0 +1,6 @@
+//! Ingestion: the durable local log every tracked event passes through, the validation of
+//! incoming messages, and the processor that resolves identities and writes the event store.
+
+pub mod log;
+
+pub use log::{IngestLog, LogConfig, LogError, LogReader};
