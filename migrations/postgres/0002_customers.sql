@@ -36,3 +36,13 @@ CREATE TABLE outbox (
     created_at  TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX outbox_tenant ON outbox (tenant_id, id);
+
+CREATE TABLE customer_merges (
+    id          BIGSERIAL PRIMARY KEY,
+    tenant_id   BIGINT NOT NULL,
+    from_id     BIGINT NOT NULL,
+    into_id     BIGINT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL,
+    applied_at  TIMESTAMPTZ
+);
+CREATE INDEX customer_merges_pending ON customer_merges (applied_at, id);

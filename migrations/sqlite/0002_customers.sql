@@ -39,3 +39,16 @@ CREATE TABLE outbox (
     created_at  TEXT NOT NULL
 );
 CREATE INDEX outbox_tenant ON outbox (tenant_id, id);
+
+-- Profiles merged into others (identify linking an anonymous visitor to a known customer, or
+-- alias). The event store rewrites `from_id`'s events to `into_id`; `applied_at` is set once
+-- it has, so a crash in between is finished on restart.
+CREATE TABLE customer_merges (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id   INTEGER NOT NULL,
+    from_id     INTEGER NOT NULL,
+    into_id     INTEGER NOT NULL,
+    created_at  TEXT NOT NULL,
+    applied_at  TEXT
+);
+CREATE INDEX customer_merges_pending ON customer_merges (applied_at, id);

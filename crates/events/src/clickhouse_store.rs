@@ -318,6 +318,30 @@ impl EventStore for ClickHouseStore {
         Ok(rows.into_iter().map(|r| (r.name, r.n)).collect())
     }
 
+    async fn reassign_customer(
+        &self,
+        tenant: TenantId,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<()> {
+        // customer_id is part of the sorting key, so it cannot be updated in place: copy the
+        // rows under the new id, then delete the old ones. (The new id is left unaliased: an
+        // alias named customer_id would shadow the column in WHERE.) A repeat after a crash
+        // inserts copies with identical keys, which the ReplacingMergeTree (and FINAL) collapse.
+        self.client
+            .query(&format!(
+                "INSERT INTO events ({EVENT_COLS}) SELECT tenant_id, message_id, toUInt64(?), anonymous_id,
+                     user_id, kind, name, properties, context, timestamp, sent_at, received_at, amount, currency
+                 FROM events FINAL WHERE tenant_id = ? AND customer_id = ?"
+            ))
+            .bind(into.0 as u64)
+            .bind(tenant.0 as u64)
+            .bind(from.0 as u64)
+            .execute()
+            .await?;
+        self.delete_customer(tenant, from).await
+    }
+
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
         self.client
             .query("ALTER TABLE events DELETE WHERE tenant_id = ? AND customer_id = ?")

@@ -103,6 +103,15 @@ pub trait EventStore: Send + Sync + 'static {
         customer: CustomerId,
     ) -> Result<Vec<(String, u64)>>;
 
+    /// Moves every event of customer `from` to customer `into` (profile merges). Idempotent:
+    /// running it again after a crash finishes the move without duplicating anything.
+    async fn reassign_customer(
+        &self,
+        tenant: TenantId,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<()>;
+
     /// Erases every event of a customer (right to erasure). When it returns, no read sees them.
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()>;
 }
@@ -189,6 +198,19 @@ impl<S: EventStore> EventStore for Timed<S> {
         timed(
             &READ_LATENCY,
             self.0.customer_event_counts(tenant, customer),
+        )
+        .await
+    }
+
+    async fn reassign_customer(
+        &self,
+        tenant: TenantId,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<()> {
+        timed(
+            &INSERT_LATENCY,
+            self.0.reassign_customer(tenant, from, into),
         )
         .await
     }

@@ -207,6 +207,21 @@ impl EventStore for SqliteEventStore {
         Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
     }
 
+    async fn reassign_customer(
+        &self,
+        tenant: TenantId,
+        from: CustomerId,
+        into: CustomerId,
+    ) -> Result<()> {
+        sqlx::query("UPDATE events SET customer_id = $1 WHERE tenant_id = $2 AND customer_id = $3")
+            .bind(into.0)
+            .bind(tenant.0)
+            .bind(from.0)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
         sqlx::query("DELETE FROM events WHERE tenant_id = $1 AND customer_id = $2")
             .bind(tenant.0)

@@ -96,6 +96,7 @@ on_every_store!(
     workspaces_never_see_each_others_events,
     erasure_removes_every_event_of_the_customer_only,
     event_counts_by_name_count_each_message_once,
+    reassigning_moves_every_event_once_even_when_repeated,
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -284,4 +285,42 @@ async fn event_counts_by_name_count_each_message_once(s: Fresh) {
         .await
         .unwrap()
         .is_empty());
+}
+
+async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
+    let at = t("2026-01-01T00:00:00Z");
+    s.store
+        .insert(&[
+            event(1, 5, "a", "pageview", at),
+            event(1, 5, "b", "signup", at),
+            event(1, 9, "c", "login", at),
+        ])
+        .await
+        .unwrap();
+    s.store
+        .reassign_customer(TenantId(1), CustomerId(5), CustomerId(9))
+        .await
+        .unwrap();
+    s.store
+        .reassign_customer(TenantId(1), CustomerId(5), CustomerId(9))
+        .await
+        .unwrap();
+    let (moved, total) = s
+        .store
+        .customer_events(TenantId(1), CustomerId(9), &EventFilter::default(), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(total, 3);
+    assert!(moved.iter().all(|e| e.customer_id == CustomerId(9)));
+    let (left, _) = s
+        .store
+        .customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0)
+        .await
+        .unwrap();
+    assert!(left.is_empty());
+    // A retried event arriving after the merge, now resolved to the new profile, counts once.
+    let mut retry = event(1, 9, "a", "pageview", at);
+    retry.received_at = at + Duration::seconds(30);
+    s.store.insert(&[retry]).await.unwrap();
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 3);
 }

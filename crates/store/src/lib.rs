@@ -11,6 +11,7 @@ mod db;
 pub mod api_logs;
 pub mod customers;
 pub mod idempotency;
+pub mod identity;
 pub mod invitations;
 pub mod jobs;
 pub mod keys;
