@@ -2,5 +2,6 @@
 //! incoming messages, and the processor that resolves identities and writes the event store.
 
 pub mod log;
+pub mod message;
 
 pub use log::{IngestLog, LogConfig, LogError, LogReader};
