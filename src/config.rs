@@ -96,6 +96,19 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_MAX_BODY_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
     pub max_body_bytes: u64,
+    /// Largest request body on the ingestion routes (a batch), in bytes.
+    #[arg(long, env = "CAIRN_MAX_BATCH_BYTES", default_value_t = 500 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_batch_bytes: u64,
+    /// Largest single tracked message, in bytes.
+    #[arg(long, env = "CAIRN_MAX_EVENT_BYTES", default_value_t = 32 * 1024,
+          value_parser = clap::value_parser!(u64).range(256..=1024 * 1024))]
+    pub max_event_bytes: u64,
+    /// Disk the ingest log may fill with events not yet processed (MiB); past it, ingestion
+    /// answers 503 with Retry-After.
+    #[arg(long, env = "CAIRN_INGEST_LOG_BUDGET_MB", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub ingest_log_budget_mb: u64,
     /// Requests per minute per secret key on the CRM API (seed 004's default).
     #[arg(long, env = "CAIRN_RATE_LIMIT_SECRET", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_limit_secret: u64,

@@ -11,6 +11,7 @@ use std::{
 use anyhow::Context;
 use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
 use cairn_domain::Clock;
+use cairn_ingest::{IngestLog, LogConfig, Processor};
 use cairn_service::{accounts::Registration, ServiceSettings, Services};
 
 use crate::{
@@ -38,13 +39,38 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     );
     bootstrap(&svc, &args).await?;
 
+    let (ingest, reader) = IngestLog::open(LogConfig {
+        dir: store_args.data_dir.join("ingest-log"),
+        segment_bytes: 64 * 1024 * 1024,
+        budget_bytes: args.ingest_log_budget_mb * 1024 * 1024,
+    })
+    .with_context(|| {
+        format!(
+            "CAIRN_DATA_DIR: cannot open the ingest log in {}",
+            store_args.data_dir.display()
+        )
+    })?;
+    let (stop_processor, processor_stop) = tokio::sync::watch::channel(false);
+    let processor = tokio::spawn(
+        Processor::new(
+            reader,
+            stores.entities.clone(),
+            stores.events.clone(),
+            svc.clock.clone(),
+        )
+        .run(processor_stop),
+    );
+
     let metrics = Arc::new(Metrics::default());
     let (api_logs, log_writer) = ApiLogSink::start(stores.entities.clone(), metrics.clone());
     let state = AppState::new(Inner {
         svc: svc.clone(),
         events: stores.events.clone(),
+        ingest,
         settings: ApiSettings {
             max_body_bytes: args.max_body_bytes as usize,
+            max_batch_bytes: args.max_batch_bytes as usize,
+            max_event_bytes: args.max_event_bytes as usize,
             secret_key_rate_limit: args.rate_limit_secret,
             public_key_rate_limit: args.rate_limit_public,
             session_rate_limit: args.rate_limit_session,
@@ -89,6 +115,17 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     tracing::info!("shutting down: flushing buffers");
     housekeeping.abort();
     drop(state); // the last sender of the request log: its writer drains and ends
+                 // Acknowledged events are already durable in the ingest log; processing what is there
+                 // now only saves the next start the work.
+    let _ = stop_processor.send(true);
+    if tokio::time::timeout(Duration::from_secs(30), processor)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the ingest processor did not finish in 30 s; the rest is processed at the next start"
+        );
+    }
     if tokio::time::timeout(Duration::from_secs(10), log_writer)
         .await
         .is_err()

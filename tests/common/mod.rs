@@ -32,11 +32,14 @@ pub struct TestApp {
     _pg: Option<FreshPg>,
     _dir: TempDir,
     server: tokio::task::JoinHandle<()>,
+    processor: tokio::task::JoinHandle<()>,
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        self.processor.abort();
     }
 }
 
@@ -91,11 +94,23 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         ..ApiSettings::default()
     };
     tweak(&mut settings);
+    let (ingest, reader) = cairn_ingest::IngestLog::open(cairn_ingest::LogConfig {
+        dir: dir.0.join("ingest-log"),
+        segment_bytes: 1024 * 1024,
+        budget_bytes: 64 * 1024 * 1024,
+    })
+    .expect("open ingest log");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let processor = tokio::spawn(
+        cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone())
+            .run(stopped),
+    );
     let metrics = Arc::new(Metrics::default());
     let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
     let state = AppState::new(Inner {
         svc,
         events: events.clone(),
+        ingest,
         settings,
         limiter: RateLimiter::default(),
         metrics,
@@ -118,6 +133,8 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         _pg: pg,
         _dir: dir,
         server,
+        processor,
+        _stop: stop,
     }
 }
 

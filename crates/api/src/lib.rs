@@ -31,6 +31,10 @@ pub use ratelimit::RateLimiter;
 pub struct ApiSettings {
     /// Largest accepted request body on the CRM API, in bytes.
     pub max_body_bytes: usize,
+    /// Largest request body on the ingestion routes (a batch).
+    pub max_batch_bytes: usize,
+    /// Largest single tracked message.
+    pub max_event_bytes: usize,
     /// Requests per minute, per credential, on the CRM API (seed 004's defaults: 120 for
     /// secret keys, 30 for public keys); sessions get `session_rate_limit`.
     pub secret_key_rate_limit: u64,
@@ -48,6 +52,8 @@ impl Default for ApiSettings {
     fn default() -> Self {
         ApiSettings {
             max_body_bytes: 1024 * 1024,
+            max_batch_bytes: 500 * 1024,
+            max_event_bytes: 32 * 1024,
             secret_key_rate_limit: 120,
             public_key_rate_limit: 30,
             session_rate_limit: 600,
@@ -83,6 +89,7 @@ impl ApiSettings {
 pub struct Inner {
     pub svc: Services,
     pub events: Arc<dyn EventStore>,
+    pub ingest: cairn_ingest::IngestLog,
     pub settings: ApiSettings,
     pub limiter: RateLimiter,
     pub metrics: Arc<Metrics>,
@@ -146,6 +153,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::auth::router())
         .merge(routes::keys::router())
         .merge(routes::customers::router())
+        .merge(routes::track::router())
         .merge(routes::team::router())
         .merge(routes::workspace::router())
         .merge(routes::logs::router());
@@ -164,6 +172,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(routes::ops::method_not_allowed)
         .layer(from_fn_with_state(state.clone(), middleware::idempotency))
         .layer(from_fn_with_state(state.clone(), middleware::gate))
+        .layer(axum::middleware::from_fn(middleware::cors))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
 }

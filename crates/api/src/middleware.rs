@@ -46,6 +46,46 @@ pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Re
     resp
 }
 
+/// CORS for the ingestion routes only: any origin, no credentials (browsers send keys in a
+/// header or the body, never cookies). Preflights are answered here. Other routes send no
+/// CORS headers, so browsers keep other sites' scripts away from them.
+pub async fn cors(req: Request, next: Next) -> Response {
+    if !is_ingest_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let mut resp = if req.method() == Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, GET, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization, X-API-Key, Idempotency-Key"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+        ),
+    );
+    resp
+}
+
 /// The credential a request presents: `Authorization: Bearer …` or `X-API-Key: …`.
 pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
@@ -64,7 +104,11 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         // no credentials, no rate limit.
         return next.run(req).await;
     }
-    let limit = st.settings.max_body_bytes;
+    let limit = if is_ingest_path(&path) {
+        st.settings.max_batch_bytes
+    } else {
+        st.settings.max_body_bytes
+    };
     req.extensions_mut().insert(BodyLimit(limit));
     let declared = req
         .headers()

@@ -3,5 +3,7 @@
 
 pub mod log;
 pub mod message;
+pub mod processor;
 
 pub use log::{IngestLog, LogConfig, LogError, LogReader};
+pub use processor::Processor;

@@ -101,17 +101,6 @@ fn duplicate(e: cairn_store::StoreError) -> ServiceError {
     }
 }
 
-/// Seed 003's payload for `customer.created`.
-pub fn created_payload(c: &Customer) -> Value {
-    json!({
-        "customer_id": c.id,
-        "customer_email": c.email,
-        "user_id": c.external_id,
-        "name": c.name,
-        "created_at": c.created_at,
-    })
-}
-
 impl Services {
     /// `POST /v1/customers`: a profile with an email or a user_id (or both). Emits
     /// `customer.created` into the outbox in the same transaction.
@@ -139,7 +128,7 @@ impl Services {
         tx.insert_outbox(
             p.tenant_id,
             "customer.created",
-            &created_payload(&customer),
+            &customer.created_payload(),
             now,
         )
         .await?;
@@ -242,6 +231,8 @@ impl Services {
         let mut tx = self.store.begin().await?;
         tx.delete_customer(p.tenant_id, id).await?;
         tx.commit().await?;
+        // The ingest processor caches identities: make it forget this one.
+        self.store.bump_identity_epoch();
         tracing::info!("customer erased");
         Ok(())
     }

@@ -75,6 +75,19 @@ impl From<Row> for Customer {
     }
 }
 
+impl Customer {
+    /// Seed 003's payload for `customer.created`.
+    pub fn created_payload(&self) -> Value {
+        serde_json::json!({
+            "customer_id": self.id,
+            "customer_email": self.email,
+            "user_id": self.external_id,
+            "name": self.name,
+            "created_at": self.created_at,
+        })
+    }
+}
+
 const COLS: &str = "id, tenant_id, email, external_id, name, phone, city, country, traits, \
                     first_seen_at, last_seen_at, created_at, updated_at";
 

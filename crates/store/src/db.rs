@@ -33,6 +33,9 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     db: Db,
+    /// Bumped whenever a profile disappears other than through the ingest processor (an
+    /// erasure), so that identity caches know to forget what they hold.
+    identity_epoch: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Clone)]
@@ -156,7 +159,20 @@ impl Store {
                 Db::Postgres(pool)
             }
         };
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            identity_epoch: Default::default(),
+        })
+    }
+
+    pub fn identity_epoch(&self) -> u64 {
+        self.identity_epoch
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn bump_identity_epoch(&self) {
+        self.identity_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn backend(&self) -> Backend {

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod logs;
 pub mod ops;
 pub mod team;
+pub mod track;
 pub mod workspace;
 
 use axum::http::StatusCode;

@@ -1,0 +1,381 @@
+//! The processor: the one consumer of the ingest log. For each batch of messages it resolves
+//! every message to a customer profile (finding, creating, linking or merging profiles in one
+//! entity-store transaction, with `customer.created` in the outbox), writes the events to the
+//! event store, and only then commits the log checkpoint.
+//!
+//! Every step is idempotent, so a crash anywhere means the batch is simply processed again:
+//! profiles are found by unique identities instead of created twice, `customer.created` is
+//! written only in the transaction that gives a profile its first identity, merges are
+//! recorded and re-applied until marked done, and the event store keeps one copy per
+//! `(workspace, message_id)`.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use cairn_domain::{Clock, CustomerId, TenantId};
+use cairn_events::{Event, EventStore};
+use cairn_store::{customers::CustomerFields, identity::Found, Conn, Store};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::{log::LogReader, message::IngestMessage};
+
+/// Messages per batch: one entity-store transaction and one event-store insert each.
+const BATCH: usize = 2_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ident {
+    Email(String),
+    User(String),
+    Anon(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+    #[error(transparent)]
+    Events(#[from] cairn_events::EventStoreError),
+    #[error("ingest log: {0}")]
+    Log(#[from] std::io::Error),
+}
+
+/// Profile changes gathered over a batch, applied once per profile.
+#[derive(Default)]
+struct Touch {
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+    traits: Option<serde_json::Map<String, Value>>,
+    name: Option<String>,
+    phone: Option<String>,
+}
+
+pub struct Processor {
+    reader: LogReader,
+    store: Store,
+    events: Arc<dyn EventStore>,
+    clock: Clock,
+    cache: HashMap<(i64, Ident), Found>,
+    epoch: u64,
+}
+
+impl Processor {
+    pub fn new(
+        reader: LogReader,
+        store: Store,
+        events: Arc<dyn EventStore>,
+        clock: Clock,
+    ) -> Processor {
+        let epoch = store.identity_epoch();
+        Processor {
+            reader,
+            store,
+            events,
+            clock,
+            cache: HashMap::new(),
+            epoch,
+        }
+    }
+
+    /// Runs until `stop` turns true, then processes what is left and returns.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let stopping = *stop.borrow();
+            match self.process_batch().await {
+                Ok(0) if stopping => return,
+                Ok(0) => {
+                    tokio::select! {
+                        _ = self.reader.wait() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "ingest processing failed; will retry");
+                    if stopping {
+                        return;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Processes one batch from the log. Returns how many messages it handled (0: none waiting).
+    pub async fn process_batch(&mut self) -> Result<usize, ProcessError> {
+        self.apply_pending_merges().await?;
+        let from = self.reader.position();
+        let (records, to) = tokio::task::block_in_place(|| self.reader.read(BATCH))?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let n = records.len();
+        match self.process(records).await {
+            Ok(()) => {
+                tokio::task::block_in_place(|| self.reader.commit(from, to))?;
+                Ok(n)
+            }
+            Err(e) => {
+                self.reader.rewind(from);
+                // What the failed transaction cached may not exist.
+                self.cache.clear();
+                Err(e)
+            }
+        }
+    }
+
+    async fn process(&mut self, records: Vec<Vec<u8>>) -> Result<(), ProcessError> {
+        let epoch = self.store.identity_epoch();
+        if epoch != self.epoch {
+            self.cache.clear();
+            self.epoch = epoch;
+        }
+        let messages: Vec<IngestMessage> = records
+            .iter()
+            .filter_map(|r| match serde_json::from_slice(r) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "unreadable ingest record skipped");
+                    None
+                }
+            })
+            .collect();
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let mut events: Vec<Event> = Vec::with_capacity(messages.len());
+        let mut touches: HashMap<(i64, CustomerId), Touch> = HashMap::new();
+        for m in messages {
+            let tenant = TenantId(m.tenant_id);
+            let Some((customer, merged)) = self.resolve(&mut tx, &m, now).await? else {
+                tracing::warn!(tenant.id = %tenant, "event for an unknown customer id dropped");
+                continue;
+            };
+            if let Some(from) = merged {
+                // Events and changes of this batch that went to the merged profile follow it.
+                for e in events
+                    .iter_mut()
+                    .filter(|e| e.tenant_id == tenant && e.customer_id == from)
+                {
+                    e.customer_id = customer;
+                }
+                if let Some(old) = touches.remove(&(m.tenant_id, from)) {
+                    let t = touches.entry((m.tenant_id, customer)).or_default();
+                    merge_touch(t, old);
+                }
+            }
+            let t = touches.entry((m.tenant_id, customer)).or_default();
+            t.first = Some(t.first.map_or(m.timestamp, |f| f.min(m.timestamp)));
+            t.last = Some(t.last.map_or(m.timestamp, |l| l.max(m.timestamp)));
+            if let Some(Value::Object(patch)) = &m.traits {
+                let traits = t.traits.get_or_insert_with(Default::default);
+                for (k, v) in patch {
+                    traits.insert(k.clone(), v.clone());
+                }
+            }
+            if m.profile_name.is_some() {
+                t.name = m.profile_name.clone();
+            }
+            if m.profile_phone.is_some() {
+                t.phone = m.profile_phone.clone();
+            }
+            events.push(Event {
+                tenant_id: tenant,
+                message_id: m.message_id,
+                customer_id: customer,
+                anonymous_id: m.anonymous_id,
+                user_id: m.user_id,
+                kind: m.kind,
+                name: m.name,
+                properties: m.properties,
+                context: m.context,
+                timestamp: m.timestamp,
+                sent_at: m.sent_at,
+                received_at: m.received_at,
+                amount: m.amount,
+                currency: m.currency,
+            });
+        }
+        for ((tenant, id), t) in &touches {
+            let (Some(first), Some(last)) = (t.first, t.last) else {
+                continue;
+            };
+            let traits = t.traits.clone().map(Value::Object);
+            tx.touch_customer(
+                TenantId(*tenant),
+                *id,
+                first,
+                last,
+                traits.as_ref(),
+                t.name.as_deref(),
+                t.phone.as_deref(),
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.apply_pending_merges().await?;
+        self.events.insert(&events).await?;
+        Ok(())
+    }
+
+    /// Moves the events of merged profiles in the event store, and marks the merges done.
+    async fn apply_pending_merges(&mut self) -> Result<(), ProcessError> {
+        let pending = self.store.read().await?.pending_merges(100).await?;
+        for m in pending {
+            self.events
+                .reassign_customer(
+                    TenantId(m.tenant_id),
+                    CustomerId(m.from_id),
+                    CustomerId(m.into_id),
+                )
+                .await?;
+            self.store
+                .write()
+                .await?
+                .mark_merge_applied(m.id, self.clock.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn lookup(
+        &mut self,
+        tx: &mut Conn,
+        tenant: TenantId,
+        ident: Ident,
+    ) -> Result<Option<Found>, ProcessError> {
+        let key = (tenant.0, ident);
+        if let Some(f) = self.cache.get(&key) {
+            return Ok(Some(*f));
+        }
+        let found = match &key.1 {
+            Ident::Email(e) => tx.customer_by_email(tenant, e).await?,
+            Ident::User(u) => tx.customer_by_external_id(tenant, u).await?,
+            Ident::Anon(a) => tx.customer_by_anonymous_id(tenant, a).await?,
+        };
+        if let Some(f) = found {
+            self.cache.insert(key, f);
+        }
+        Ok(found)
+    }
+
+    fn remember(&mut self, tenant: TenantId, ident: Ident, found: Found) {
+        self.cache.insert((tenant.0, ident), found);
+    }
+
+    /// Finds the message's profile, creating, linking, upgrading or merging as needed.
+    /// Returns the profile and, when an anonymous profile was merged into it, that one's id.
+    async fn resolve(
+        &mut self,
+        tx: &mut Conn,
+        m: &IngestMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(CustomerId, Option<CustomerId>)>, ProcessError> {
+        let tenant = TenantId(m.tenant_id);
+        if let Some(id) = m.customer_id {
+            return Ok(tx
+                .customer_exists(tenant, CustomerId(id))
+                .await?
+                .map(|f| (f.id, None)));
+        }
+        let by_user = match &m.user_id {
+            Some(u) => self.lookup(tx, tenant, Ident::User(u.clone())).await?,
+            None => None,
+        };
+        let by_email = match &m.email {
+            Some(e) => self.lookup(tx, tenant, Ident::Email(e.clone())).await?,
+            None => None,
+        };
+        let anon = match &m.anonymous_id {
+            Some(a) => self.lookup(tx, tenant, Ident::Anon(a.clone())).await?,
+            None => None,
+        };
+        // The user id decides when both are known; an email of another profile is not taken.
+        let known = by_user.or(by_email);
+        let email_free = by_email.is_none();
+        let user_free = by_user.is_none();
+        let mut merged = None;
+        let target = match (known, anon) {
+            (Some(k), Some(a)) if a.id != k.id && !a.known => {
+                tx.merge_customers(tenant, a.id, k.id, now).await?;
+                self.cache.retain(|_, f| f.id != a.id);
+                merged = Some(a.id);
+                k
+            }
+            (Some(k), _) => k,
+            (None, Some(a)) if !a.known || (m.email.is_none() && m.user_id.is_none()) => a,
+            // A known profile on this device, and a new identity: a new profile takes the
+            // anonymous id from here on.
+            (None, Some(_)) | (None, None) => {
+                // Created bare; the identities are added below, which emits customer.created
+                // for a profile that has one.
+                let fields = CustomerFields {
+                    traits: json!({}),
+                    ..Default::default()
+                };
+                let c = tx.insert_customer(tenant, &fields, now).await?;
+                Found {
+                    id: c.id,
+                    known: false,
+                }
+            }
+        };
+        // Give the profile the identities it lacks (never one that belongs to another).
+        let add_email = m.email.as_deref().filter(|_| email_free);
+        let add_user = m.user_id.as_deref().filter(|_| user_free);
+        let mut target = target;
+        if add_email.is_some() || add_user.is_some() {
+            tx.set_customer_identity(tenant, target.id, add_email, add_user, now)
+                .await?;
+            let c = tx.customer(tenant, target.id).await?;
+            let known_now = c.email.is_some() || c.external_id.is_some();
+            if known_now && !target.known {
+                // Its first identity: the moment a profile becomes a customer.
+                tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
+                    .await?;
+            }
+            target.known = known_now;
+            for f in self.cache.values_mut().filter(|f| f.id == target.id) {
+                f.known = known_now;
+            }
+            if let Some(e) = c.email.filter(|e| Some(e.as_str()) == add_email) {
+                self.remember(tenant, Ident::Email(e), target);
+            }
+            if let Some(u) = c.external_id.filter(|u| Some(u.as_str()) == add_user) {
+                self.remember(tenant, Ident::User(u), target);
+            }
+        }
+        if let Some(a) = &m.anonymous_id {
+            if anon.map(|f| f.id) != Some(target.id) {
+                tx.link_anonymous_id(tenant, a, target.id, now).await?;
+            }
+            self.remember(tenant, Ident::Anon(a.clone()), target);
+        }
+        Ok(Some((target.id, merged)))
+    }
+}
+
+fn merge_touch(into: &mut Touch, from: Touch) {
+    into.first = match (into.first, from.first) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    into.last = match (into.last, from.last) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    if let Some(t) = from.traits {
+        let traits = into.traits.get_or_insert_with(Default::default);
+        for (k, v) in t {
+            traits.entry(k).or_insert(v);
+        }
+    }
+    into.name = into.name.take().or(from.name);
+    into.phone = into.phone.take().or(from.phone);
+}
