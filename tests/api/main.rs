@@ -11,3 +11,4 @@ mod isolation;
 mod keys;
 mod openapi;
 mod team;
+mod track;

@@ -285,3 +285,27 @@ macro_rules! on_both_backends_raw {
         }
     };
 }
+
+impl TestApp {
+    /// Waits until the workspace's event store holds `n` events (ingestion is asynchronous
+    /// after the durable acknowledgement), failing after 15 s.
+    pub async fn wait_for_events(&self, tenant: i64, n: u64) {
+        let started = Instant::now();
+        loop {
+            let have = self
+                .events
+                .count(cairn_domain::TenantId(tenant))
+                .await
+                .expect("count events");
+            if have >= n {
+                assert_eq!(have, n, "more events than expected");
+                return;
+            }
+            assert!(
+                started.elapsed().as_secs() < 15,
+                "only {have} of {n} events arrived"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}

@@ -13,7 +13,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::{Event, EventStore};
-use cairn_store::{customers::CustomerFields, identity::Found, Conn, Store};
+use cairn_store::{
+    customers::CustomerFields,
+    identity::{Found, ProfileTouch},
+    Conn, Store,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -206,17 +210,15 @@ impl Processor {
                 continue;
             };
             let traits = t.traits.clone().map(Value::Object);
-            tx.touch_customer(
-                TenantId(*tenant),
-                *id,
+            let touch = ProfileTouch {
                 first,
                 last,
-                traits.as_ref(),
-                t.name.as_deref(),
-                t.phone.as_deref(),
-                now,
-            )
-            .await?;
+                traits: traits.as_ref(),
+                name: t.name.as_deref(),
+                phone: t.phone.as_deref(),
+            };
+            tx.touch_customer(TenantId(*tenant), *id, &touch, now)
+                .await?;
         }
         tx.commit().await?;
         self.apply_pending_merges().await?;

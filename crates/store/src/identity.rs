@@ -32,6 +32,16 @@ impl From<FoundRow> for Found {
     }
 }
 
+/// What a batch of events changes on one profile.
+#[derive(Debug, Clone, Copy)]
+pub struct ProfileTouch<'a> {
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    pub traits: Option<&'a Value>,
+    pub name: Option<&'a str>,
+    pub phone: Option<&'a str>,
+}
+
 /// A pending merge of one profile's events into another's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct PendingMerge {
@@ -152,7 +162,7 @@ impl Conn {
         .execute(c)
         .await
         .map(|r| r.rows_affected()))
-        .map_err(|e| crate::StoreError::from(e))?;
+        .map_err(crate::StoreError::from)?;
         Ok(())
     }
 
@@ -264,13 +274,16 @@ impl Conn {
         &mut self,
         tenant: TenantId,
         id: CustomerId,
-        first: DateTime<Utc>,
-        last: DateTime<Utc>,
-        traits: Option<&Value>,
-        name: Option<&str>,
-        phone: Option<&str>,
+        touch: &ProfileTouch<'_>,
         now: DateTime<Utc>,
     ) -> Result<()> {
+        let ProfileTouch {
+            first,
+            last,
+            traits,
+            name,
+            phone,
+        } = *touch;
         let merged = match traits {
             Some(Value::Object(patch)) if !patch.is_empty() => {
                 let mut current = self.customer(tenant, id).await?.traits;
