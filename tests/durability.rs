@@ -1,0 +1,336 @@
+//! Durability of ingestion, against the built binary: a kill -9 at any moment loses no
+//! acknowledged event and duplicates none; with ClickHouse down, ingestion keeps
+//! acknowledging, answers 503 with Retry-After once the local log reaches its budget, and
+//! every acknowledged event arrives when ClickHouse is back.
+
+use std::{
+    collections::HashSet,
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use cairn_testkit::{FreshClickHouse, TempDir};
+use serde_json::{json, Value};
+use sqlx::{Connection, SqliteConnection};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+fn cairn(dir: &TempDir) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CAIRN_DATA_DIR", dir.0.join("data"))
+        .env("CAIRN_LOG", "warn");
+    c
+}
+
+fn setup_key(dir: &TempDir, extra: &[(&str, &str)]) -> String {
+    let run = |args: &[&str]| {
+        let mut c = cairn(dir);
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&["tenants", "create", "--name", "Acme"]);
+    let out = run(&["keys", "create", "--tenant", "acme", "--name", "s"]);
+    out.lines()
+        .find(|l| l.starts_with("eck_"))
+        .unwrap()
+        .to_string()
+}
+
+fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Child {
+    let mut c = cairn(dir);
+    c.arg("serve")
+        .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(child.try_wait().unwrap().is_none(), "cairn serve exited");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cairn serve did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends events from `workers` concurrent clients until `stop`; returns the acknowledged ids.
+async fn flood(
+    base: String,
+    key: String,
+    workers: usize,
+    stop: Arc<AtomicBool>,
+    prefix: &'static str,
+) -> HashSet<String> {
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let (client, base, key, stop, acked) = (
+            client.clone(),
+            base.clone(),
+            key.clone(),
+            stop.clone(),
+            acked.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("{prefix}-{w}-{n}");
+                n += 1;
+                let body = json!({"user_id": format!("u{}", n % 25), "event": "purchase", "message_id": id,
+                                  "properties": {"amount": 1.5, "currency": "EUR"}});
+                match client.post(format!("{base}/v1/track/event")).header("X-API-Key", &key).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        acked.lock().unwrap().insert(id);
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let set = acked.lock().unwrap().clone();
+    set
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
+    let dir = TempDir::new();
+    let key = setup_key(&dir, &[]);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut acked = HashSet::new();
+    for round in 0..3 {
+        let mut server = start(&dir, port, &[]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let prefix: &'static str = ["r0", "r1", "r2"][round];
+        let sending = tokio::spawn(flood(base.clone(), key.clone(), 8, stop.clone(), prefix));
+        tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
+        server.kill().unwrap(); // SIGKILL, in the middle of the traffic
+        server.wait().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        acked.extend(sending.await.unwrap());
+    }
+    assert!(
+        acked.len() > 100,
+        "the load was too small to mean anything: {}",
+        acked.len()
+    );
+
+    // Restart and let the processor replay the log.
+    let mut server = start(&dir, port, &[]);
+    let db = dir.0.join("data").join("events.db");
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let stored: Vec<String> = loop {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM events")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        let have: HashSet<&String> = ids.iter().collect();
+        if acked.iter().all(|a| have.contains(a)) {
+            break ids;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "acknowledged events missing after restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let distinct: HashSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
+
+    let entities = dir.0.join("data").join("cairn.db");
+    let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display()))
+        .await
+        .unwrap();
+    let dup_profiles: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM (SELECT external_id FROM customers GROUP BY external_id HAVING COUNT(*) > 1)",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(dup_profiles, 0, "a customer was created twice");
+    let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let created: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event = 'customer.created'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(
+        created, profiles,
+        "customer.created exactly once per profile"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// A TCP forwarder to ClickHouse that can be switched off (cutting open connections too).
+struct Switch {
+    port: u16,
+    up: tokio::sync::watch::Sender<bool>,
+}
+
+async fn switch_to(target: &str) -> Switch {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (up, rx) = tokio::sync::watch::channel(true);
+    let target = target.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let mut rx = rx.clone();
+            if !*rx.borrow() {
+                continue; // dropped: connection refused in effect
+            }
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = rx.wait_for(|up| !*up) => {}
+                }
+            });
+        }
+    });
+    Switch { port, up }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
+    let ch = FreshClickHouse::new("cairn_outage");
+    let switch = switch_to(&ch.url).await;
+    let dir = TempDir::new();
+    let ch_url = format!("http://127.0.0.1:{}", switch.port);
+    let env = [
+        ("CAIRN_CLICKHOUSE_URL", ch_url.as_str()),
+        ("CAIRN_CLICKHOUSE_DATABASE", ch.database.as_str()),
+        ("CAIRN_INGEST_LOG_BUDGET_MB", "1"),
+    ];
+    let key = setup_key(&dir, &env);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut server = start(&dir, port, &env);
+    let client = reqwest::Client::new();
+    let count = || {
+        ch.query(&format!("SELECT count() FROM {}.events FINAL", ch.database))
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0)
+    };
+
+    let send_batch = |i: usize, pad: usize| {
+        let items: Vec<Value> = (0..50)
+            .map(|j| json!({"type": "event", "user_id": format!("u{j}"), "event": "view", "message_id": format!("b{i}-{j}"),
+                            "properties": {"pad": "x".repeat(pad)}}))
+            .collect();
+        client
+            .post(format!("{base}/v1/track/batch"))
+            .header("X-API-Key", &key)
+            .json(&Value::Array(items))
+            .send()
+    };
+    assert_eq!(send_batch(0, 0).await.unwrap().status(), 200);
+    let started = Instant::now();
+    while count() < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "events did not reach ClickHouse"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    switch.up.send(false).unwrap();
+    let mut acked = 50u64;
+    let mut refused = None;
+    for i in 1..100 {
+        let r = send_batch(i, 400).await.unwrap();
+        match r.status().as_u16() {
+            200 => acked += 50,
+            503 => {
+                refused = Some(
+                    r.headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string),
+                );
+                break;
+            }
+            s => panic!("unexpected status {s}"),
+        }
+    }
+    assert!(
+        acked > 100,
+        "ingestion kept acknowledging while ClickHouse was down"
+    );
+    let retry_after = refused.expect("a full log answers 503");
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        503,
+        "readiness reports the event store down"
+    );
+    assert_eq!(count(), 50, "nothing reached ClickHouse while it was down");
+
+    switch.up.send(true).unwrap();
+    let started = Instant::now();
+    while count() < acked {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {acked} events arrived after recovery",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(), acked, "every acknowledged event once");
+    assert_eq!(
+        send_batch(1000, 0).await.unwrap().status(),
+        200,
+        "accepting again once the backlog drained"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
