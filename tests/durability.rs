@@ -149,6 +149,7 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
         "the load was too small to mean anything: {}",
         acked.len()
     );
+    eprintln!("{} events acknowledged across three kill -9s", acked.len());
 
     // Restart and let the processor replay the log.
     let mut server = start(&dir, port, &[]);
@@ -305,6 +306,7 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
         acked > 100,
         "ingestion kept acknowledging while ClickHouse was down"
     );
+    eprintln!("{acked} events acknowledged, {} of them while ClickHouse was down", acked - 50);
     let retry_after = refused.expect("a full log answers 503");
     assert!(retry_after.is_some(), "503 carries Retry-After");
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
