@@ -266,7 +266,7 @@ async fn migrate_is_idempotent_on_postgres_and_clickhouse() {
         "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
         ch.database
     ));
-    assert_eq!(tables, "events\nschema_migrations\n");
+    assert_eq!(tables, "event_ids\nevents\nschema_migrations\n");
 }
 
 /// README's quick start, on the embedded default: a workspace, a key, a 200.

@@ -306,7 +306,10 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
         acked > 100,
         "ingestion kept acknowledging while ClickHouse was down"
     );
-    eprintln!("{acked} events acknowledged, {} of them while ClickHouse was down", acked - 50);
+    eprintln!(
+        "{acked} events acknowledged, {} of them while ClickHouse was down",
+        acked - 50
+    );
     let retry_after = refused.expect("a full log answers 503");
     assert!(retry_after.is_some(), "503 carries Retry-After");
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();

@@ -16,11 +16,18 @@ use crate::{
 };
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "events",
-    include_str!("../../../migrations/clickhouse/0001_events.sql"),
-)];
+const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "events",
+        include_str!("../../../migrations/clickhouse/0001_events.sql"),
+    ),
+    (
+        2,
+        "event_ids",
+        include_str!("../../../migrations/clickhouse/0002_event_ids.sql"),
+    ),
+];
 
 #[derive(Debug, Clone)]
 pub struct ClickHouseConfig {
@@ -35,6 +42,13 @@ pub struct ClickHouseStore {
     config: ClickHouseConfig,
     /// Bound to the configured database.
     client: Client,
+}
+
+#[derive(Debug, Row, Serialize, Deserialize)]
+struct ChEventId {
+    tenant_id: u64,
+    message_id: String,
+    received_at: u64,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -124,6 +138,41 @@ impl ClickHouseStore {
 
     pub fn database(&self) -> &str {
         &self.config.database
+    }
+
+    /// The events of a batch whose message ids are not stored yet (nor repeated earlier in
+    /// the batch). One primary-key lookup per workspace in the batch.
+    async fn drop_known<'a>(&self, events: &'a [Event]) -> Result<Vec<&'a Event>> {
+        let mut by_tenant: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+        for e in events {
+            by_tenant
+                .entry(e.tenant_id.0)
+                .or_default()
+                .push(e.message_id.as_str());
+        }
+        let mut known: std::collections::HashSet<(i64, String)> = Default::default();
+        for (tenant, ids) in by_tenant {
+            for chunk in ids.chunks(5_000) {
+                // `IN (?, ?, …)`, one bound value each: 18.16 does not take an array there, and
+                // a tuple keeps the primary-key index in play.
+                let placeholders = vec!["?"; chunk.len()].join(", ");
+                let sql = format!(
+                    "SELECT message_id FROM event_ids WHERE tenant_id = ? AND message_id IN ({placeholders})"
+                );
+                let mut q = self.client.query(&sql).bind(tenant as u64);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                let found: Vec<String> = q.fetch_all().await?;
+                known.extend(found.into_iter().map(|m| (tenant, m)));
+            }
+        }
+        let mut seen: std::collections::HashSet<(i64, &str)> = Default::default();
+        Ok(events
+            .iter()
+            .filter(|e| !known.contains(&(e.tenant_id.0, e.message_id.clone())))
+            .filter(|e| seen.insert((e.tenant_id.0, e.message_id.as_str())))
+            .collect())
     }
 
     /// Waits until no mutation of the events table is pending, so that an erasure is visible
@@ -226,14 +275,28 @@ impl EventStore for ClickHouseStore {
     }
 
     async fn insert(&self, events: &[Event]) -> Result<()> {
-        if events.is_empty() {
+        let fresh = self.drop_known(events).await?;
+        if fresh.is_empty() {
             return Ok(());
         }
+        // Events first, ids second: a crash between them leaves events whose ids a retry
+        // does not find, and the retry's copies collapse in the ReplacingMergeTree (same key)
+        // — never an id without its event.
         let mut insert = self.client.insert::<ChEvent>("events")?;
-        for e in events {
+        for e in &fresh {
             insert.write(&ChEvent::from_event(e)).await?;
         }
         insert.end().await?;
+        let mut ids = self.client.insert::<ChEventId>("event_ids")?;
+        for e in &fresh {
+            ids.write(&ChEventId {
+                tenant_id: e.tenant_id.0 as u64,
+                message_id: e.message_id.clone(),
+                received_at: to_millis(e.received_at).max(0) as u64,
+            })
+            .await?;
+        }
+        ids.end().await?;
         Ok(())
     }
 

@@ -97,6 +97,7 @@ on_every_store!(
     erasure_removes_every_event_of_the_customer_only,
     event_counts_by_name_count_each_message_once,
     reassigning_moves_every_event_once_even_when_repeated,
+    a_retry_with_another_time_or_customer_still_counts_once,
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -323,4 +324,24 @@ async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
     retry.received_at = at + Duration::seconds(30);
     s.store.insert(&[retry]).await.unwrap();
     assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 3);
+}
+
+async fn a_retry_with_another_time_or_customer_still_counts_once(s: Fresh) {
+    let at = t("2026-01-01T00:00:00Z");
+    s.store
+        .insert(&[event(1, 5, "m-1", "signup", at)])
+        .await
+        .unwrap();
+    // The client sent no timestamp, so the retry was stamped when it arrived; and identity
+    // resolution put it on another profile meanwhile.
+    let mut retry = event(1, 6, "m-1", "signup", at + Duration::seconds(40));
+    retry.received_at = at + Duration::seconds(40);
+    s.store.insert(&[retry.clone(), retry]).await.unwrap();
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
+    let (on_six, _) = s
+        .store
+        .customer_events(TenantId(1), CustomerId(6), &EventFilter::default(), 10, 0)
+        .await
+        .unwrap();
+    assert!(on_six.is_empty(), "the retry was not stored again");
 }
