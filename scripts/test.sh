@@ -59,6 +59,12 @@ if ! command -v pg_isready >/dev/null || ! pg_up; then
 fi
 log "PostgreSQL is up"
 
+# --- Segment's Python SDK (the ingestion suite drives it against the server) -----------------
+if ! python3 -c 'import segment.analytics' 2>/dev/null; then
+  log "installing segment-analytics-python (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore segment-analytics-python==2.4.0
+fi
+
 # --- The suite --------------------------------------------------------------------------------
 log "building and running every test"
 out=$(mktemp)

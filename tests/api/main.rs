@@ -10,5 +10,6 @@ mod customers;
 mod isolation;
 mod keys;
 mod openapi;
+mod segment;
 mod team;
 mod track;

@@ -87,13 +87,26 @@ pub async fn cors(req: Request, next: Next) -> Response {
 }
 
 /// The credential a request presents: `Authorization: Bearer …` or `X-API-Key: …`.
-pub fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+/// Segment's SDKs send HTTP Basic with the write key as the user name (and no password).
+pub fn presented_secret(headers: &HeaderMap) -> Option<String> {
     if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        return Some(v.trim());
+        return Some(v.trim().to_string());
     }
     let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = auth.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.trim().to_string());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(rest.trim())
+            .ok()?;
+        let text = String::from_utf8(decoded).ok()?;
+        let user = text.split_once(':').map(|(u, _)| u).unwrap_or(&text);
+        return Some(user.to_string());
+    }
+    None
 }
 
 pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -125,9 +138,16 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
-    let principal = match presented_secret(req.headers()).filter(|s| !s.is_empty()) {
+    let secret = presented_secret(req.headers()).filter(|s| !s.is_empty());
+    if secret.is_none() && is_ingest_path(&path) {
+        // Browsers' beacons and Segment's analytics.js put the key in the body: the tracking
+        // handler authenticates and rate-limits those itself (see routes::track).
+        req.extensions_mut().insert(ClientIp(ip));
+        return next.run(req).await;
+    }
+    let principal = match secret {
         None => None,
-        Some(secret) => match st.svc.authenticate(secret).await {
+        Some(secret) => match st.svc.authenticate(&secret).await {
             Ok(p) => Some(p),
             Err(e) => {
                 // Failed attempts count against the caller's address, so guessing is slow.
@@ -181,7 +201,11 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     with_limit_headers(resp, &decision)
 }
 
-fn with_limit_headers(mut resp: Response, d: &Decision) -> Response {
+/// The caller's address, for rate-limiting failed body-key authentication.
+#[derive(Debug, Clone)]
+pub struct ClientIp(pub String);
+
+pub fn with_limit_headers(mut resp: Response, d: &Decision) -> Response {
     let h = resp.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from(d.limit));
     h.insert("x-ratelimit-remaining", HeaderValue::from(d.remaining));

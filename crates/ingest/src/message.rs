@@ -20,6 +20,9 @@ pub struct IngestMessage {
     pub email: Option<String>,
     pub user_id: Option<String>,
     pub anonymous_id: Option<String>,
+    /// For `alias`: the id (a previous user id or an anonymous id) to merge into `user_id`.
+    #[serde(default)]
+    pub previous_id: Option<String>,
     /// Traits to merge into the profile (identify).
     pub traits: Option<Value>,
     /// Identify's top-level name and phone.
@@ -261,6 +264,120 @@ pub fn require_identity(m: &IngestMessage, f: &Fields<'_>, first: &str) -> Resul
     Ok(())
 }
 
+/// Parses one message of Segment's HTTP tracking API (`/v1/track`, `/v1/identify`, …, or a
+/// batch item), with Segment's field names. `defaults` is a batch's shared `context`.
+pub fn parse_segment(
+    kind: &str,
+    v: &Value,
+    prefix: &str,
+    tenant_id: i64,
+    received_at: DateTime<Utc>,
+    batch_context: Option<&Value>,
+) -> Result<IngestMessage, FieldError> {
+    let f = Fields::new(v, prefix)?;
+    let timestamp = f.time("timestamp")?.or(f.time("originalTimestamp")?);
+    let sent_at = f.time("sentAt")?;
+    let timestamp = event_time(&f, timestamp, sent_at, received_at)?;
+    let mut properties = f
+        .object("properties")?
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut context = f
+        .object("context")?
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let (Some(Value::Object(shared)), Value::Object(own)) = (batch_context, &mut context) {
+        for (k, v) in shared {
+            own.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    let message_id = f.string("messageId", 200)?.unwrap_or_else(new_message_id);
+    let user_id = f.id("userId")?;
+    let anonymous_id = f.id("anonymousId")?;
+    let traits_in = f.object("traits")?;
+    let props = properties.as_object_mut().expect("properties is an object");
+    let mut email = None;
+    let (name, traits, profile_name, profile_phone, previous_id) = match kind {
+        "track" => {
+            let name = f
+                .string("event", 200)?
+                .ok_or_else(|| FieldError::new(f.path("event"), "is required"))?;
+            (name, None, None, None, None)
+        }
+        "page" | "screen" => {
+            for key in ["name", "category"] {
+                if let Some(v) = f.string(key, 500)? {
+                    props.insert(key.to_string(), Value::String(v));
+                }
+            }
+            let name = if kind == "page" { "pageview" } else { "screen" };
+            (name.to_string(), None, None, None, None)
+        }
+        "identify" => {
+            let traits = traits_in.unwrap_or_else(|| Value::Object(Map::new()));
+            let t = Fields::new(&traits, &f.path("traits."))?;
+            email = t.email("email")?;
+            let name = t.string("name", 200)?;
+            let phone = t
+                .string("phone", 40)?
+                .map(|p| text::phone(&t.path("phone"), &p))
+                .transpose()?;
+            ("identify".to_string(), Some(traits), name, phone, None)
+        }
+        "group" => {
+            let group = f
+                .id("groupId")?
+                .ok_or_else(|| FieldError::new(f.path("groupId"), "is required"))?;
+            props.insert("group_id".into(), Value::String(group));
+            if let Some(t) = traits_in {
+                props.insert("traits".into(), t);
+            }
+            ("group".to_string(), None, None, None, None)
+        }
+        "alias" => {
+            let previous = f
+                .id("previousId")?
+                .ok_or_else(|| FieldError::new(f.path("previousId"), "is required"))?;
+            if user_id.is_none() {
+                return Err(FieldError::new(f.path("userId"), "is required"));
+            }
+            ("alias".to_string(), None, None, None, Some(previous))
+        }
+        other => {
+            return Err(FieldError::new(
+                f.path("type"),
+                format!("unknown message type {other:?}"),
+            ))
+        }
+    };
+    let (amount, currency) = money(&name, &properties, &f)?;
+    if user_id.is_none() && anonymous_id.is_none() {
+        return Err(FieldError::new(
+            f.path("userId"),
+            "either userId or anonymousId is required",
+        ));
+    }
+    Ok(IngestMessage {
+        tenant_id,
+        kind: kind.to_string(),
+        message_id,
+        name,
+        customer_id: None,
+        email,
+        user_id,
+        anonymous_id,
+        previous_id,
+        traits,
+        profile_name,
+        profile_phone,
+        properties,
+        context,
+        timestamp,
+        sent_at,
+        received_at,
+        amount,
+        currency,
+    })
+}
+
 /// Parses one seed 003 message (`/v1/track/event`, `/identify`, `/page`, or a batch item)
 /// of the given kind.
 pub fn parse_seed(
@@ -329,6 +446,7 @@ pub fn parse_seed(
         email,
         user_id: f.id("user_id")?,
         anonymous_id: f.id("anonymous_id")?,
+        previous_id: None,
         traits,
         profile_name,
         profile_phone,
@@ -449,6 +567,60 @@ mod tests {
             "2026-03-16T09:01:00Z".parse::<DateTime<Utc>>().unwrap(),
             "the client clock was a minute slow"
         );
+    }
+
+    #[test]
+    fn segment_messages_map_onto_the_same_model() {
+        let v = json!({"type": "identify", "userId": 42, "anonymousId": "a1", "messageId": "m1",
+                       "traits": {"email": "Ana@X.io", "name": "Ana", "plan": "pro"},
+                       "context": {"library": {"name": "analytics-python"}}, "integrations": {}, "_metadata": {}});
+        let m = parse_segment(
+            "identify",
+            &v,
+            "",
+            1,
+            now(),
+            Some(&json!({"ip": "203.0.113.1"})),
+        )
+        .unwrap();
+        assert_eq!(
+            (m.user_id.as_deref(), m.email.as_deref()),
+            (Some("42"), Some("ana@x.io"))
+        );
+        assert_eq!(m.profile_name.as_deref(), Some("Ana"));
+        assert_eq!(m.context["ip"], "203.0.113.1", "a batch's context fills in");
+        let a = parse_segment(
+            "alias",
+            &json!({"previousId": "a1", "userId": "u1"}),
+            "",
+            1,
+            now(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(a.previous_id.as_deref(), Some("a1"));
+        assert_eq!(
+            parse_segment("track", &json!({"event": "x"}), "batch[0].", 1, now(), None)
+                .unwrap_err()
+                .field,
+            "batch[0].userId"
+        );
+        assert_eq!(
+            parse_segment("group", &json!({"userId": "u"}), "", 1, now(), None)
+                .unwrap_err()
+                .field,
+            "groupId"
+        );
+        let p = parse_segment(
+            "page",
+            &json!({"anonymousId": "a", "name": "Pricing", "properties": {"url": "https://x"}}),
+            "",
+            1,
+            now(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(p.properties, json!({"url": "https://x", "name": "Pricing"}));
     }
 
     #[test]

@@ -286,6 +286,15 @@ impl Processor {
                 .await?
                 .map(|f| (f.id, None)));
         }
+        if m.kind == "alias" {
+            let (Some(previous), Some(user)) = (m.previous_id.clone(), m.user_id.clone()) else {
+                return Ok(None); // validation requires both; a record without them is corrupt
+            };
+            return self
+                .resolve_alias(tx, tenant, previous, user, now)
+                .await
+                .map(Some);
+        }
         let by_user = match &m.user_id {
             Some(u) => self.lookup(tx, tenant, Ident::User(u.clone())).await?,
             None => None,
@@ -360,6 +369,92 @@ impl Processor {
             self.remember(tenant, Ident::Anon(a.clone()), target);
         }
         Ok(Some((target.id, merged)))
+    }
+}
+
+impl Processor {
+    /// Segment's `alias`: the profile known by `previous_id` (a user id, else an anonymous
+    /// id) and the one known by `user_id` become one, under `user_id`.
+    async fn resolve_alias(
+        &mut self,
+        tx: &mut Conn,
+        tenant: TenantId,
+        previous: String,
+        user: String,
+        now: DateTime<Utc>,
+    ) -> Result<(CustomerId, Option<CustomerId>), ProcessError> {
+        let prev = match self
+            .lookup(tx, tenant, Ident::User(previous.clone()))
+            .await?
+        {
+            Some(f) => Some(f),
+            None => {
+                self.lookup(tx, tenant, Ident::Anon(previous.clone()))
+                    .await?
+            }
+        };
+        let current = self.lookup(tx, tenant, Ident::User(user.clone())).await?;
+        let (target, merged) = match (prev, current) {
+            (Some(p), Some(u)) if p.id != u.id => {
+                let old = tx.customer(tenant, p.id).await?;
+                tx.merge_customers(tenant, p.id, u.id, now).await?;
+                // The merged profile's email lives on, if the survivor has none.
+                tx.set_customer_identity(tenant, u.id, old.email.as_deref(), None, now)
+                    .await?;
+                self.cache.retain(|_, f| f.id != p.id);
+                (u, Some(p.id))
+            }
+            (_, Some(u)) => (u, None),
+            (Some(p), None) => {
+                tx.set_customer_identity(tenant, p.id, None, Some(&user), now)
+                    .await?;
+                let c = tx.customer(tenant, p.id).await?;
+                if c.external_id.as_deref() == Some(user.as_str()) {
+                    if !p.known {
+                        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
+                            .await?;
+                    }
+                    (
+                        Found {
+                            id: p.id,
+                            known: true,
+                        },
+                        None,
+                    )
+                } else {
+                    (self.create_known(tx, tenant, &user, now).await?, None)
+                }
+            }
+            (None, None) => {
+                let f = self.create_known(tx, tenant, &user, now).await?;
+                tx.link_anonymous_id(tenant, &previous, f.id, now).await?;
+                self.remember(tenant, Ident::Anon(previous), f);
+                (f, None)
+            }
+        };
+        self.remember(tenant, Ident::User(user), target);
+        Ok((target.id, merged))
+    }
+
+    async fn create_known(
+        &mut self,
+        tx: &mut Conn,
+        tenant: TenantId,
+        user: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Found, ProcessError> {
+        let fields = CustomerFields {
+            external_id: Some(user.to_string()),
+            traits: json!({}),
+            ..Default::default()
+        };
+        let c = tx.insert_customer(tenant, &fields, now).await?;
+        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
+            .await?;
+        Ok(Found {
+            id: c.id,
+            known: true,
+        })
     }
 }
 
