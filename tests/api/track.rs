@@ -18,6 +18,8 @@ crate::on_both_backends!(
     events_more_than_a_day_ahead_or_for_unknown_customers_are_refused,
     browsers_may_call_the_ingestion_routes_from_any_origin,
     public_keys_ingest_but_nothing_else_and_scopes_are_enforced,
+    a_key_revoked_here_stops_ingesting_at_once,
+    ingestion_logs_every_failure_and_samples_successes,
 );
 
 crate::on_both_backends_raw!(messages_and_batches_over_their_limits_are_413);
@@ -445,4 +447,55 @@ async fn messages_and_batches_over_their_limits_are_413(backend: Backend) {
         0,
         "nothing was stored"
     );
+}
+
+async fn a_key_revoked_here_stops_ingesting_at_once(app: TestApp) {
+    let token = app.register("you@company.com", "Acme").await;
+    let (id, k) = app
+        .create_key(&token, json!({"name": "s", "type": "secret"}))
+        .await;
+    app.post("/v1/track/event", &k, json!({"user_id": "u", "event": "x"}))
+        .await
+        .assert_ok(200);
+    app.delete(&format!("/v1/api-keys/{id}"), &token)
+        .await
+        .assert_ok(200);
+    app.post("/v1/track/event", &k, json!({"user_id": "u", "event": "x"}))
+        .await
+        .assert_error(401, "AUTH_REQUIRED");
+}
+
+async fn ingestion_logs_every_failure_and_samples_successes(app: TestApp) {
+    let token = app.register("you@company.com", "Acme").await;
+    let (id, k) = app
+        .create_key(&token, json!({"name": "s", "type": "secret"}))
+        .await;
+    for _ in 0..10 {
+        app.post("/v1/track/event", &k, json!({"user_id": "u", "event": "x"}))
+            .await
+            .assert_ok(200);
+    }
+    for _ in 0..3 {
+        app.post("/v1/track/event", &k, json!({"user_id": "u"}))
+            .await
+            .assert_error(400, "VALIDATION_ERROR");
+    }
+    let mut logs = Value::Null;
+    for _ in 0..100 {
+        logs = app
+            .get(&format!("/v1/api-logs?api_key_id={id}"), &token)
+            .await
+            .body;
+        if logs["data"].as_array().is_some_and(|d| d.len() == 4) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let statuses: Vec<i64> = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [400, 400, 400, 200], "{logs}");
 }

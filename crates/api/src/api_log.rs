@@ -17,6 +17,8 @@ const BATCH: usize = 500;
 pub struct ApiLogSink {
     tx: mpsc::Sender<NewApiLog>,
     metrics: Arc<Metrics>,
+    /// When each credential last had a successful ingestion request logged.
+    sampled: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl ApiLogSink {
@@ -24,7 +26,14 @@ impl ApiLogSink {
     pub fn start(store: Store, metrics: Arc<Metrics>) -> (ApiLogSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let handle = tokio::spawn(writer(store, rx));
-        (ApiLogSink { tx, metrics }, handle)
+        (
+            ApiLogSink {
+                tx,
+                metrics,
+                sampled: Default::default(),
+            },
+            handle,
+        )
     }
 
     pub fn push(&self, line: NewApiLog) {
@@ -33,6 +42,28 @@ impl ApiLogSink {
                 .api_logs_dropped
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// For ingestion, which can run at tens of thousands of requests per second: every
+    /// failure is logged, successes at most once a second per credential.
+    pub fn push_sampled(&self, credential: &str, line: NewApiLog) {
+        if !(200..300).contains(&line.status) {
+            return self.push(line);
+        }
+        {
+            let mut sampled = self.sampled.lock().unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            match sampled.get(credential) {
+                Some(last) if now.duration_since(*last) < Duration::from_secs(1) => return,
+                _ => {
+                    if sampled.len() > 10_000 {
+                        sampled.clear();
+                    }
+                    sampled.insert(credential.to_string(), now);
+                }
+            }
+        }
+        self.push(line);
     }
 
     pub fn depth(&self) -> usize {

@@ -147,7 +147,11 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     }
     let principal = match secret {
         None => None,
-        Some(secret) => match st.svc.authenticate(&secret).await {
+        Some(secret) => match if is_ingest_path(&path) {
+            st.svc.authenticate_for_ingest(&secret).await
+        } else {
+            st.svc.authenticate(&secret).await
+        } {
             Ok(p) => Some(p),
             Err(e) => {
                 // Failed attempts count against the caller's address, so guessing is slow.
@@ -187,7 +191,7 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let resp = next.run(req).await;
 
     if let Some(p) = principal {
-        st.api_logs.push(NewApiLog {
+        let line = NewApiLog {
             tenant_id: p.tenant_id,
             api_key_id: p.key_id(),
             user_id: p.user_id(),
@@ -196,7 +200,12 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
             status: resp.status().as_u16(),
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             at: st.svc.clock.now(),
-        });
+        };
+        if ingest {
+            st.api_logs.push_sampled(&p.label(), line);
+        } else {
+            st.api_logs.push(line);
+        }
     }
     with_limit_headers(resp, &decision)
 }

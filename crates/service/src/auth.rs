@@ -121,7 +121,7 @@ const TOUCH_EVERY: StdDuration = StdDuration::from_secs(60);
 impl Services {
     /// Resolves a presented secret (session token or API key) to a principal, or 401.
     /// Every call reads the store, so a revoked key or ended session stops working at once on
-    /// every instance.
+    /// every instance (ingestion's short cache aside: see `authenticate_for_ingest`).
     #[tracing::instrument(skip_all)]
     pub async fn authenticate(&self, secret: &str) -> Result<Principal> {
         let now = self.clock.now();
@@ -162,6 +162,38 @@ impl Services {
                 ingest_rate_limit: key.ingest_rate_limit,
             },
         })
+    }
+
+    /// [`Services::authenticate`] for the ingestion routes, which must sustain tens of
+    /// thousands of requests per second: an API key authenticated less than
+    /// `settings.ingest_key_cache` ago is not read from the store again.
+    pub async fn authenticate_for_ingest(&self, secret: &str) -> Result<Principal> {
+        let ttl = self.settings.ingest_key_cache;
+        if ttl.is_zero() || secret.starts_with(credential::SESSION_PREFIX) {
+            return self.authenticate(secret).await;
+        }
+        let hash = credential::hash_secret(secret);
+        {
+            let cache = self.ingest_keys.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, at)) = cache.get(&hash) {
+                if at.elapsed() < ttl {
+                    return Ok(p.clone());
+                }
+            }
+        }
+        let p = self.authenticate(secret).await?;
+        let mut cache = self.ingest_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < ttl);
+        }
+        cache.insert(hash, (p.clone(), Instant::now()));
+        Ok(p)
+    }
+
+    /// Forgets a key in the ingestion cache (on revocation), so this instance refuses it at once.
+    pub(crate) fn forget_ingest_key(&self, id: ApiKeyId) {
+        let mut cache = self.ingest_keys.lock().unwrap_or_else(|p| p.into_inner());
+        cache.retain(|_, (p, _)| p.key_id() != Some(id));
     }
 
     fn touch_key(&self, id: ApiKeyId) {

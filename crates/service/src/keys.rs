@@ -195,6 +195,7 @@ impl Services {
         if !c.revoke_api_key(tenant, id, self.clock.now()).await? {
             return Err(ServiceError::NotFound("api key"));
         }
+        self.forget_ingest_key(id);
         tracing::info!(key.id = %id, "api key revoked");
         found(c.api_key(tenant, id).await, "api key")
     }

@@ -31,6 +31,10 @@ pub struct ServiceSettings {
     pub invitation_ttl: Duration,
     /// Whether `POST /v1/auth/register` may create new workspaces.
     pub allow_registration: bool,
+    /// How long an ingestion route may reuse a key it has authenticated (0: never). A key
+    /// revoked on another instance can keep ingesting for at most this long; on the CRM API,
+    /// and on the instance that revoked it, revocation is immediate.
+    pub ingest_key_cache: std::time::Duration,
 }
 
 impl Default for ServiceSettings {
@@ -39,6 +43,7 @@ impl Default for ServiceSettings {
             session_ttl: Duration::days(30),
             invitation_ttl: Duration::days(7),
             allow_registration: true,
+            ingest_key_cache: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -51,6 +56,8 @@ pub struct Services {
     pub clock: Clock,
     pub settings: ServiceSettings,
     key_touches: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
+    /// Ingestion's short-lived cache of authenticated keys, by the key's hash.
+    ingest_keys: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
 }
 
 impl Services {
@@ -66,6 +73,7 @@ impl Services {
             clock,
             settings,
             key_touches: Default::default(),
+            ingest_keys: Default::default(),
         }
     }
 }

@@ -147,7 +147,7 @@ async fn caller(
         );
         return Err(with_limit_headers(e.into_response(), &d));
     };
-    match st.svc.authenticate(key).await {
+    match st.svc.authenticate_for_ingest(key).await {
         Ok(p) => {
             let limit = st.settings.limit_for(&p, true);
             let d = st.limiter.check(&format!("{}:ingest", p.label()), limit);
