@@ -46,12 +46,7 @@ pub enum Command {
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
     /// Directory for the embedded SQLite stores.
-    #[arg(
-        long,
-        env = "CAIRN_DATA_DIR",
-        default_value = "./cairn-data",
-        global = true
-    )]
+    #[arg(long, env = "CAIRN_DATA_DIR", default_value = "./cairn-data", global = true)]
     pub data_dir: PathBuf,
     /// PostgreSQL URL for the entity store (postgres://user:pass@host:5432/db). Unset: SQLite.
     #[arg(long, env = "CAIRN_DATABASE_URL", value_parser = parse_database_url, global = true)]
@@ -68,12 +63,7 @@ pub struct StoreArgs {
     pub clickhouse_database: String,
     #[arg(long, env = "CAIRN_CLICKHOUSE_USER", global = true)]
     pub clickhouse_user: Option<String>,
-    #[arg(
-        long,
-        env = "CAIRN_CLICKHOUSE_PASSWORD",
-        global = true,
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CAIRN_CLICKHOUSE_PASSWORD", global = true, hide_env_values = true)]
     pub clickhouse_password: Option<String>,
 }
 
@@ -138,12 +128,7 @@ pub struct ServeArgs {
     /// On first start, create a workspace and this owner (with CAIRN_ADMIN_PASSWORD).
     #[arg(long, env = "CAIRN_ADMIN_EMAIL", requires = "admin_password")]
     pub admin_email: Option<String>,
-    #[arg(
-        long,
-        env = "CAIRN_ADMIN_PASSWORD",
-        hide_env_values = true,
-        requires = "admin_email"
-    )]
+    #[arg(long, env = "CAIRN_ADMIN_PASSWORD", hide_env_values = true, requires = "admin_email")]
     pub admin_password: Option<String>,
     /// Name of the workspace created on first start.
     #[arg(long, env = "CAIRN_ADMIN_WORKSPACE", default_value = "My workspace")]
@@ -164,12 +149,7 @@ pub enum TenantsCmd {
         name: String,
         #[arg(long, requires = "owner_password")]
         owner_email: Option<String>,
-        #[arg(
-            long,
-            env = "CAIRN_OWNER_PASSWORD",
-            hide_env_values = true,
-            requires = "owner_email"
-        )]
+        #[arg(long, env = "CAIRN_OWNER_PASSWORD", hide_env_values = true, requires = "owner_email")]
         owner_password: Option<String>,
         #[arg(long, default_value = "Owner")]
         owner_name: String,
@@ -235,9 +215,7 @@ pub enum KeysCmd {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("CAIRN_LISTEN / --listen must be an address like 127.0.0.1:8080, not {s:?}")
-    })
+    s.parse().map_err(|_| format!("CAIRN_LISTEN / --listen must be an address like 127.0.0.1:8080, not {s:?}"))
 }
 
 fn parse_database_url(s: &str) -> Result<String, String> {
@@ -250,8 +228,13 @@ fn parse_database_url(s: &str) -> Result<String, String> {
 
 fn parse_clickhouse_url(s: &str) -> Result<String, String> {
     match url::Url::parse(s) {
-        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => Ok(s.trim_end_matches('/').to_string()),
-        _ => Err("CAIRN_CLICKHOUSE_URL / --clickhouse-url must be ClickHouse's HTTP address, like http://127.0.0.1:8123".into()),
+        Ok(u) if (u.scheme() == "http" || u.scheme() == "https") && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => {
+            Err("CAIRN_CLICKHOUSE_URL / --clickhouse-url must be ClickHouse's HTTP address, like http://127.0.0.1:8123"
+                .into())
+        }
     }
 }
 
@@ -276,9 +259,7 @@ fn parse_roles(s: &str) -> Result<String, String> {
     // whole list arrives, so check every part.
     for part in s.split(',') {
         if !["api", "ingest", "worker"].contains(&part.trim()) {
-            return Err(format!(
-                "CAIRN_ROLES / --roles takes api, ingest and worker, not {part:?}"
-            ));
+            return Err(format!("CAIRN_ROLES / --roles takes api, ingest and worker, not {part:?}"));
         }
     }
     Ok(s.to_string())
@@ -303,28 +284,16 @@ mod tests {
 
     #[test]
     fn bad_settings_are_named_in_the_error() {
-        assert!(parse_listen("localhost")
-            .unwrap_err()
-            .contains("CAIRN_LISTEN"));
-        assert!(parse_database_url("mysql://x")
-            .unwrap_err()
-            .contains("CAIRN_DATABASE_URL"));
-        assert!(parse_clickhouse_url("127.0.0.1:8123")
-            .unwrap_err()
-            .contains("CAIRN_CLICKHOUSE_URL"));
+        assert!(parse_listen("localhost").unwrap_err().contains("CAIRN_LISTEN"));
+        assert!(parse_database_url("mysql://x").unwrap_err().contains("CAIRN_DATABASE_URL"));
+        assert!(parse_clickhouse_url("127.0.0.1:8123").unwrap_err().contains("CAIRN_CLICKHOUSE_URL"));
         assert!(parse_roles("api,cook").unwrap_err().contains("CAIRN_ROLES"));
-        assert_eq!(
-            parse_clickhouse_url("http://127.0.0.1:8123/").unwrap(),
-            "http://127.0.0.1:8123"
-        );
+        assert_eq!(parse_clickhouse_url("http://127.0.0.1:8123/").unwrap(), "http://127.0.0.1:8123");
     }
 
     #[test]
     fn passwords_never_reach_the_output() {
-        assert_eq!(
-            redact_url("postgres://u:secret@db:5432/cairn"),
-            "postgres://u:***@db:5432/cairn"
-        );
+        assert_eq!(redact_url("postgres://u:secret@db:5432/cairn"), "postgres://u:***@db:5432/cairn");
     }
 
     #[test]

@@ -14,10 +14,7 @@ use crate::config::{Cli, Command};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(&cli.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: could not start the async runtime: {e}");
@@ -44,23 +41,13 @@ fn main() -> std::process::ExitCode {
 
 fn init_logging(args: &config::LogArgs) {
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|_| {
-        eprintln!(
-            "warning: CAIRN_LOG {:?} is not a valid filter; using \"info\"",
-            args.log
-        );
+        eprintln!("warning: CAIRN_LOG {:?} is not a valid filter; using \"info\"", args.log);
         EnvFilter::new("info")
     });
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     if args.log_format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
+        builder.json().flatten_event(true).with_current_span(false).init();
     } else {
         builder.init();
     }

@@ -21,22 +21,13 @@ use crate::{
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
     let stores = stores::open(store_args).await?;
-    let clock = if args.test_clock {
-        Clock::test()
-    } else {
-        Clock::system()
-    };
+    let clock = if args.test_clock { Clock::test() } else { Clock::system() };
     let settings = ServiceSettings {
         session_ttl: chrono::Duration::hours(args.session_ttl_hours as i64),
         allow_registration: args.allow_registration,
         ..ServiceSettings::default()
     };
-    let svc = Services::new(
-        stores.entities.clone(),
-        stores.events.clone(),
-        clock,
-        settings,
-    );
+    let svc = Services::new(stores.entities.clone(), stores.events.clone(), clock, settings);
     bootstrap(&svc, &args).await?;
 
     let (ingest, reader) = IngestLog::open(LogConfig {
@@ -44,21 +35,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         segment_bytes: 64 * 1024 * 1024,
         budget_bytes: args.ingest_log_budget_mb * 1024 * 1024,
     })
-    .with_context(|| {
-        format!(
-            "CAIRN_DATA_DIR: cannot open the ingest log in {}",
-            store_args.data_dir.display()
-        )
-    })?;
+    .with_context(|| format!("CAIRN_DATA_DIR: cannot open the ingest log in {}", store_args.data_dir.display()))?;
     let (stop_processor, processor_stop) = tokio::sync::watch::channel(false);
     let processor = tokio::spawn(
-        Processor::new(
-            reader,
-            stores.entities.clone(),
-            stores.events.clone(),
-            svc.clock.clone(),
-        )
-        .run(processor_stop),
+        Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone()).run(processor_stop),
     );
 
     let metrics = Arc::new(Metrics::default());
@@ -91,10 +71,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, entity_store = ?stores.entities.backend(), event_store = stores.events.backend(),
                    test_clock = args.test_clock, roles = %args.roles, "cairn listening");
-    println!(
-        "Cairn {} listening on http://{addr}",
-        env!("CARGO_PKG_VERSION")
-    );
+    println!("Cairn {} listening on http://{addr}", env!("CARGO_PKG_VERSION"));
 
     let app = cairn_api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -118,18 +95,10 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
                  // Acknowledged events are already durable in the ingest log; processing what is there
                  // now only saves the next start the work.
     let _ = stop_processor.send(true);
-    if tokio::time::timeout(Duration::from_secs(30), processor)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "the ingest processor did not finish in 30 s; the rest is processed at the next start"
-        );
+    if tokio::time::timeout(Duration::from_secs(30), processor).await.is_err() {
+        tracing::warn!("the ingest processor did not finish in 30 s; the rest is processed at the next start");
     }
-    if tokio::time::timeout(Duration::from_secs(10), log_writer)
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {
         tracing::warn!("the request log did not drain in 10 s");
     }
     stores.entities.close().await;
@@ -144,12 +113,7 @@ async fn bootstrap(svc: &Services, args: &ServeArgs) -> anyhow::Result<()> {
     }
     match (&args.admin_email, &args.admin_password) {
         (Some(email), Some(password)) => {
-            let r = Registration {
-                email,
-                password,
-                name: "Admin",
-                workspace: &args.admin_workspace,
-            };
+            let r = Registration { email, password, name: "Admin", workspace: &args.admin_workspace };
             let (tenant, _) = svc
                 .create_workspace_with_owner(&r)
                 .await
@@ -158,7 +122,10 @@ async fn bootstrap(svc: &Services, args: &ServeArgs) -> anyhow::Result<()> {
                 "Created workspace {:?} (slug {}) with the owner from CAIRN_ADMIN_EMAIL.",
                 tenant.name, tenant.slug
             );
-            println!("Sign in with POST /v1/auth/login, or create a key: cairn keys create --tenant {} --name server", tenant.slug);
+            println!(
+                "Sign in with POST /v1/auth/login, or create a key: cairn keys create --tenant {} --name server",
+                tenant.slug
+            );
         }
         _ => {
             let base = format!("http://{}", args.listen);
@@ -184,22 +151,14 @@ async fn housekeeping(svc: Services) {
         let res = async {
             let mut c = svc.store.write().await?;
             let s = c.purge_sessions(now - chrono::Duration::days(1)).await?;
-            let i = c
-                .purge_idempotency_keys(now - chrono::Duration::hours(24))
-                .await?;
+            let i = c.purge_idempotency_keys(now - chrono::Duration::hours(24)).await?;
             let l = c.purge_api_logs(now - chrono::Duration::days(7)).await?;
             let j = c.purge_jobs(now - chrono::Duration::days(7)).await?;
             Ok::<_, cairn_store::StoreError>((s, i, l, j))
         }
         .await;
         match res {
-            Ok((s, i, l, j)) => tracing::debug!(
-                sessions = s,
-                idempotency = i,
-                api_logs = l,
-                jobs = j,
-                "housekeeping"
-            ),
+            Ok((s, i, l, j)) => tracing::debug!(sessions = s, idempotency = i, api_logs = l, jobs = j, "housekeeping"),
             Err(e) => tracing::warn!(error = %e, "housekeeping failed"),
         }
     }

@@ -18,31 +18,14 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("CAIRN_DATA_DIR: cannot create {}", args.data_dir.display()))?;
     let entity_config = match &args.database_url {
-        Some(url) => StoreConfig::Postgres {
-            url: url.clone(),
-            max_connections: args.database_max_connections,
-        },
-        None => StoreConfig::Sqlite {
-            path: args.data_dir.join("cairn.db"),
-        },
+        Some(url) => StoreConfig::Postgres { url: url.clone(), max_connections: args.database_max_connections },
+        None => StoreConfig::Sqlite { path: args.data_dir.join("cairn.db") },
     };
-    let entities =
-        Store::connect(&entity_config)
-            .await
-            .with_context(|| match &args.database_url {
-                Some(url) => format!(
-                    "CAIRN_DATABASE_URL: cannot connect to PostgreSQL at {}",
-                    redact_url(url)
-                ),
-                None => format!(
-                    "CAIRN_DATA_DIR: cannot open {}",
-                    args.data_dir.join("cairn.db").display()
-                ),
-            })?;
-    let applied = entities
-        .migrate()
-        .await
-        .context("entity store migrations failed")?;
+    let entities = Store::connect(&entity_config).await.with_context(|| match &args.database_url {
+        Some(url) => format!("CAIRN_DATABASE_URL: cannot connect to PostgreSQL at {}", redact_url(url)),
+        None => format!("CAIRN_DATA_DIR: cannot open {}", args.data_dir.join("cairn.db").display()),
+    })?;
+    let applied = entities.migrate().await.context("entity store migrations failed")?;
     if applied > 0 {
         tracing::info!(applied, backend = ?entities.backend(), "entity store migrated");
     }
@@ -62,16 +45,10 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Stores> {
             Arc::new(Timed(store))
         }
     };
-    let applied = events
-        .migrate()
-        .await
-        .with_context(|| match &args.clickhouse_url {
-            Some(url) => format!(
-                "CAIRN_CLICKHOUSE_URL: cannot migrate the event store at {}",
-                redact_url(url)
-            ),
-            None => "event store migrations failed".to_string(),
-        })?;
+    let applied = events.migrate().await.with_context(|| match &args.clickhouse_url {
+        Some(url) => format!("CAIRN_CLICKHOUSE_URL: cannot migrate the event store at {}", redact_url(url)),
+        None => "event store migrations failed".to_string(),
+    })?;
     if applied > 0 {
         tracing::info!(applied, backend = events.backend(), "event store migrated");
     }

@@ -27,30 +27,18 @@ fn cairn(dir: &TempDir) -> Command {
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run cairn");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "cairn failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "cairn failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout
 }
 
 fn run_err(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run cairn");
-    assert!(
-        !out.status.success(),
-        "cairn should have failed: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "cairn should have failed: {}", String::from_utf8_lossy(&out.stdout));
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A `cairn serve` child process, killed when dropped.
@@ -63,8 +51,7 @@ struct Server {
 impl Server {
     fn start(mut cmd: Command) -> Server {
         let port = free_port();
-        cmd.arg("serve")
-            .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"));
+        cmd.arg("serve").env("CAIRN_LISTEN", format!("127.0.0.1:{port}"));
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start cairn serve");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -86,10 +73,7 @@ impl Server {
                 break;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "cairn serve exited with {status}: {}",
-                    stderr.lock().unwrap()
-                );
+                panic!("cairn serve exited with {status}: {}", stderr.lock().unwrap());
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),
@@ -98,11 +82,7 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server {
-            child,
-            base,
-            stderr,
-        }
+        Server { child, base, stderr }
     }
 
     fn logs(&self) -> String {
@@ -118,10 +98,7 @@ impl Server {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "cairn did not stop after SIGTERM"
-            );
+            assert!(started.elapsed() < Duration::from_secs(20), "cairn did not stop after SIGTERM");
             std::thread::sleep(Duration::from_millis(50));
         };
         std::thread::sleep(Duration::from_millis(100));
@@ -137,12 +114,7 @@ impl Drop for Server {
 }
 
 async fn get(url: &str, auth: &str) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .get(url)
-        .bearer_auth(auth)
-        .send()
-        .await
-        .unwrap();
+    let r = reqwest::Client::new().get(url).bearer_auth(auth).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
@@ -157,12 +129,7 @@ async fn post(url: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
 }
 
 fn key_from(stdout: &str) -> String {
-    stdout
-        .lines()
-        .find(|l| l.starts_with("eck_") || l.starts_with("pk_"))
-        .expect("a key line")
-        .trim()
-        .to_string()
+    stdout.lines().find(|l| l.starts_with("eck_") || l.starts_with("pk_")).expect("a key line").trim().to_string()
 }
 
 #[test]
@@ -186,21 +153,9 @@ fn a_bad_setting_stops_start_up_and_names_the_setting() {
     let dir = TempDir::new();
     let cases: [(&str, &str, &str); 6] = [
         ("CAIRN_LISTEN", "not-an-address", "CAIRN_LISTEN"),
-        (
-            "CAIRN_DATABASE_URL",
-            "mysql://localhost/db",
-            "CAIRN_DATABASE_URL",
-        ),
-        (
-            "CAIRN_DATABASE_URL",
-            "postgres://nobody:s3cret@127.0.0.1:1/none",
-            "CAIRN_DATABASE_URL",
-        ),
-        (
-            "CAIRN_CLICKHOUSE_URL",
-            "localhost:8123",
-            "CAIRN_CLICKHOUSE_URL",
-        ),
+        ("CAIRN_DATABASE_URL", "mysql://localhost/db", "CAIRN_DATABASE_URL"),
+        ("CAIRN_DATABASE_URL", "postgres://nobody:s3cret@127.0.0.1:1/none", "CAIRN_DATABASE_URL"),
+        ("CAIRN_CLICKHOUSE_URL", "localhost:8123", "CAIRN_CLICKHOUSE_URL"),
         ("CAIRN_RATE_LIMIT_SECRET", "lots", "CAIRN_RATE_LIMIT_SECRET"),
         ("CAIRN_TEST_CLOCK", "perhaps", "CAIRN_TEST_CLOCK"),
     ];
@@ -208,28 +163,15 @@ fn a_bad_setting_stops_start_up_and_names_the_setting() {
         let err = run_err(cairn(&dir).env(var, value).arg("serve"));
         assert!(
             err.contains(named)
-                || err.contains(&format!(
-                    "--{}",
-                    named
-                        .trim_start_matches("CAIRN_")
-                        .to_lowercase()
-                        .replace('_', "-")
-                )),
+                || err.contains(&format!("--{}", named.trim_start_matches("CAIRN_").to_lowercase().replace('_', "-"))),
             "{var}={value}: the error does not name the setting: {err}"
         );
-        assert!(
-            !err.contains("s3cret"),
-            "database passwords are not echoed: {err}"
-        );
+        assert!(!err.contains("s3cret"), "database passwords are not echoed: {err}");
     }
     // A data directory that cannot be created.
     let file = dir.0.join("a-file");
     std::fs::write(&file, "x").unwrap();
-    let err = run_err(
-        cairn(&dir)
-            .env("CAIRN_DATA_DIR", file.join("sub"))
-            .arg("migrate"),
-    );
+    let err = run_err(cairn(&dir).env("CAIRN_DATA_DIR", file.join("sub")).arg("migrate"));
     assert!(err.contains("CAIRN_DATA_DIR"), "{err}");
 }
 
@@ -258,14 +200,8 @@ async fn migrate_is_idempotent_on_postgres_and_clickhouse() {
     let first = run_ok(&mut cmd());
     let second = run_ok(&mut cmd());
     assert_eq!(first, second);
-    assert!(
-        first.contains("Postgres") && first.contains("clickhouse"),
-        "{first}"
-    );
-    let tables = ch.query(&format!(
-        "SELECT name FROM system.tables WHERE database = '{}' ORDER BY name",
-        ch.database
-    ));
+    assert!(first.contains("Postgres") && first.contains("clickhouse"), "{first}");
+    let tables = ch.query(&format!("SELECT name FROM system.tables WHERE database = '{}' ORDER BY name", ch.database));
     assert_eq!(tables, "event_ids\nevents\nschema_migrations\n");
 }
 
@@ -279,30 +215,17 @@ async fn a_newcomer_gets_a_workspace_a_key_and_a_200_from_the_cli() {
     let key = key_from(&out);
     assert!(key.starts_with("eck_"));
     let listed = run_ok(cairn(&dir).args(["keys", "list", "--tenant", "acme"]));
-    assert!(
-        listed.contains(&key[..12]) && !listed.contains(&key),
-        "keys are listed by prefix only"
-    );
+    assert!(listed.contains(&key[..12]) && !listed.contains(&key), "keys are listed by prefix only");
 
     let server = Server::start(cairn(&dir));
     let (status, me) = get(&format!("{}/v1/auth/me", server.base), &key).await;
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["data"]["tenant"]["slug"], "acme");
 
-    let id = listed
-        .lines()
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let id = listed.lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
     run_ok(cairn(&dir).args(["keys", "revoke", "--tenant", "acme", &id]));
     let (status, _) = get(&format!("{}/v1/auth/me", server.base), &key).await;
-    assert_eq!(
-        status, 401,
-        "a key revoked from the CLI stops working in the running server at once"
-    );
+    assert_eq!(status, 401, "a key revoked from the CLI stops working in the running server at once");
     let err = run_err(cairn(&dir).args(["keys", "create", "--tenant", "nope", "--name", "x"]));
     assert!(err.contains("--tenant"), "{err}");
 }
@@ -312,26 +235,21 @@ async fn a_newcomer_gets_a_workspace_a_key_and_a_200_from_the_cli() {
 async fn a_newcomer_gets_a_workspace_a_key_and_a_200_over_http() {
     let dir = TempDir::new();
     let server = Server::start(cairn(&dir));
-    let (_, reg) = post(&format!("{}/v1/auth/register", server.base), None, json!({"email": "you@example.com", "password": "a-long-password", "name": "You", "workspace": "Acme"})).await;
-    let token = reg["token"].as_str().unwrap();
-    let (_, created) = post(
-        &format!("{}/v1/api-keys", server.base),
-        Some(token),
-        json!({"name": "server", "type": "secret"}),
+    let (_, reg) = post(
+        &format!("{}/v1/auth/register", server.base),
+        None,
+        json!({"email": "you@example.com", "password": "a-long-password", "name": "You", "workspace": "Acme"}),
     )
     .await;
+    let token = reg["token"].as_str().unwrap();
+    let (_, created) =
+        post(&format!("{}/v1/api-keys", server.base), Some(token), json!({"name": "server", "type": "secret"})).await;
     let key = created["data"]["key"].as_str().unwrap();
     let (status, _) = get(&format!("{}/v1/auth/me", server.base), key).await;
     assert_eq!(status, 200);
     let logs = server.logs();
-    assert!(
-        !logs.contains("you@example.com"),
-        "personal data in the logs: {logs}"
-    );
-    assert!(
-        !logs.contains(key) && !logs.contains(token),
-        "credentials in the logs"
-    );
+    assert!(!logs.contains("you@example.com"), "personal data in the logs: {logs}");
+    assert!(!logs.contains(key) && !logs.contains(token), "credentials in the logs");
 }
 
 /// All three backends at once: PostgreSQL entities, ClickHouse events.
@@ -345,16 +263,8 @@ async fn serve_runs_on_postgresql_and_clickhouse() {
         .env("CAIRN_CLICKHOUSE_URL", &ch.url)
         .env("CAIRN_CLICKHOUSE_DATABASE", &ch.database);
     let server = Server::start(cmd);
-    let ready: Value = reqwest::get(format!("{}/readyz", server.base))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        ready,
-        json!({"status": "ready", "entity_store": "postgres", "event_store": "clickhouse"})
-    );
+    let ready: Value = reqwest::get(format!("{}/readyz", server.base)).await.unwrap().json().await.unwrap();
+    assert_eq!(ready, json!({"status": "ready", "entity_store": "postgres", "event_store": "clickhouse"}));
     drop(server);
 }
 
@@ -382,15 +292,10 @@ async fn first_run_bootstraps_the_admin_workspace() {
 async fn sigterm_shuts_down_gracefully_and_flushes_the_request_log() {
     let dir = TempDir::new();
     run_ok(cairn(&dir).args(["tenants", "create", "--name", "Acme"]));
-    let key = key_from(&run_ok(
-        cairn(&dir).args(["keys", "create", "--tenant", "acme", "--name", "s"]),
-    ));
+    let key = key_from(&run_ok(cairn(&dir).args(["keys", "create", "--tenant", "acme", "--name", "s"])));
     let server = Server::start(cairn(&dir));
     for _ in 0..20 {
-        assert_eq!(
-            get(&format!("{}/v1/workspace", server.base), &key).await.0,
-            200
-        );
+        assert_eq!(get(&format!("{}/v1/workspace", server.base), &key).await.0, 200);
     }
     let (status, logs) = server.terminate();
     assert!(status.success(), "exit status {status}: {logs}");
@@ -398,16 +303,8 @@ async fn sigterm_shuts_down_gracefully_and_flushes_the_request_log() {
 
     let server = Server::start(cairn(&dir));
     let (_, logs) = get(&format!("{}/v1/api-logs?per_page=100", server.base), &key).await;
-    let flushed = logs["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|l| l["path"] == "/v1/workspace")
-        .count();
-    assert_eq!(
-        flushed, 20,
-        "every request logged before the shutdown was written: {logs}"
-    );
+    let flushed = logs["data"].as_array().unwrap().iter().filter(|l| l["path"] == "/v1/workspace").count();
+    assert_eq!(flushed, 20, "every request logged before the shutdown was written: {logs}");
 }
 
 #[test]
@@ -423,12 +320,8 @@ fn json_logs_are_one_object_per_line() {
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 3, "{logs}");
     for line in lines {
-        let v: Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v["level"].is_string() && v["timestamp"].is_string(),
-            "{line}"
-        );
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
     }
     assert!(!logs.contains("admin@example.com"));
 }
@@ -464,10 +357,7 @@ async fn an_operator_adds_people_from_the_cli_and_can_close_registration() {
         "--password",
         "ops password 1",
     ]));
-    assert!(
-        err.contains("--email"),
-        "a second membership is refused and names the option: {err}"
-    );
+    assert!(err.contains("--email"), "a second membership is refused and names the option: {err}");
     let err = run_err(cairn(&dir).args([
         "users",
         "create",

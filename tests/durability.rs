@@ -35,27 +35,17 @@ fn setup_key(dir: &TempDir, extra: &[(&str, &str)]) -> String {
             c.env(k, v);
         }
         let out = c.args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     run(&["tenants", "create", "--name", "Acme"]);
     let out = run(&["keys", "create", "--tenant", "acme", "--name", "s"]);
-    out.lines()
-        .find(|l| l.starts_with("eck_"))
-        .unwrap()
-        .to_string()
+    out.lines().find(|l| l.starts_with("eck_")).unwrap().to_string()
 }
 
 fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Child {
     let mut c = cairn(dir);
-    c.arg("serve")
-        .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    c.arg("serve").env("CAIRN_LISTEN", format!("127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in extra {
         c.env(k, v);
     }
@@ -63,21 +53,14 @@ fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Child {
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(child.try_wait().unwrap().is_none(), "cairn serve exited");
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "cairn serve did not start"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "cairn serve did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     child
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Sends events from `workers` concurrent clients until `stop`; returns the acknowledged ids.
@@ -89,19 +72,10 @@ async fn flood(
     prefix: &'static str,
 ) -> HashSet<String> {
     let acked = Arc::new(Mutex::new(HashSet::new()));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
     let mut tasks = Vec::new();
     for w in 0..workers {
-        let (client, base, key, stop, acked) = (
-            client.clone(),
-            base.clone(),
-            key.clone(),
-            stop.clone(),
-            acked.clone(),
-        );
+        let (client, base, key, stop, acked) = (client.clone(), base.clone(), key.clone(), stop.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -144,42 +118,28 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
         stop.store(true, Ordering::Relaxed);
         acked.extend(sending.await.unwrap());
     }
-    assert!(
-        acked.len() > 100,
-        "the load was too small to mean anything: {}",
-        acked.len()
-    );
+    assert!(acked.len() > 100, "the load was too small to mean anything: {}", acked.len());
     eprintln!("{} events acknowledged across three kill -9s", acked.len());
 
     // Restart and let the processor replay the log.
     let mut server = start(&dir, port, &[]);
     let db = dir.0.join("data").join("events.db");
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-        .await
-        .unwrap();
+    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let started = Instant::now();
     let stored: Vec<String> = loop {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM events")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
+        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM events").fetch_all(&mut conn).await.unwrap();
         let have: HashSet<&String> = ids.iter().collect();
         if acked.iter().all(|a| have.contains(a)) {
             break ids;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "acknowledged events missing after restart"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "acknowledged events missing after restart");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let distinct: HashSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
 
     let entities = dir.0.join("data").join("cairn.db");
-    let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display()))
-        .await
-        .unwrap();
+    let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display())).await.unwrap();
     let dup_profiles: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT external_id FROM customers GROUP BY external_id HAVING COUNT(*) > 1)",
     )
@@ -187,19 +147,12 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
     .await
     .unwrap();
     assert_eq!(dup_profiles, 0, "a customer was created twice");
-    let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+    let profiles: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers").fetch_one(&mut c).await.unwrap();
+    let created: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event = 'customer.created'")
         .fetch_one(&mut c)
         .await
         .unwrap();
-    let created: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE event = 'customer.created'")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-    assert_eq!(
-        created, profiles,
-        "customer.created exactly once per profile"
-    );
+    assert_eq!(created, profiles, "customer.created exactly once per profile");
     let _ = server.kill();
     let _ = server.wait();
 }
@@ -255,31 +208,22 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
     let base = format!("http://127.0.0.1:{port}");
     let mut server = start(&dir, port, &env);
     let client = reqwest::Client::new();
-    let count = || {
-        ch.query(&format!("SELECT count() FROM {}.events FINAL", ch.database))
-            .trim()
-            .parse::<u64>()
-            .unwrap_or(0)
-    };
+    let count =
+        || ch.query(&format!("SELECT count() FROM {}.events FINAL", ch.database)).trim().parse::<u64>().unwrap_or(0);
 
     let send_batch = |i: usize, pad: usize| {
         let items: Vec<Value> = (0..50)
-            .map(|j| json!({"type": "event", "user_id": format!("u{j}"), "event": "view", "message_id": format!("b{i}-{j}"),
-                            "properties": {"pad": "x".repeat(pad)}}))
+            .map(|j| {
+                json!({"type": "event", "user_id": format!("u{j}"), "event": "view", "message_id": format!("b{i}-{j}"),
+                            "properties": {"pad": "x".repeat(pad)}})
+            })
             .collect();
-        client
-            .post(format!("{base}/v1/track/batch"))
-            .header("X-API-Key", &key)
-            .json(&Value::Array(items))
-            .send()
+        client.post(format!("{base}/v1/track/batch")).header("X-API-Key", &key).json(&Value::Array(items)).send()
     };
     assert_eq!(send_batch(0, 0).await.unwrap().status(), 200);
     let started = Instant::now();
     while count() < 50 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "events did not reach ClickHouse"
-        );
+        assert!(started.elapsed() < Duration::from_secs(20), "events did not reach ClickHouse");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -291,33 +235,18 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
         match r.status().as_u16() {
             200 => acked += 50,
             503 => {
-                refused = Some(
-                    r.headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string),
-                );
+                refused = Some(r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string));
                 break;
             }
             s => panic!("unexpected status {s}"),
         }
     }
-    assert!(
-        acked > 100,
-        "ingestion kept acknowledging while ClickHouse was down"
-    );
-    eprintln!(
-        "{acked} events acknowledged, {} of them while ClickHouse was down",
-        acked - 50
-    );
+    assert!(acked > 100, "ingestion kept acknowledging while ClickHouse was down");
+    eprintln!("{acked} events acknowledged, {} of them while ClickHouse was down", acked - 50);
     let retry_after = refused.expect("a full log answers 503");
     assert!(retry_after.is_some(), "503 carries Retry-After");
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(
-        ready.status(),
-        503,
-        "readiness reports the event store down"
-    );
+    assert_eq!(ready.status(), 503, "readiness reports the event store down");
     assert_eq!(count(), 50, "nothing reached ClickHouse while it was down");
 
     switch.up.send(true).unwrap();
@@ -331,11 +260,7 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(count(), acked, "every acknowledged event once");
-    assert_eq!(
-        send_batch(1000, 0).await.unwrap().status(),
-        200,
-        "accepting again once the backlog drained"
-    );
+    assert_eq!(send_batch(1000, 0).await.unwrap().status(), 200, "accepting again once the backlog drained");
     let _ = server.kill();
     let _ = server.wait();
 }

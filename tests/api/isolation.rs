@@ -31,22 +31,12 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::GET, "/v1/api-keys/{id}", "api_key", None),
         (Method::DELETE, "/v1/api-keys/{id}", "api_key", None),
         (Method::GET, "/v1/users/{id}", "user", None),
-        (
-            Method::PUT,
-            "/v1/users/{id}",
-            "user",
-            Some(json!({"role": "admin"})),
-        ),
+        (Method::PUT, "/v1/users/{id}", "user", Some(json!({"role": "admin"}))),
         (Method::DELETE, "/v1/users/{id}", "user", None),
         (Method::GET, "/v1/invitations/{id}", "invitation", None),
         (Method::DELETE, "/v1/invitations/{id}", "invitation", None),
         (Method::GET, "/v1/customers/{id}", "customer", None),
-        (
-            Method::PUT,
-            "/v1/customers/{id}",
-            "customer",
-            Some(json!({"name": "Changed"})),
-        ),
+        (Method::PUT, "/v1/customers/{id}", "customer", Some(json!({"name": "Changed"}))),
         (Method::DELETE, "/v1/customers/{id}", "customer", None),
         (Method::GET, "/v1/customers/{id}/events", "customer", None),
     ]
@@ -54,16 +44,8 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
 
 async fn fixture(app: &TestApp) -> Fixture {
     let a_owner = app.register("owner@alpha.com", "Alpha").await;
-    let (a_key_id, a_key) = app
-        .create_key(&a_owner, json!({"name": "a", "type": "secret"}))
-        .await;
-    let inv = app
-        .post(
-            "/v1/invitations",
-            &a_owner,
-            json!({"email": "m@alpha.com", "role": "member"}),
-        )
-        .await;
+    let (a_key_id, a_key) = app.create_key(&a_owner, json!({"name": "a", "type": "secret"})).await;
+    let inv = app.post("/v1/invitations", &a_owner, json!({"email": "m@alpha.com", "role": "member"})).await;
     let inv_token = inv.body["data"]["token"].as_str().unwrap().to_string();
     let joined = app
         .call(
@@ -74,37 +56,19 @@ async fn fixture(app: &TestApp) -> Fixture {
         )
         .await;
     let member_id = joined.assert_ok(201)["user"]["id"].as_i64().unwrap();
-    let pending = app
-        .post(
-            "/v1/invitations",
-            &a_owner,
-            json!({"email": "p@alpha.com", "role": "member"}),
-        )
-        .await;
+    let pending = app.post("/v1/invitations", &a_owner, json!({"email": "p@alpha.com", "role": "member"})).await;
     let pending_id = pending.body["data"]["id"].as_i64().unwrap();
 
-    let customer = app
-        .post(
-            "/v1/customers",
-            &a_owner,
-            json!({"email": "client@alpha.com", "name": "Alpha Client"}),
-        )
-        .await;
+    let customer =
+        app.post("/v1/customers", &a_owner, json!({"email": "client@alpha.com", "name": "Alpha Client"})).await;
     let customer_id = customer.assert_ok(201)["data"]["id"].as_i64().unwrap();
 
     let b_session = app.register("owner@beta.com", "Beta").await;
-    let (_, b_key) = app
-        .create_key(&b_session, json!({"name": "b", "type": "secret"}))
-        .await;
+    let (_, b_key) = app.create_key(&b_session, json!({"name": "b", "type": "secret"})).await;
     Fixture {
         a_owner,
         a_key,
-        ids: vec![
-            ("api_key", a_key_id),
-            ("user", member_id),
-            ("invitation", pending_id),
-            ("customer", customer_id),
-        ],
+        ids: vec![("api_key", a_key_id), ("user", member_id), ("invitation", pending_id), ("customer", customer_id)],
         b_session,
         b_key,
     }
@@ -116,69 +80,31 @@ async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
         let id = f.ids.iter().find(|(k, _)| *k == kind).unwrap().1;
         let path = template.replace("{id}", &id.to_string());
         for cred in [&f.b_session, &f.b_key] {
-            let r = app
-                .call(method.clone(), &path, Some(cred), body.clone())
-                .await;
-            assert_eq!(
-                r.status.as_u16(),
-                404,
-                "{method} {path} from workspace B: {}",
-                r.body
-            );
+            let r = app.call(method.clone(), &path, Some(cred), body.clone()).await;
+            assert_eq!(r.status.as_u16(), 404, "{method} {path} from workspace B: {}", r.body);
             assert_eq!(r.body["code"], "NOT_FOUND");
             // Indistinguishable from an id that does not exist at all.
-            let missing = app
-                .call(
-                    method.clone(),
-                    &template.replace("{id}", "987654321"),
-                    Some(cred),
-                    body.clone(),
-                )
-                .await;
-            assert_eq!(
-                missing.body, r.body,
-                "{method} {template}: another workspace's object must look missing"
-            );
+            let missing =
+                app.call(method.clone(), &template.replace("{id}", "987654321"), Some(cred), body.clone()).await;
+            assert_eq!(missing.body, r.body, "{method} {template}: another workspace's object must look missing");
         }
     }
     // Nothing of A changed.
     app.get("/v1/auth/me", &f.a_key).await.assert_ok(200);
     let team = app.get("/v1/users", &f.a_owner).await;
     assert_eq!(team.body["pagination"]["total"], 2);
-    assert!(team.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|m| m["role"] != "admin"));
+    assert!(team.body["data"].as_array().unwrap().iter().all(|m| m["role"] != "admin"));
     let customer = f.ids.iter().find(|(k, _)| *k == "customer").unwrap().1;
-    let c = app
-        .get(&format!("/v1/customers/{customer}"), &f.a_owner)
-        .await;
-    assert_eq!(
-        c.assert_ok(200)["data"]["name"],
-        "Alpha Client",
-        "B's PUT and DELETE changed nothing"
-    );
+    let c = app.get(&format!("/v1/customers/{customer}"), &f.a_owner).await;
+    assert_eq!(c.assert_ok(200)["data"]["name"], "Alpha Client", "B's PUT and DELETE changed nothing");
     let invs = app.get("/v1/invitations", &f.a_owner).await;
-    assert!(invs.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|i| i["status"] == "pending"));
+    assert!(invs.body["data"].as_array().unwrap().iter().any(|i| i["status"] == "pending"));
     // Nor can B widen its own scopes through a narrower key.
-    let (_, narrow) = app
-        .create_key(
-            &f.b_session,
-            json!({"name": "n", "type": "secret", "scopes": ["keys:manage"]}),
-        )
-        .await;
-    app.post(
-        "/v1/api-keys",
-        &narrow,
-        json!({"name": "w", "type": "secret", "scopes": ["leads:read"]}),
-    )
-    .await
-    .assert_error(403, "FORBIDDEN");
+    let (_, narrow) =
+        app.create_key(&f.b_session, json!({"name": "n", "type": "secret", "scopes": ["keys:manage"]})).await;
+    app.post("/v1/api-keys", &narrow, json!({"name": "w", "type": "secret", "scopes": ["leads:read"]}))
+        .await
+        .assert_error(403, "FORBIDDEN");
 }
 
 async fn lists_never_show_another_workspaces_objects(app: TestApp) {
@@ -186,40 +112,21 @@ async fn lists_never_show_another_workspaces_objects(app: TestApp) {
     app.get("/v1/auth/me", &f.a_key).await.assert_ok(200);
     // Give the request log a moment to write A's lines.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    for path in [
-        "/v1/api-keys?include_revoked=true",
-        "/v1/users",
-        "/v1/invitations",
-        "/v1/api-logs",
-        "/v1/workspace",
-    ] {
+    for path in ["/v1/api-keys?include_revoked=true", "/v1/users", "/v1/invitations", "/v1/api-logs", "/v1/workspace"] {
         for cred in [&f.b_session, &f.b_key] {
             let r = app.get(path, cred).await;
             let text = r.assert_ok(200).to_string();
-            assert!(
-                !text.contains("alpha"),
-                "{path} from B shows A's data: {text}"
-            );
-            assert!(
-                !text.contains("Alpha"),
-                "{path} from B shows A's data: {text}"
-            );
+            assert!(!text.contains("alpha"), "{path} from B shows A's data: {text}");
+            assert!(!text.contains("Alpha"), "{path} from B shows A's data: {text}");
         }
     }
     let keys = app.get("/v1/api-keys", &f.b_session).await;
     let a_key_id = f.ids[0].1;
-    assert!(keys.body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|k| k["id"] != a_key_id));
+    assert!(keys.body["data"].as_array().unwrap().iter().all(|k| k["id"] != a_key_id));
 }
 
 async fn every_object_route_is_covered_by_the_isolation_table(app: TestApp) {
-    let doc = app
-        .call(Method::GET, "/v1/openapi.json", None, None)
-        .await
-        .body;
+    let doc = app.call(Method::GET, "/v1/openapi.json", None, None).await.body;
     let mut routed = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         if !path.contains("{id}") {
@@ -229,13 +136,7 @@ async fn every_object_route_is_covered_by_the_isolation_table(app: TestApp) {
             routed.insert(format!("{} {path}", method.to_uppercase()));
         }
     }
-    let covered: BTreeSet<String> = object_routes()
-        .into_iter()
-        .map(|(m, p, _, _)| format!("{m} {p}"))
-        .collect();
+    let covered: BTreeSet<String> = object_routes().into_iter().map(|(m, p, _, _)| format!("{m} {p}")).collect();
     let missing: Vec<_> = routed.difference(&covered).collect();
-    assert!(
-        missing.is_empty(),
-        "add these routes to the isolation table: {missing:?}"
-    );
+    assert!(missing.is_empty(), "add these routes to the isolation table: {missing:?}");
 }

@@ -52,39 +52,19 @@ pub async fn spawn(backend: Backend) -> TestApp {
 pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) -> TestApp {
     let dir = TempDir::new();
     let (config, pg) = match backend {
-        Backend::Sqlite => (
-            StoreConfig::Sqlite {
-                path: dir.0.join("cairn.db"),
-            },
-            None,
-        ),
+        Backend::Sqlite => (StoreConfig::Sqlite { path: dir.0.join("cairn.db") }, None),
         Backend::Postgres => {
             let pg = FreshPg::create().await;
-            (
-                StoreConfig::Postgres {
-                    url: pg.url.clone(),
-                    max_connections: 8,
-                },
-                Some(pg),
-            )
+            (StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }, Some(pg))
         }
     };
     let store = Store::connect(&config).await.expect("connect store");
     store.migrate().await.expect("migrate store");
-    let events = SqliteEventStore::open(&dir.0.join("events.db"))
-        .await
-        .expect("open event store");
-    cairn_events::EventStore::migrate(&events)
-        .await
-        .expect("migrate event store");
+    let events = SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open event store");
+    cairn_events::EventStore::migrate(&events).await.expect("migrate event store");
     let events: Arc<dyn cairn_events::EventStore> = Arc::new(events);
     let clock = Clock::test();
-    let svc = Services::new(
-        store.clone(),
-        events.clone(),
-        clock.clone(),
-        ServiceSettings::default(),
-    );
+    let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default());
     let mut settings = ApiSettings {
         secret_key_rate_limit: 10_000,
         public_key_rate_limit: 10_000,
@@ -101,10 +81,8 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     })
     .expect("open ingest log");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let processor = tokio::spawn(
-        cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone())
-            .run(stopped),
-    );
+    let processor =
+        tokio::spawn(cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone()).run(stopped));
     let metrics = Arc::new(Metrics::default());
     let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
     let state = AppState::new(Inner {
@@ -157,11 +135,7 @@ impl Resp {
         assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
         assert_eq!(self.body["success"], json!(false), "body: {}", self.body);
         assert_eq!(self.body["code"], json!(code), "body: {}", self.body);
-        assert!(
-            self.body["error"].as_str().is_some_and(|s| !s.is_empty()),
-            "body: {}",
-            self.body
-        );
+        assert!(self.body["error"].as_str().is_some_and(|s| !s.is_empty()), "body: {}", self.body);
     }
 
     #[track_caller]
@@ -172,13 +146,7 @@ impl Resp {
 }
 
 impl TestApp {
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        auth: Option<&str>,
-        body: Option<Value>,
-    ) -> Resp {
+    pub async fn call(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
         self.call_with(method, path, auth, body, &[]).await
     }
 
@@ -190,9 +158,7 @@ impl TestApp {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Resp {
-        let mut req = self
-            .client
-            .request(method, format!("{}{}", self.base, path));
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
         if let Some(a) = auth {
             req = req.bearer_auth(a);
         }
@@ -207,11 +173,7 @@ impl TestApp {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp {
-            status,
-            headers,
-            body,
-        }
+        Resp { status, headers, body }
     }
 
     pub async fn get(&self, path: &str, auth: &str) -> Resp {
@@ -248,10 +210,7 @@ impl TestApp {
     pub async fn create_key(&self, auth: &str, body: Value) -> (i64, String) {
         let r = self.post("/v1/api-keys", auth, body).await;
         r.assert_ok(201);
-        (
-            r.body["data"]["id"].as_i64().unwrap(),
-            r.body["data"]["key"].as_str().unwrap().to_string(),
-        )
+        (r.body["data"]["id"].as_i64().unwrap(), r.body["data"]["key"].as_str().unwrap().to_string())
     }
 }
 
@@ -292,19 +251,12 @@ impl TestApp {
     pub async fn wait_for_events(&self, tenant: i64, n: u64) {
         let started = Instant::now();
         loop {
-            let have = self
-                .events
-                .count(cairn_domain::TenantId(tenant))
-                .await
-                .expect("count events");
+            let have = self.events.count(cairn_domain::TenantId(tenant)).await.expect("count events");
             if have >= n {
                 assert_eq!(have, n, "more events than expected");
                 return;
             }
-            assert!(
-                started.elapsed().as_secs() < 15,
-                "only {have} of {n} events arrived"
-            );
+            assert!(started.elapsed().as_secs() < 15, "only {have} of {n} events arrived");
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }

@@ -26,21 +26,12 @@ impl ApiLogSink {
     pub fn start(store: Store, metrics: Arc<Metrics>) -> (ApiLogSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(CAPACITY);
         let handle = tokio::spawn(writer(store, rx));
-        (
-            ApiLogSink {
-                tx,
-                metrics,
-                sampled: Default::default(),
-            },
-            handle,
-        )
+        (ApiLogSink { tx, metrics, sampled: Default::default() }, handle)
     }
 
     pub fn push(&self, line: NewApiLog) {
         if self.tx.try_send(line).is_err() {
-            self.metrics
-                .api_logs_dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.metrics.api_logs_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -92,13 +83,7 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<NewApiLog>) {
 pub fn redact_path(path: &str) -> String {
     const SECRET_PREFIXES: &[&str] = &["eck_", "pk_live_", "pk_test_", "cst_", "inv_", "whsec_"];
     path.split('/')
-        .map(|seg| {
-            if SECRET_PREFIXES.iter().any(|p| seg.starts_with(p)) {
-                "***"
-            } else {
-                seg
-            }
-        })
+        .map(|seg| if SECRET_PREFIXES.iter().any(|p| seg.starts_with(p)) { "***" } else { seg })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -107,10 +92,7 @@ pub fn redact_path(path: &str) -> String {
 mod tests {
     #[test]
     fn credentials_in_paths_are_redacted() {
-        assert_eq!(
-            super::redact_path("/v1/projects/pk_live_abc/settings"),
-            "/v1/projects/***/settings"
-        );
+        assert_eq!(super::redact_path("/v1/projects/pk_live_abc/settings"), "/v1/projects/***/settings");
         assert_eq!(super::redact_path("/v1/api-keys/12"), "/v1/api-keys/12");
     }
 }

@@ -12,10 +12,7 @@ pub struct Data<T> {
 }
 
 pub fn data<T>(data: T) -> Json<Data<T>> {
-    Json(Data {
-        success: true,
-        data,
-    })
+    Json(Data { success: true, data })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -53,9 +50,7 @@ impl PageQuery {
     }
 
     pub fn per_page(&self) -> u64 {
-        self.per_page
-            .unwrap_or(DEFAULT_PER_PAGE)
-            .clamp(1, MAX_PER_PAGE)
+        self.per_page.unwrap_or(DEFAULT_PER_PAGE).clamp(1, MAX_PER_PAGE)
     }
 
     pub fn limit(&self) -> i64 {
@@ -72,12 +67,7 @@ impl PageQuery {
         Json(Paged {
             success: true,
             data: items,
-            pagination: Pagination {
-                page: self.page(),
-                per_page,
-                total,
-                total_pages: total.div_ceil(per_page),
-            },
+            pagination: Pagination { page: self.page(), per_page, total, total_pages: total.div_ceil(per_page) },
         })
     }
 }
@@ -88,29 +78,11 @@ mod tests {
 
     #[test]
     fn pages_are_clamped_and_counted() {
-        let q = PageQuery {
-            page: Some(3),
-            per_page: Some(500),
-        };
+        let q = PageQuery { page: Some(3), per_page: Some(500) };
         assert_eq!((q.page(), q.per_page(), q.offset()), (3, 100, 200));
-        let q = PageQuery {
-            page: Some(0),
-            per_page: Some(0),
-        };
+        let q = PageQuery { page: Some(0), per_page: Some(0) };
         assert_eq!((q.page(), q.per_page(), q.offset()), (1, 1, 0));
-        let Json(p) = PageQuery {
-            page: None,
-            per_page: None,
-        }
-        .wrap(vec![1, 2], 151);
-        assert_eq!(
-            p.pagination,
-            Pagination {
-                page: 1,
-                per_page: 25,
-                total: 151,
-                total_pages: 7
-            }
-        );
+        let Json(p) = PageQuery { page: None, per_page: None }.wrap(vec![1, 2], 151);
+        assert_eq!(p.pagination, Pagination { page: 1, per_page: 25, total: 151, total_pages: 7 });
     }
 }

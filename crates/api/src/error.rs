@@ -36,23 +36,13 @@ pub struct ErrorBody {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-        }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         let field = field.into();
         let message = message.into();
-        let text = if field.is_empty() {
-            message
-        } else {
-            format!("{field}: {message}")
-        };
+        let text = if field.is_empty() { message } else { format!("{field}: {message}") };
         let mut e = ApiError::new(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", text);
         e.field = Some(field).filter(|f| !f.is_empty());
         e
@@ -63,11 +53,7 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
-        let mut e = ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "VALIDATION_ERROR",
-            message,
-        );
+        let mut e = ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "VALIDATION_ERROR", message);
         e.field = Some("Content-Type".into());
         e
     }
@@ -81,11 +67,7 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("{what} not found"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", format!("{what} not found"))
     }
 
     pub fn duplicate(field: Option<String>, message: impl Into<String>) -> ApiError {
@@ -121,11 +103,7 @@ impl ApiError {
     /// A failure on our side. The cause is logged here, once; the client learns nothing internal.
     pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "request failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "SERVER_ERROR",
-            "internal server error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "SERVER_ERROR", "internal server error")
     }
 }
 
@@ -146,16 +124,10 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            success: false,
-            error: self.message,
-            code: self.code.to_string(),
-            field: self.field,
-        };
+        let body = ErrorBody { success: false, error: self.message, code: self.code.to_string(), field: self.field };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -24,34 +24,15 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if mime != "application/json"
-            && !(mime.starts_with("application/") && mime.ends_with("+json"))
-        {
-            let got = if mime.is_empty() {
-                "none".to_string()
-            } else {
-                mime.chars().take(100).collect()
-            };
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            let got = if mime.is_empty() { "none".to_string() } else { mime.chars().take(100).collect() };
             return Err(ApiError::unsupported_media_type(format!(
                 "expected Content-Type: application/json, got {got}"
             )));
         }
-        let limit = req
-            .extensions()
-            .get::<BodyLimit>()
-            .map(|l| l.0)
-            .unwrap_or(state.settings.max_body_bytes);
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(state.settings.max_body_bytes);
         let bytes = read_body(req, limit).await?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -59,27 +40,22 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
 /// Reads a whole body, refusing (413) as soon as it passes `limit`.
 pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .map(|s| s.is::<http_body_util::LengthLimitError>())
-                .unwrap_or(false)
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
+        let too_large =
+            std::error::Error::source(&e).map(|s| s.is::<http_body_util::LengthLimitError>()).unwrap_or(false)
                 || e.to_string().contains("length limit");
-            if too_large {
-                ApiError::too_large(limit)
-            } else {
-                ApiError::bad_request("could not read the request body")
-            }
-        })
+        if too_large {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request("could not read the request body")
+        }
+    })
 }
 
 /// Parses JSON into `T`, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "the request body must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -106,11 +82,8 @@ fn field_error(path: &str, msg: &str) -> ApiError {
     };
     if let Some(name) = between(msg, "unknown field `", "`") {
         // serde_path_to_error already ends the path with the unknown key.
-        let field = if parent == name || parent.ends_with(&format!(".{name}")) {
-            parent.to_string()
-        } else {
-            join(name)
-        };
+        let field =
+            if parent == name || parent.ends_with(&format!(".{name}")) { parent.to_string() } else { join(name) };
         return ApiError::validation(field, "unknown field");
     }
     if let Some(name) = between(msg, "missing field `", "`") {
@@ -145,12 +118,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q));
-        serde_path_to_error::deserialize(de)
-            .map(ApiQuery)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                field_error(&path, &e.into_inner().to_string())
-            })
+        serde_path_to_error::deserialize(de).map(ApiQuery).map_err(|e| {
+            let path = e.path().to_string();
+            field_error(&path, &e.into_inner().to_string())
+        })
     }
 }
 
@@ -165,12 +136,9 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Principal>()
-            .cloned()
-            .map(Auth)
-            .ok_or_else(|| ApiError::unauthenticated("authentication required: send Authorization: Bearer <token or key> or X-API-Key"))
+        parts.extensions.get::<Principal>().cloned().map(Auth).ok_or_else(|| {
+            ApiError::unauthenticated("authentication required: send Authorization: Bearer <token or key> or X-API-Key")
+        })
     }
 }
 
@@ -181,16 +149,11 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|p| ApiPath(p.0))
-            .map_err(|e| {
-                let text = e.body_text();
-                let field = between(&text, "parameter `", "`")
-                    .unwrap_or("id")
-                    .to_string();
-                ApiError::validation(field, "must be a whole number")
-            })
+        axum::extract::Path::<T>::from_request_parts(parts, state).await.map(|p| ApiPath(p.0)).map_err(|e| {
+            let text = e.body_text();
+            let field = between(&text, "parameter `", "`").unwrap_or("id").to_string();
+            ApiError::validation(field, "must be a whole number")
+        })
     }
 }
 
@@ -221,26 +184,14 @@ mod tests {
 
     #[test]
     fn errors_name_the_field_at_fault() {
+        assert_eq!(field_of(r#"{"name": 1, "items": []}"#).0.as_deref(), Some("name"));
         assert_eq!(
-            field_of(r#"{"name": 1, "items": []}"#).0.as_deref(),
-            Some("name")
-        );
-        assert_eq!(
-            field_of(r#"{"name": "x", "items": [{"price": 1}, {"price": "a"}]}"#)
-                .0
-                .as_deref(),
+            field_of(r#"{"name": "x", "items": [{"price": 1}, {"price": "a"}]}"#).0.as_deref(),
             Some("items[1].price")
         );
+        assert_eq!(field_of(r#"{"name": "x", "items": [], "role": "owner"}"#).0.as_deref(), Some("role"));
         assert_eq!(
-            field_of(r#"{"name": "x", "items": [], "role": "owner"}"#)
-                .0
-                .as_deref(),
-            Some("role")
-        );
-        assert_eq!(
-            field_of(r#"{"name": "x", "items": [{"price": 1, "colour": 2}]}"#)
-                .0
-                .as_deref(),
+            field_of(r#"{"name": "x", "items": [{"price": 1, "colour": 2}]}"#).0.as_deref(),
             Some("items[0].colour")
         );
         assert_eq!(field_of(r#"{"items": []}"#).0.as_deref(), Some("name"));

@@ -68,14 +68,10 @@ impl ApiSettings {
     /// The limit for a credential on a class of route; a key's own setting wins.
     pub fn limit_for(&self, p: &Principal, ingest: bool) -> u64 {
         match &p.actor {
-            Actor::Key {
-                ingest_rate_limit, ..
-            } if ingest => ingest_rate_limit
-                .map(|n| n as u64)
-                .unwrap_or(self.ingest_rate_limit),
-            Actor::Key {
-                rate_limit, kind, ..
-            } => rate_limit.map(|n| n as u64).unwrap_or(if kind.is_public() {
+            Actor::Key { ingest_rate_limit, .. } if ingest => {
+                ingest_rate_limit.map(|n| n as u64).unwrap_or(self.ingest_rate_limit)
+            }
+            Actor::Key { rate_limit, kind, .. } => rate_limit.map(|n| n as u64).unwrap_or(if kind.is_public() {
                 self.public_key_rate_limit
             } else {
                 self.secret_key_rate_limit
@@ -131,18 +127,14 @@ struct SecurityAddon;
 
 impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{
-            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
-        };
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
-        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))));
     }
 }
 

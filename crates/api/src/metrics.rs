@@ -26,43 +26,25 @@ impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         {
             let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            *r.entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
+            *r.entry((method.to_string(), route.to_string(), status)).or_default() += 1;
         }
         let h = {
             let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-            l.entry((method.to_string(), route.to_string()))
-                .or_default()
-                .clone()
+            l.entry((method.to_string(), route.to_string())).or_default().clone()
         };
         h.observe(elapsed);
     }
 
     pub fn render(&self, out: &mut String) {
-        out.push_str(
-            "# HELP cairn_http_requests_total HTTP requests by method, route and status.\n",
-        );
+        out.push_str("# HELP cairn_http_requests_total HTTP requests by method, route and status.\n");
         out.push_str("# TYPE cairn_http_requests_total counter\n");
-        for ((m, r, s), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "cairn_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}",
-                esc(r)
-            );
+        for ((m, r, s), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            let _ =
+                writeln!(out, "cairn_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}", esc(r));
         }
         out.push_str("# HELP cairn_http_request_duration_seconds HTTP request latency by method and route.\n");
         out.push_str("# TYPE cairn_http_request_duration_seconds histogram\n");
-        for ((m, r), h) in self
-            .latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-        {
+        for ((m, r), h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
             render_histogram(out, "cairn_http_request_duration_seconds", &labels, h);
         }

@@ -32,15 +32,11 @@ use crate::{
 pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
+    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string());
     let resp = next.run(req).await;
     let elapsed = started.elapsed();
     let route = route.as_deref().unwrap_or("unmatched");
-    st.metrics
-        .record(method.as_str(), route, resp.status().as_u16(), elapsed);
+    st.metrics.record(method.as_str(), route, resp.status().as_u16(), elapsed);
     tracing::debug!(http.method = %method, http.route = route, http.status = resp.status().as_u16(),
                     latency_ms = elapsed.as_secs_f64() * 1e3, "request");
     resp
@@ -56,32 +52,21 @@ pub async fn cors(req: Request, next: Next) -> Response {
     let mut resp = if req.method() == Method::OPTIONS {
         let mut r = StatusCode::NO_CONTENT.into_response();
         let h = r.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, GET, OPTIONS"),
-        );
+        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, GET, OPTIONS"));
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
             HeaderValue::from_static("Content-Type, Authorization, X-API-Key, Idempotency-Key"),
         );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
         r
     } else {
         next.run(req).await
     };
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(
-            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
-        ),
+        HeaderValue::from_static("X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"),
     );
     resp
 }
@@ -99,9 +84,7 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<String> {
     }
     if scheme.eq_ignore_ascii_case("basic") {
         use base64::Engine;
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest.trim())
-            .ok()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
         let text = String::from_utf8(decoded).ok()?;
         let user = text.split_once(':').map(|(u, _)| u).unwrap_or(&text);
         return Some(user.to_string());
@@ -117,27 +100,16 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         // no credentials, no rate limit.
         return next.run(req).await;
     }
-    let limit = if is_ingest_path(&path) {
-        st.settings.max_batch_bytes
-    } else {
-        st.settings.max_body_bytes
-    };
+    let limit = if is_ingest_path(&path) { st.settings.max_batch_bytes } else { st.settings.max_body_bytes };
     req.extensions_mut().insert(BodyLimit(limit));
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         // Refused without reading the body.
         return ApiError::too_large(limit).into_response();
     }
 
-    let ip = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_default();
+    let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
     let secret = presented_secret(req.headers()).filter(|s| !s.is_empty());
     if secret.is_none() && is_ingest_path(&path) {
         // Browsers' beacons and Segment's analytics.js put the key in the body: the tracking
@@ -155,9 +127,7 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
             Ok(p) => Some(p),
             Err(e) => {
                 // Failed attempts count against the caller's address, so guessing is slow.
-                let d = st
-                    .limiter
-                    .check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
+                let d = st.limiter.check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
                 let resp = if d.allowed {
                     ApiError::from(e).into_response()
                 } else {
@@ -170,18 +140,14 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
 
     let ingest = is_ingest_path(&path);
     let (bucket, limit) = match &principal {
-        Some(p) => (
-            format!("{}:{}", p.label(), if ingest { "ingest" } else { "api" }),
-            st.settings.limit_for(p, ingest),
-        ),
+        Some(p) => {
+            (format!("{}:{}", p.label(), if ingest { "ingest" } else { "api" }), st.settings.limit_for(p, ingest))
+        }
         None => (format!("ip:{ip}"), st.settings.anonymous_rate_limit),
     };
     let decision = st.limiter.check(&bucket, limit);
     if !decision.allowed {
-        return with_limit_headers(
-            ApiError::rate_limited(decision.retry_after).into_response(),
-            &decision,
-        );
+        return with_limit_headers(ApiError::rate_limited(decision.retry_after).into_response(), &decision);
     }
 
     let method = req.method().to_string();
@@ -235,25 +201,15 @@ const IN_FLIGHT_SECS: i64 = 60;
 /// body is a 400; a retry while the first is still running is a 409. A 5xx is not stored, so
 /// the retry runs again.
 pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let mutating = matches!(
-        *req.method(),
-        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
-    let key = req
-        .headers()
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::to_string));
+    let mutating = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let key = req.headers().get("idempotency-key").map(|v| v.to_str().map(str::to_string));
     let Some(key) = key.filter(|_| mutating) else {
         return next.run(req).await;
     };
     let key = match key {
         Ok(k) if !k.is_empty() && k.len() <= 255 => k,
         _ => {
-            return ApiError::validation(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-            .into_response()
+            return ApiError::validation("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into_response()
         }
     };
     let (tenant, principal) = match req.extensions().get::<Principal>() {
@@ -264,11 +220,7 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     };
 
     let (parts, body) = req.into_parts();
-    let limit = parts
-        .extensions
-        .get::<BodyLimit>()
-        .map(|l| l.0)
-        .unwrap_or(st.settings.max_body_bytes);
+    let limit = parts.extensions.get::<BodyLimit>().map(|l| l.0).unwrap_or(st.settings.max_body_bytes);
     let bytes = match read_body(Request::from_parts(parts.clone(), body), limit).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -281,11 +233,7 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     hasher.update(&bytes);
     let request_hash = hex::encode(hasher.finalize());
 
-    let idem = IdemKey {
-        tenant,
-        principal: &principal,
-        key: &key,
-    };
+    let idem = IdemKey { tenant, principal: &principal, key: &key };
     let now = st.svc.clock.now();
     let claim = async {
         st.svc
@@ -304,11 +252,13 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
     .await;
     match claim {
         Err(e) => return ApiError::internal(&e).into_response(),
-        Ok(Claim::Mismatch) => return ApiError::validation(
-            "Idempotency-Key",
-            "this key was already used for a different request; use a new key for a new request",
-        )
-        .into_response(),
+        Ok(Claim::Mismatch) => {
+            return ApiError::validation(
+                "Idempotency-Key",
+                "this key was already used for a different request; use a new key for a new request",
+            )
+            .into_response()
+        }
         Ok(Claim::InProgress) => {
             return ApiError::duplicate(
                 Some("Idempotency-Key".into()),
@@ -316,42 +266,28 @@ pub async fn idempotency(State(st): State<AppState>, req: Request, next: Next) -
             )
             .into_response()
         }
-        Ok(Claim::Done {
-            status,
-            content_type,
-            body,
-            ..
-        }) => {
+        Ok(Claim::Done { status, content_type, body, .. }) => {
             let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             return resp;
         }
         Ok(Claim::Fresh) => {}
     }
 
-    let resp = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let resp = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let (rparts, rbody) = resp.into_parts();
-    let rbytes = axum::body::to_bytes(rbody, usize::MAX)
-        .await
-        .unwrap_or_default();
+    let rbytes = axum::body::to_bytes(rbody, usize::MAX).await.unwrap_or_default();
     let store_result = async {
         let mut c = st.svc.store.write().await?;
         if rparts.status.is_server_error() {
             c.release_idempotency_key(&idem).await
         } else {
-            let ct = rparts
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            c.complete_idempotency_key(&idem, rparts.status.as_u16(), ct, &rbytes)
-                .await
+            let ct = rparts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            c.complete_idempotency_key(&idem, rparts.status.as_u16(), ct, &rbytes).await
         }
     }
     .await;

@@ -41,18 +41,13 @@ pub struct RateLimiter {
 
 impl Default for RateLimiter {
     fn default() -> Self {
-        RateLimiter {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        RateLimiter { shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 }
 
 impl RateLimiter {
     pub fn check(&self, bucket: &str, limit: u64) -> Decision {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         self.check_at(bucket, limit, now)
     }
 
@@ -64,11 +59,7 @@ impl RateLimiter {
             // Forget buckets idle for two windows (they would count as empty anyway).
             map.retain(|_, w| w.index + 1 >= index);
         }
-        let w = map.entry(bucket.to_string()).or_insert(Window {
-            index,
-            count: 0,
-            previous: 0,
-        });
+        let w = map.entry(bucket.to_string()).or_insert(Window { index, count: 0, previous: 0 });
         if w.index != index {
             w.previous = if w.index + 1 == index { w.count } else { 0 };
             w.count = 0;
@@ -89,13 +80,7 @@ impl RateLimiter {
         }
         w.count += 1;
         let used = (estimate + 1.0).ceil() as u64;
-        Decision {
-            allowed: true,
-            limit,
-            remaining: limit.saturating_sub(used),
-            reset,
-            retry_after: 0,
-        }
+        Decision { allowed: true, limit, remaining: limit.saturating_sub(used), reset, retry_after: 0 }
     }
 }
 
@@ -110,11 +95,7 @@ fn retry_after(w: &Window, limit: u64, elapsed: f64) -> u64 {
         (target - elapsed) * WINDOW
     } else {
         // Wait into the next window until the current count has decayed enough.
-        let target = if w.count > 0 {
-            1.0 - (limit as f64 - 1.0) / w.count as f64
-        } else {
-            0.0
-        };
+        let target = if w.count > 0 { 1.0 - (limit as f64 - 1.0) / w.count as f64 } else { 0.0 };
         (1.0 - elapsed + target.max(0.0)) * WINDOW
     };
     secs.ceil().max(1.0) as u64
@@ -187,14 +168,8 @@ mod tests {
         let refused = rl.check_at("k", 10, t0 + 30.0);
         assert!(!refused.allowed);
         let wait = refused.retry_after as f64;
-        assert!(
-            !rl.check_at("k", 10, t0 + 30.0 + wait - 2.0).allowed,
-            "too early"
-        );
-        assert!(
-            rl.check_at("k", 10, t0 + 30.0 + wait).allowed,
-            "retry_after was {wait}"
-        );
+        assert!(!rl.check_at("k", 10, t0 + 30.0 + wait - 2.0).allowed, "too early");
+        assert!(rl.check_at("k", 10, t0 + 30.0 + wait).allowed, "retry_after was {wait}");
     }
 
     #[test]

@@ -24,29 +24,18 @@ enum Inner {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.is_test() {
-            "Clock(test)"
-        } else {
-            "Clock(system)"
-        })
+        f.write_str(if self.is_test() { "Clock(test)" } else { "Clock(system)" })
     }
 }
 
 impl Clock {
     pub fn system() -> Clock {
-        Clock {
-            inner: Arc::new(Inner::System),
-        }
+        Clock { inner: Arc::new(Inner::System) }
     }
 
     pub fn test() -> Clock {
         let (changed, _) = watch::channel(0);
-        Clock {
-            inner: Arc::new(Inner::Test {
-                frozen: Mutex::new(None),
-                changed,
-            }),
-        }
+        Clock { inner: Arc::new(Inner::Test { frozen: Mutex::new(None), changed }) }
     }
 
     pub fn is_test(&self) -> bool {

@@ -14,9 +14,7 @@ const LOOKUP_LEN: usize = 8;
 const SECRET_LEN: usize = 32;
 
 /// The kinds of API key.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyKind {
     /// `eck_…`: server side, any scopes.
@@ -59,9 +57,7 @@ impl KeyKind {
 
     /// Recognises a presented key by its prefix.
     pub fn of_key(key: &str) -> Option<KeyKind> {
-        [KeyKind::Secret, KeyKind::PublicLive, KeyKind::PublicTest]
-            .into_iter()
-            .find(|k| key.starts_with(k.prefix()))
+        [KeyKind::Secret, KeyKind::PublicLive, KeyKind::PublicTest].into_iter().find(|k| key.starts_with(k.prefix()))
     }
 }
 
@@ -73,17 +69,9 @@ pub struct NewKey {
 }
 
 pub fn generate_key(kind: KeyKind) -> NewKey {
-    let key = format!(
-        "{}{}",
-        kind.prefix(),
-        random_string(LOOKUP_LEN + SECRET_LEN)
-    );
+    let key = format!("{}{}", kind.prefix(), random_string(LOOKUP_LEN + SECRET_LEN));
     let prefix = key_prefix(&key).unwrap_or_default().to_string();
-    NewKey {
-        hash: hash_secret(&key),
-        prefix,
-        key,
-    }
+    NewKey { hash: hash_secret(&key), prefix, key }
 }
 
 /// The stored, displayable lookup prefix of a presented key (`eck_Ab12Cd34`), or `None` when
@@ -113,19 +101,11 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// Compares two hashes without an early exit, so response timing reveals nothing.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn random_string(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(&Alphanumeric).take(len).map(char::from).collect()
 }
 
 #[cfg(test)]
@@ -147,19 +127,13 @@ mod tests {
     #[test]
     fn malformed_keys_have_no_prefix() {
         assert_eq!(key_prefix("eck_short"), None);
-        assert_eq!(
-            key_prefix("crm_abcdefghabcdefghabcdefghabcdefghabcdefgh"),
-            None
-        );
+        assert_eq!(key_prefix("crm_abcdefghabcdefghabcdefghabcdefghabcdefgh"), None);
         assert_eq!(key_prefix(""), None);
     }
 
     #[test]
     fn two_keys_never_collide() {
-        assert_ne!(
-            generate_key(KeyKind::Secret).key,
-            generate_key(KeyKind::Secret).key
-        );
+        assert_ne!(generate_key(KeyKind::Secret).key, generate_key(KeyKind::Secret).key);
     }
 
     #[test]

@@ -17,10 +17,7 @@ impl Email {
             return Err(FieldError::new(field, "must not be empty"));
         }
         if s.len() > Self::MAX_LEN {
-            return Err(FieldError::new(
-                field,
-                format!("must be at most {} characters", Self::MAX_LEN),
-            ));
+            return Err(FieldError::new(field, format!("must be at most {} characters", Self::MAX_LEN)));
         }
         let Some((local, domain)) = s.rsplit_once('@') else {
             return Err(FieldError::new(field, "must be an email address"));
@@ -29,11 +26,8 @@ impl Email {
             && !domain.starts_with('.')
             && !domain.ends_with('.')
             && !domain.contains("..")
-            && domain
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
-        if local.is_empty() || !domain_ok || s.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
+            && domain.chars().all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+        if local.is_empty() || !domain_ok || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(FieldError::new(field, "must be an email address"));
         }
         Ok(Email(s))

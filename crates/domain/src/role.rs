@@ -8,19 +8,7 @@ use serde::{Deserialize, Serialize};
 /// - `admin`: everything except changing owners.
 /// - `member`: works with the data (customers, leads, deals, campaigns…) but does not manage
 ///   the team, API keys, webhooks or settings.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Member,

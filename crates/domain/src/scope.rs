@@ -101,9 +101,7 @@ impl ScopeSet {
 
     /// What a public key gets when no scopes are given.
     pub fn ingestion() -> ScopeSet {
-        [Scope::EventsWrite, Scope::WidgetAccess]
-            .into_iter()
-            .collect()
+        [Scope::EventsWrite, Scope::WidgetAccess].into_iter().collect()
     }
 
     pub fn empty() -> ScopeSet {
@@ -190,10 +188,7 @@ mod tests {
 
     #[test]
     fn unknown_scope_names_are_reported() {
-        assert_eq!(
-            ScopeSet::parse(["leads:read", "leads:fly"]),
-            Err("leads:fly".to_string())
-        );
+        assert_eq!(ScopeSet::parse(["leads:read", "leads:fly"]), Err("leads:fly".to_string()));
     }
 
     #[test]

@@ -14,10 +14,7 @@ pub fn required(field: &str, raw: &str, max: usize) -> Result<String, FieldError
 /// Checks `raw` is at most `max` characters (no trimming of inner content).
 pub fn bounded(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
     if raw.chars().count() > max {
-        return Err(FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(FieldError::new(field, format!("must be at most {max} characters")));
     }
     Ok(raw.to_string())
 }
@@ -114,10 +111,7 @@ pub fn country(field: &str, raw: &str) -> Result<String, FieldError> {
     if s.len() == 2 && s.chars().all(|c| c.is_ascii_uppercase()) {
         Ok(s)
     } else {
-        Err(FieldError::new(
-            field,
-            "must be a two-letter ISO 3166 country code such as HR",
-        ))
+        Err(FieldError::new(field, "must be a two-letter ISO 3166 country code such as HR"))
     }
 }
 
@@ -135,11 +129,7 @@ mod contact_tests {
             ("call me", None),
             ("+1+2345678", None),
         ] {
-            assert_eq!(
-                phone("phone", input).ok().as_deref(),
-                expected,
-                "input {input:?}"
-            );
+            assert_eq!(phone("phone", input).ok().as_deref(), expected, "input {input:?}");
         }
     }
 

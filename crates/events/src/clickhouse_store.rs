@@ -10,23 +10,12 @@ use cairn_domain::{CustomerId, TenantId};
 use clickhouse::{Client, Compression, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError,
-    Result,
-};
+use crate::{from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError, Result};
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (
-        1,
-        "events",
-        include_str!("../../../migrations/clickhouse/0001_events.sql"),
-    ),
-    (
-        2,
-        "event_ids",
-        include_str!("../../../migrations/clickhouse/0002_event_ids.sql"),
-    ),
+    (1, "events", include_str!("../../../migrations/clickhouse/0001_events.sql")),
+    (2, "event_ids", include_str!("../../../migrations/clickhouse/0002_event_ids.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -102,9 +91,7 @@ impl ChEvent {
             properties: parse_json(&self.properties)?,
             context: parse_json(&self.context)?,
             timestamp: from_millis(self.timestamp as i64)?,
-            sent_at: (self.sent_at > 0)
-                .then(|| from_millis(self.sent_at as i64))
-                .transpose()?,
+            sent_at: (self.sent_at > 0).then(|| from_millis(self.sent_at as i64)).transpose()?,
             received_at: from_millis(self.received_at as i64)?,
             amount: self.amount,
             currency: non_empty(self.currency),
@@ -112,8 +99,7 @@ impl ChEvent {
     }
 }
 
-const EVENT_COLS: &str =
-    "tenant_id, message_id, customer_id, anonymous_id, user_id, kind, name, properties, \
+const EVENT_COLS: &str = "tenant_id, message_id, customer_id, anonymous_id, user_id, kind, name, properties, \
                           context, timestamp, sent_at, received_at, amount, currency";
 
 impl ClickHouseStore {
@@ -124,9 +110,7 @@ impl ClickHouseStore {
 
     fn client(config: &ClickHouseConfig) -> Client {
         // 18.16 cannot read the crate's compressed inserts: compression stays off.
-        let mut c = Client::default()
-            .with_url(config.url.clone())
-            .with_compression(Compression::None);
+        let mut c = Client::default().with_url(config.url.clone()).with_compression(Compression::None);
         if let Some(u) = &config.user {
             c = c.with_user(u.clone());
         }
@@ -145,10 +129,7 @@ impl ClickHouseStore {
     async fn drop_known<'a>(&self, events: &'a [Event]) -> Result<Vec<&'a Event>> {
         let mut by_tenant: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
         for e in events {
-            by_tenant
-                .entry(e.tenant_id.0)
-                .or_default()
-                .push(e.message_id.as_str());
+            by_tenant.entry(e.tenant_id.0).or_default().push(e.message_id.as_str());
         }
         let mut known: std::collections::HashSet<(i64, String)> = Default::default();
         for (tenant, ids) in by_tenant {
@@ -156,9 +137,8 @@ impl ClickHouseStore {
                 // `IN (?, ?, …)`, one bound value each: 18.16 does not take an array there, and
                 // a tuple keeps the primary-key index in play.
                 let placeholders = vec!["?"; chunk.len()].join(", ");
-                let sql = format!(
-                    "SELECT message_id FROM event_ids WHERE tenant_id = ? AND message_id IN ({placeholders})"
-                );
+                let sql =
+                    format!("SELECT message_id FROM event_ids WHERE tenant_id = ? AND message_id IN ({placeholders})");
                 let mut q = self.client.query(&sql).bind(tenant as u64);
                 for id in chunk {
                     q = q.bind(*id);
@@ -190,9 +170,7 @@ impl ClickHouseStore {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(EventStoreError::Timeout(
-            "erasure mutation still running after 60 s".into(),
-        ))
+        Err(EventStoreError::Timeout("erasure mutation still running after 60 s".into()))
     }
 }
 
@@ -230,14 +208,9 @@ impl EventStore for ClickHouseStore {
     async fn migrate(&self) -> Result<usize> {
         let db = &self.config.database;
         if !db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(EventStoreError::Corrupt(format!(
-                "invalid ClickHouse database name {db:?}"
-            )));
+            return Err(EventStoreError::Corrupt(format!("invalid ClickHouse database name {db:?}")));
         }
-        Self::client(&self.config)
-            .query(&format!("CREATE DATABASE IF NOT EXISTS {db}"))
-            .execute()
-            .await?;
+        Self::client(&self.config).query(&format!("CREATE DATABASE IF NOT EXISTS {db}")).execute().await?;
         self.client
             .query(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, applied_at DateTime)
@@ -245,11 +218,7 @@ impl EventStore for ClickHouseStore {
             )
             .execute()
             .await?;
-        let applied: Vec<u32> = self
-            .client
-            .query("SELECT version FROM schema_migrations")
-            .fetch_all()
-            .await?;
+        let applied: Vec<u32> = self.client.query("SELECT version FROM schema_migrations").fetch_all().await?;
         let mut ran = 0;
         for (version, name, sql) in MIGRATIONS {
             if applied.contains(version) {
@@ -337,15 +306,9 @@ impl EventStore for ClickHouseStore {
         )))
         .fetch_all()
         .await?;
-        let total: u64 = bind(self.client.query(&format!(
-            "SELECT count() FROM events FINAL WHERE {where_sql}"
-        )))
-        .fetch_one()
-        .await?;
-        let events = rows
-            .into_iter()
-            .map(ChEvent::into_event)
-            .collect::<Result<Vec<_>>>()?;
+        let total: u64 =
+            bind(self.client.query(&format!("SELECT count() FROM events FINAL WHERE {where_sql}"))).fetch_one().await?;
+        let events = rows.into_iter().map(ChEvent::into_event).collect::<Result<Vec<_>>>()?;
         Ok((events, total))
     }
 
@@ -358,11 +321,7 @@ impl EventStore for ClickHouseStore {
             .await?)
     }
 
-    async fn customer_event_counts(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Vec<(String, u64)>> {
+    async fn customer_event_counts(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<(String, u64)>> {
         #[derive(Row, Deserialize)]
         struct NameCount {
             name: String,
@@ -381,12 +340,7 @@ impl EventStore for ClickHouseStore {
         Ok(rows.into_iter().map(|r| (r.name, r.n)).collect())
     }
 
-    async fn reassign_customer(
-        &self,
-        tenant: TenantId,
-        from: CustomerId,
-        into: CustomerId,
-    ) -> Result<()> {
+    async fn reassign_customer(&self, tenant: TenantId, from: CustomerId, into: CustomerId) -> Result<()> {
         // customer_id is part of the sorting key, so it cannot be updated in place: copy the
         // rows under the new id, then delete the old ones. (The new id is left unaliased: an
         // alias named customer_id would shadow the column in WHERE.) A repeat after a crash
@@ -422,13 +376,11 @@ mod tests {
 
     #[test]
     fn migration_files_split_into_statements_without_comments() {
-        let sql = "-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n";
+        let sql =
+            "-- a comment\nCREATE TABLE a (x UInt8)\nENGINE = Memory;\n\nCREATE TABLE b (y UInt8) ENGINE = Memory;\n";
         assert_eq!(
             statements(sql),
-            vec![
-                "CREATE TABLE a (x UInt8)\nENGINE = Memory",
-                "CREATE TABLE b (y UInt8) ENGINE = Memory"
-            ]
+            vec!["CREATE TABLE a (x UInt8)\nENGINE = Memory", "CREATE TABLE b (y UInt8) ENGINE = Memory"]
         );
     }
 
@@ -441,11 +393,7 @@ mod tests {
             .filter(|n| n.ends_with(".sql"))
             .collect();
         files.sort();
-        assert_eq!(
-            files.len(),
-            MIGRATIONS.len(),
-            "a file in migrations/clickhouse is not in MIGRATIONS"
-        );
+        assert_eq!(files.len(), MIGRATIONS.len(), "a file in migrations/clickhouse is not in MIGRATIONS");
         for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
             assert_eq!(*version as usize, i + 1);
             assert!(files[i].starts_with(&format!("{:04}_", version)));

@@ -97,20 +97,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn count(&self, tenant: TenantId) -> Result<u64>;
 
     /// A customer's event counts by name, most frequent first (ties by name).
-    async fn customer_event_counts(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Vec<(String, u64)>>;
+    async fn customer_event_counts(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<(String, u64)>>;
 
     /// Moves every event of customer `from` to customer `into` (profile merges). Idempotent:
     /// running it again after a crash finishes the move without duplicating anything.
-    async fn reassign_customer(
-        &self,
-        tenant: TenantId,
-        from: CustomerId,
-        into: CustomerId,
-    ) -> Result<()>;
+    async fn reassign_customer(&self, tenant: TenantId, from: CustomerId, into: CustomerId) -> Result<()>;
 
     /// Erases every event of a customer (right to erasure). When it returns, no read sees them.
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()>;
@@ -121,9 +112,7 @@ pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
 }
 
 pub(crate) fn from_millis(ms: i64) -> Result<DateTime<Utc>> {
-    Utc.timestamp_millis_opt(ms)
-        .single()
-        .ok_or_else(|| EventStoreError::Corrupt(format!("timestamp {ms}")))
+    Utc.timestamp_millis_opt(ms).single().ok_or_else(|| EventStoreError::Corrupt(format!("timestamp {ms}")))
 }
 
 pub(crate) fn parse_json(s: &str) -> Result<serde_json::Value> {
@@ -135,17 +124,13 @@ fn non_empty(s: String) -> Option<String> {
 }
 
 /// Latency of event-store writes and reads, for `/metrics`.
-pub static INSERT_LATENCY: cairn_domain::metrics::Histogram =
-    cairn_domain::metrics::Histogram::new();
+pub static INSERT_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 pub static READ_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 
 /// Wraps an event store and records the latency of every call.
 pub struct Timed<S>(pub S);
 
-async fn timed<T>(
-    h: &cairn_domain::metrics::Histogram,
-    f: impl std::future::Future<Output = T>,
-) -> T {
+async fn timed<T>(h: &cairn_domain::metrics::Histogram, f: impl std::future::Future<Output = T>) -> T {
     let started = std::time::Instant::now();
     let out = f.await;
     h.observe(started.elapsed());
@@ -178,41 +163,19 @@ impl<S: EventStore> EventStore for Timed<S> {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<Event>, u64)> {
-        timed(
-            &READ_LATENCY,
-            self.0
-                .customer_events(tenant, customer, filter, limit, offset),
-        )
-        .await
+        timed(&READ_LATENCY, self.0.customer_events(tenant, customer, filter, limit, offset)).await
     }
 
     async fn count(&self, tenant: TenantId) -> Result<u64> {
         timed(&READ_LATENCY, self.0.count(tenant)).await
     }
 
-    async fn customer_event_counts(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Vec<(String, u64)>> {
-        timed(
-            &READ_LATENCY,
-            self.0.customer_event_counts(tenant, customer),
-        )
-        .await
+    async fn customer_event_counts(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<(String, u64)>> {
+        timed(&READ_LATENCY, self.0.customer_event_counts(tenant, customer)).await
     }
 
-    async fn reassign_customer(
-        &self,
-        tenant: TenantId,
-        from: CustomerId,
-        into: CustomerId,
-    ) -> Result<()> {
-        timed(
-            &INSERT_LATENCY,
-            self.0.reassign_customer(tenant, from, into),
-        )
-        .await
+    async fn reassign_customer(&self, tenant: TenantId, from: CustomerId, into: CustomerId) -> Result<()> {
+        timed(&INSERT_LATENCY, self.0.reassign_customer(tenant, from, into)).await
     }
 
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {

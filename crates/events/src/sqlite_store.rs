@@ -10,9 +10,7 @@ use sqlx::{
     QueryBuilder, SqlitePool,
 };
 
-use crate::{
-    from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, Result,
-};
+use crate::{from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, Result};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
 
@@ -35,14 +33,8 @@ impl SqliteEventStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await?;
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         Ok(SqliteEventStore { write, read })
     }
 }
@@ -95,11 +87,7 @@ impl EventStore for SqliteEventStore {
     async fn migrate(&self) -> Result<usize> {
         let count = |pool: &SqlitePool| {
             let pool = pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations")
-                    .fetch_one(&pool)
-                    .await
-            }
+            async move { sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(&pool).await }
         };
         let before = count(&self.write).await.unwrap_or(0);
         MIGRATIONS.run(&self.write).await?;
@@ -167,19 +155,15 @@ impl EventStore for SqliteEventStore {
         .bind(offset as i64)
         .fetch_all(&self.read)
         .await?;
-        let total: i64 =
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM events WHERE {where_sql}"))
-                .bind(tenant.0)
-                .bind(customer.0)
-                .bind(filter.name.as_deref())
-                .bind(from)
-                .bind(to)
-                .fetch_one(&self.read)
-                .await?;
-        let events = rows
-            .into_iter()
-            .map(Row::into_event)
-            .collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM events WHERE {where_sql}"))
+            .bind(tenant.0)
+            .bind(customer.0)
+            .bind(filter.name.as_deref())
+            .bind(from)
+            .bind(to)
+            .fetch_one(&self.read)
+            .await?;
+        let events = rows.into_iter().map(Row::into_event).collect::<Result<Vec<_>>>()?;
         Ok((events, total as u64))
     }
 
@@ -191,11 +175,7 @@ impl EventStore for SqliteEventStore {
         Ok(n as u64)
     }
 
-    async fn customer_event_counts(
-        &self,
-        tenant: TenantId,
-        customer: CustomerId,
-    ) -> Result<Vec<(String, u64)>> {
+    async fn customer_event_counts(&self, tenant: TenantId, customer: CustomerId) -> Result<Vec<(String, u64)>> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "SELECT name, COUNT(*) AS n FROM events WHERE tenant_id = $1 AND customer_id = $2
              GROUP BY name ORDER BY n DESC, name",
@@ -207,12 +187,7 @@ impl EventStore for SqliteEventStore {
         Ok(rows.into_iter().map(|(name, n)| (name, n as u64)).collect())
     }
 
-    async fn reassign_customer(
-        &self,
-        tenant: TenantId,
-        from: CustomerId,
-        into: CustomerId,
-    ) -> Result<()> {
+    async fn reassign_customer(&self, tenant: TenantId, from: CustomerId, into: CustomerId) -> Result<()> {
         sqlx::query("UPDATE events SET customer_id = $1 WHERE tenant_id = $2 AND customer_id = $3")
             .bind(into.0)
             .bind(tenant.0)

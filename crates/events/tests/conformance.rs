@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use cairn_domain::{CustomerId, TenantId};
-use cairn_events::{
-    ClickHouseConfig, ClickHouseStore, Event, EventFilter, EventStore, SqliteEventStore,
-};
+use cairn_events::{ClickHouseConfig, ClickHouseStore, Event, EventFilter, EventStore, SqliteEventStore};
 use cairn_testkit::{FreshClickHouse, TempDir};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -21,15 +19,9 @@ struct Fresh {
 
 async fn sqlite() -> Fresh {
     let dir = TempDir::new();
-    let store = SqliteEventStore::open(&dir.0.join("events.db"))
-        .await
-        .expect("open sqlite event store");
+    let store = SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open sqlite event store");
     store.migrate().await.expect("migrate");
-    Fresh {
-        store: Arc::new(store),
-        _ch: None,
-        _dir: Some(dir),
-    }
+    Fresh { store: Arc::new(store), _ch: None, _dir: Some(dir) }
 }
 
 async fn clickhouse() -> Fresh {
@@ -40,17 +32,8 @@ async fn clickhouse() -> Fresh {
         user: None,
         password: None,
     });
-    store.migrate().await.unwrap_or_else(|e| {
-        panic!(
-            "ClickHouse at {} must be running for this test: {e}",
-            ch.url
-        )
-    });
-    Fresh {
-        store: Arc::new(store),
-        _ch: Some(ch),
-        _dir: None,
-    }
+    store.migrate().await.unwrap_or_else(|e| panic!("ClickHouse at {} must be running for this test: {e}", ch.url));
+    Fresh { store: Arc::new(store), _ch: Some(ch), _dir: None }
 }
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -101,22 +84,15 @@ on_every_store!(
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
-    assert_eq!(
-        s.store.migrate().await.unwrap(),
-        0,
-        "a second migration run must apply nothing"
-    );
+    assert_eq!(s.store.migrate().await.unwrap(), 0, "a second migration run must apply nothing");
     s.store.ping().await.unwrap();
 }
 
 async fn stored_events_read_back_exactly(s: Fresh) {
     let e = event(1, 42, "m-1", "purchase", t("2026-03-16T10:00:00.123Z"));
     s.store.insert(std::slice::from_ref(&e)).await.unwrap();
-    let (events, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    let (events, total) =
+        s.store.customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0).await.unwrap();
     assert_eq!(total, 1);
     assert_eq!(events, vec![e]);
 }
@@ -126,51 +102,24 @@ async fn a_retried_message_id_is_stored_once(s: Fresh) {
     s.store.insert(std::slice::from_ref(&e)).await.unwrap();
     s.store.insert(&[e.clone(), e.clone()]).await.unwrap();
     assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
-    let (events, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    let (events, total) =
+        s.store.customer_events(TenantId(1), CustomerId(42), &EventFilter::default(), 10, 0).await.unwrap();
     assert_eq!((events.len(), total), (1, 1));
 }
 
 async fn reads_are_newest_first_and_paginated(s: Fresh) {
     let base = t("2026-01-01T00:00:00Z");
-    let events: Vec<Event> = (0..25)
-        .map(|i| {
-            event(
-                1,
-                7,
-                &format!("m-{i:02}"),
-                "pageview",
-                base + Duration::minutes(i),
-            )
-        })
-        .collect();
+    let events: Vec<Event> =
+        (0..25).map(|i| event(1, 7, &format!("m-{i:02}"), "pageview", base + Duration::minutes(i))).collect();
     s.store.insert(&events).await.unwrap();
-    let (page1, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
-    let (page3, _) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 20)
-        .await
-        .unwrap();
+    let (page1, total) =
+        s.store.customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 0).await.unwrap();
+    let (page3, _) =
+        s.store.customer_events(TenantId(1), CustomerId(7), &EventFilter::default(), 10, 20).await.unwrap();
     assert_eq!(total, 25);
+    assert_eq!(page1.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>()[..3], ["m-24", "m-23", "m-22"]);
     assert_eq!(
-        page1
-            .iter()
-            .map(|e| e.message_id.as_str())
-            .collect::<Vec<_>>()[..3],
-        ["m-24", "m-23", "m-22"]
-    );
-    assert_eq!(
-        page3
-            .iter()
-            .map(|e| e.message_id.as_str())
-            .collect::<Vec<_>>(),
+        page3.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(),
         ["m-04", "m-03", "m-02", "m-01", "m-00"]
     );
 }
@@ -180,13 +129,7 @@ async fn reads_filter_by_name_and_time_range(s: Fresh) {
     let mut events = Vec::new();
     for i in 0..10 {
         let name = if i % 2 == 0 { "purchase" } else { "pageview" };
-        events.push(event(
-            1,
-            7,
-            &format!("m-{i}"),
-            name,
-            base + Duration::days(i),
-        ));
+        events.push(event(1, 7, &format!("m-{i}"), name, base + Duration::days(i)));
     }
     s.store.insert(&events).await.unwrap();
     let filter = EventFilter {
@@ -194,38 +137,18 @@ async fn reads_filter_by_name_and_time_range(s: Fresh) {
         from: Some(base + Duration::days(2)),
         to: Some(base + Duration::days(8)),
     };
-    let (found, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(7), &filter, 100, 0)
-        .await
-        .unwrap();
+    let (found, total) = s.store.customer_events(TenantId(1), CustomerId(7), &filter, 100, 0).await.unwrap();
     assert_eq!(total, 3);
-    assert_eq!(
-        found
-            .iter()
-            .map(|e| e.message_id.as_str())
-            .collect::<Vec<_>>(),
-        ["m-6", "m-4", "m-2"]
-    );
+    assert_eq!(found.iter().map(|e| e.message_id.as_str()).collect::<Vec<_>>(), ["m-6", "m-4", "m-2"]);
 }
 
 async fn workspaces_never_see_each_others_events(s: Fresh) {
     let at = t("2026-01-01T00:00:00Z");
     // The same message id in two workspaces is two events.
-    s.store
-        .insert(&[
-            event(1, 5, "m-1", "signup", at),
-            event(2, 5, "m-1", "signup", at),
-        ])
-        .await
-        .unwrap();
+    s.store.insert(&[event(1, 5, "m-1", "signup", at), event(2, 5, "m-1", "signup", at)]).await.unwrap();
     assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
     assert_eq!(s.store.count(TenantId(2)).await.unwrap(), 1);
-    let (found, _) = s
-        .store
-        .customer_events(TenantId(2), CustomerId(5), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    let (found, _) = s.store.customer_events(TenantId(2), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(found.iter().all(|e| e.tenant_id == TenantId(2)));
     assert_eq!(s.store.count(TenantId(3)).await.unwrap(), 0);
 }
@@ -233,31 +156,14 @@ async fn workspaces_never_see_each_others_events(s: Fresh) {
 async fn erasure_removes_every_event_of_the_customer_only(s: Fresh) {
     let at = t("2026-01-01T00:00:00Z");
     s.store
-        .insert(&[
-            event(1, 5, "a", "signup", at),
-            event(1, 5, "b", "login", at),
-            event(1, 6, "c", "signup", at),
-        ])
+        .insert(&[event(1, 5, "a", "signup", at), event(1, 5, "b", "login", at), event(1, 6, "c", "signup", at)])
         .await
         .unwrap();
-    s.store
-        .delete_customer(TenantId(1), CustomerId(5))
-        .await
-        .unwrap();
-    let (gone, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
-    assert!(
-        gone.is_empty() && total == 0,
-        "erased events must not be readable"
-    );
-    assert_eq!(
-        s.store.count(TenantId(1)).await.unwrap(),
-        1,
-        "other customers keep their events"
-    );
+    s.store.delete_customer(TenantId(1), CustomerId(5)).await.unwrap();
+    let (gone, total) =
+        s.store.customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
+    assert!(gone.is_empty() && total == 0, "erased events must not be readable");
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1, "other customers keep their events");
 }
 
 async fn event_counts_by_name_count_each_message_once(s: Fresh) {
@@ -271,53 +177,24 @@ async fn event_counts_by_name_count_each_message_once(s: Fresh) {
     ];
     s.store.insert(&events).await.unwrap();
     s.store.insert(&events[2..3]).await.unwrap();
-    let counts = s
-        .store
-        .customer_event_counts(TenantId(1), CustomerId(5))
-        .await
-        .unwrap();
-    assert_eq!(
-        counts,
-        vec![("pageview".to_string(), 2), ("purchase".to_string(), 1)]
-    );
-    assert!(s
-        .store
-        .customer_event_counts(TenantId(2), CustomerId(5))
-        .await
-        .unwrap()
-        .is_empty());
+    let counts = s.store.customer_event_counts(TenantId(1), CustomerId(5)).await.unwrap();
+    assert_eq!(counts, vec![("pageview".to_string(), 2), ("purchase".to_string(), 1)]);
+    assert!(s.store.customer_event_counts(TenantId(2), CustomerId(5)).await.unwrap().is_empty());
 }
 
 async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
     let at = t("2026-01-01T00:00:00Z");
     s.store
-        .insert(&[
-            event(1, 5, "a", "pageview", at),
-            event(1, 5, "b", "signup", at),
-            event(1, 9, "c", "login", at),
-        ])
+        .insert(&[event(1, 5, "a", "pageview", at), event(1, 5, "b", "signup", at), event(1, 9, "c", "login", at)])
         .await
         .unwrap();
-    s.store
-        .reassign_customer(TenantId(1), CustomerId(5), CustomerId(9))
-        .await
-        .unwrap();
-    s.store
-        .reassign_customer(TenantId(1), CustomerId(5), CustomerId(9))
-        .await
-        .unwrap();
-    let (moved, total) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(9), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    s.store.reassign_customer(TenantId(1), CustomerId(5), CustomerId(9)).await.unwrap();
+    s.store.reassign_customer(TenantId(1), CustomerId(5), CustomerId(9)).await.unwrap();
+    let (moved, total) =
+        s.store.customer_events(TenantId(1), CustomerId(9), &EventFilter::default(), 10, 0).await.unwrap();
     assert_eq!(total, 3);
     assert!(moved.iter().all(|e| e.customer_id == CustomerId(9)));
-    let (left, _) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    let (left, _) = s.store.customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(left.is_empty());
     // A retried event arriving after the merge, now resolved to the new profile, counts once.
     let mut retry = event(1, 9, "a", "pageview", at);
@@ -328,20 +205,14 @@ async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
 
 async fn a_retry_with_another_time_or_customer_still_counts_once(s: Fresh) {
     let at = t("2026-01-01T00:00:00Z");
-    s.store
-        .insert(&[event(1, 5, "m-1", "signup", at)])
-        .await
-        .unwrap();
+    s.store.insert(&[event(1, 5, "m-1", "signup", at)]).await.unwrap();
     // The client sent no timestamp, so the retry was stamped when it arrived; and identity
     // resolution put it on another profile meanwhile.
     let mut retry = event(1, 6, "m-1", "signup", at + Duration::seconds(40));
     retry.received_at = at + Duration::seconds(40);
     s.store.insert(&[retry.clone(), retry]).await.unwrap();
     assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1);
-    let (on_six, _) = s
-        .store
-        .customer_events(TenantId(1), CustomerId(6), &EventFilter::default(), 10, 0)
-        .await
-        .unwrap();
+    let (on_six, _) =
+        s.store.customer_events(TenantId(1), CustomerId(6), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(on_six.is_empty(), "the retry was not stored again");
 }

@@ -97,10 +97,7 @@ fn segments(dir: &Path) -> io::Result<Vec<u64>> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_suffix(".log")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(n) = name.strip_suffix(".log").and_then(|s| s.parse::<u64>().ok()) {
             out.push(n);
         }
     }
@@ -114,10 +111,7 @@ fn read_checkpoint(dir: &Path) -> io::Result<Option<Position>> {
             let mut parts = s.split_whitespace().map(str::parse::<u64>);
             match (parts.next(), parts.next()) {
                 (Some(Ok(segment)), Some(Ok(offset))) => Ok(Some(Position { segment, offset })),
-                _ => Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "malformed ingest log checkpoint",
-                )),
+                _ => Err(io::Error::new(io::ErrorKind::InvalidData, "malformed ingest log checkpoint")),
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -173,11 +167,7 @@ impl IngestLog {
             let valid = valid_prefix(&path)?;
             let f = OpenOptions::new().write(true).open(&path)?;
             if f.metadata()?.len() != valid {
-                tracing::warn!(
-                    segment = last,
-                    kept_bytes = valid,
-                    "ingest log: cut a torn write at the end"
-                );
+                tracing::warn!(segment = last, kept_bytes = valid, "ingest log: cut a torn write at the end");
                 f.set_len(valid)?;
                 f.sync_all()?;
             }
@@ -186,18 +176,11 @@ impl IngestLog {
             sync_dir(&config.dir)?;
             segs.push(1);
         }
-        let start = checkpoint.unwrap_or(Position {
-            segment: segs[0],
-            offset: 0,
-        });
+        let start = checkpoint.unwrap_or(Position { segment: segs[0], offset: 0 });
         let mut backlog = 0u64;
         for &s in segs.iter().filter(|s| **s >= start.segment) {
             let len = fs::metadata(segment_path(&config.dir, s))?.len();
-            backlog += if s == start.segment {
-                len.saturating_sub(start.offset)
-            } else {
-                len
-            };
+            backlog += if s == start.segment { len.saturating_sub(start.offset) } else { len };
         }
         let shared = Arc::new(Shared {
             dir: config.dir.clone(),
@@ -206,28 +189,12 @@ impl IngestLog {
             appended: Notify::new(),
         });
         let last = *segs.last().unwrap_or(&1);
-        let file = OpenOptions::new()
-            .append(true)
-            .open(segment_path(&config.dir, last))?;
+        let file = OpenOptions::new().append(true).open(segment_path(&config.dir, last))?;
         let size = file.metadata()?.len();
         let (tx, rx) = mpsc::channel::<Append>(4096);
-        let writer = Writer {
-            shared: shared.clone(),
-            segment: last,
-            file,
-            size,
-            segment_bytes: config.segment_bytes,
-        };
-        std::thread::Builder::new()
-            .name("cairn-ingest-log".into())
-            .spawn(move || writer.run(rx))?;
-        Ok((
-            IngestLog {
-                tx,
-                shared: shared.clone(),
-            },
-            LogReader { shared, pos: start },
-        ))
+        let writer = Writer { shared: shared.clone(), segment: last, file, size, segment_bytes: config.segment_bytes };
+        std::thread::Builder::new().name("cairn-ingest-log".into()).spawn(move || writer.run(rx))?;
+        Ok((IngestLog { tx, shared: shared.clone() }, LogReader { shared, pos: start }))
     }
 
     /// Appends records durably: returns once they are fsync'd (or with the reason they are not).
@@ -237,10 +204,7 @@ impl IngestLog {
             return Err(LogError::Full { backlog });
         }
         let (ack, done) = oneshot::channel();
-        self.tx
-            .send(Append { records, ack })
-            .await
-            .map_err(|_| LogError::Stopped)?;
+        self.tx.send(Append { records, ack }).await.map_err(|_| LogError::Stopped)?;
         done.await.map_err(|_| LogError::Stopped)?
     }
 
@@ -287,18 +251,12 @@ impl Writer {
     }
 
     fn write_group(&mut self, group: &[Append]) -> io::Result<()> {
-        let bytes: u64 = group
-            .iter()
-            .flat_map(|a| &a.records)
-            .map(|r| (HEADER + r.len()) as u64)
-            .sum();
+        let bytes: u64 = group.iter().flat_map(|a| &a.records).map(|r| (HEADER + r.len()) as u64).sum();
         if self.size > 0 && self.size + bytes > self.segment_bytes {
             self.file.sync_all()?;
             self.segment += 1;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment_path(&self.shared.dir, self.segment))?;
+            self.file =
+                OpenOptions::new().create(true).append(true).open(segment_path(&self.shared.dir, self.segment))?;
             sync_dir(&self.shared.dir)?;
             self.size = 0;
         }
@@ -309,11 +267,7 @@ impl Writer {
             buf.extend_from_slice(r);
         }
         let before = self.size;
-        if let Err(e) = self
-            .file
-            .write_all(&buf)
-            .and_then(|_| self.file.sync_data())
-        {
+        if let Err(e) = self.file.write_all(&buf).and_then(|_| self.file.sync_data()) {
             // Leave no half-group behind: the next open would cut it anyway.
             let _ = self.file.set_len(before);
             return Err(e);
@@ -336,15 +290,9 @@ impl LogReader {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     // The checkpoint's segment is gone only if it was fully consumed.
-                    match segments(&self.shared.dir)?
-                        .into_iter()
-                        .find(|s| *s > self.pos.segment)
-                    {
+                    match segments(&self.shared.dir)?.into_iter().find(|s| *s > self.pos.segment) {
                         Some(next) => {
-                            self.pos = Position {
-                                segment: next,
-                                offset: 0,
-                            };
+                            self.pos = Position { segment: next, offset: 0 };
                             continue;
                         }
                         None => return Ok((out, self.pos)),
@@ -368,15 +316,10 @@ impl LogReader {
             }
             // At the end of this segment: move on only if a newer one exists (this one is
             // then complete); otherwise wait for more.
-            let newer = segments(&self.shared.dir)?
-                .into_iter()
-                .find(|s| *s > self.pos.segment);
+            let newer = segments(&self.shared.dir)?.into_iter().find(|s| *s > self.pos.segment);
             match newer {
                 Some(next) if self.pos.offset >= valid_prefix(&path)? => {
-                    self.pos = Position {
-                        segment: next,
-                        offset: 0,
-                    };
+                    self.pos = Position { segment: next, offset: 0 };
                 }
                 _ => return Ok((out, self.pos)),
             }
@@ -399,24 +342,12 @@ impl LogReader {
         for s in segments(dir)?.into_iter().filter(|s| *s < to.segment) {
             let path = segment_path(dir, s);
             let len = fs::metadata(&path)?.len();
-            freed += if s == from.segment {
-                len.saturating_sub(from.offset)
-            } else {
-                len
-            };
+            freed += if s == from.segment { len.saturating_sub(from.offset) } else { len };
             fs::remove_file(path)?;
         }
-        freed += if to.segment == from.segment {
-            to.offset - from.offset
-        } else {
-            to.offset
-        };
-        let _ = self
-            .shared
-            .backlog
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
-                Some(b.saturating_sub(freed))
-            });
+        freed += if to.segment == from.segment { to.offset - from.offset } else { to.offset };
+        let _ =
+            self.shared.backlog.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(freed)));
         Ok(())
     }
 
@@ -441,20 +372,11 @@ mod tests {
     use super::*;
 
     fn config(dir: &Path) -> LogConfig {
-        LogConfig {
-            dir: dir.to_path_buf(),
-            segment_bytes: 1024,
-            budget_bytes: 1 << 30,
-        }
+        LogConfig { dir: dir.to_path_buf(), segment_bytes: 1024, budget_bytes: 1 << 30 }
     }
 
     fn blocking_read(r: &mut LogReader, max: usize) -> Vec<String> {
-        r.read(max)
-            .unwrap()
-            .0
-            .into_iter()
-            .map(|b| String::from_utf8(b).unwrap())
-            .collect()
+        r.read(max).unwrap().0.into_iter().map(|b| String::from_utf8(b).unwrap()).collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -462,11 +384,7 @@ mod tests {
         let dir = cairn_testkit::TempDir::new();
         let (log, mut reader) = IngestLog::open(config(&dir.0)).unwrap();
         for i in 0..100 {
-            log.append(vec![
-                format!("record {i:03} {}", "x".repeat(50)).into_bytes()
-            ])
-            .await
-            .unwrap();
+            log.append(vec![format!("record {i:03} {}", "x".repeat(50)).into_bytes()]).await.unwrap();
         }
         assert!(segments(&dir.0).unwrap().len() > 3, "small segments rotate");
         let from = reader.position();
@@ -476,11 +394,7 @@ mod tests {
         let to = reader.position();
         reader.commit(from, to).unwrap();
         assert_eq!(log.backlog(), 0);
-        assert_eq!(
-            segments(&dir.0).unwrap().len(),
-            1,
-            "consumed segments are deleted"
-        );
+        assert_eq!(segments(&dir.0).unwrap().len(), 1, "consumed segments are deleted");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -488,9 +402,7 @@ mod tests {
         let dir = cairn_testkit::TempDir::new();
         {
             let (log, mut reader) = IngestLog::open(config(&dir.0)).unwrap();
-            log.append(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()])
-                .await
-                .unwrap();
+            log.append(vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]).await.unwrap();
             let from = reader.position();
             let (first, _) = tokio::task::block_in_place(|| reader.read(2)).unwrap();
             assert_eq!(first, vec![b"a".to_vec(), b"b".to_vec()]);
@@ -499,35 +411,22 @@ mod tests {
         }
         // A crash in the middle of a write leaves half a record.
         let last = *segments(&dir.0).unwrap().last().unwrap();
-        let mut f = OpenOptions::new()
-            .append(true)
-            .open(segment_path(&dir.0, last))
-            .unwrap();
+        let mut f = OpenOptions::new().append(true).open(segment_path(&dir.0, last)).unwrap();
         f.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'h']).unwrap();
         drop(f);
         let (log, mut reader) = IngestLog::open(config(&dir.0)).unwrap();
         log.append(vec![b"d".to_vec()]).await.unwrap();
         let got = tokio::task::block_in_place(|| blocking_read(&mut reader, 10));
-        assert_eq!(
-            got,
-            ["c", "d"],
-            "after the checkpoint, the torn record is gone and new ones follow"
-        );
+        assert_eq!(got, ["c", "d"], "after the checkpoint, the torn record is gone and new ones follow");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_full_budget_refuses_appends_until_the_consumer_catches_up() {
         let dir = cairn_testkit::TempDir::new();
-        let cfg = LogConfig {
-            budget_bytes: 100,
-            ..config(&dir.0)
-        };
+        let cfg = LogConfig { budget_bytes: 100, ..config(&dir.0) };
         let (log, mut reader) = IngestLog::open(cfg).unwrap();
         log.append(vec![vec![b'x'; 120]]).await.unwrap();
-        assert!(matches!(
-            log.append(vec![b"y".to_vec()]).await,
-            Err(LogError::Full { .. })
-        ));
+        assert!(matches!(log.append(vec![b"y".to_vec()]).await, Err(LogError::Full { .. })));
         let from = reader.position();
         tokio::task::block_in_place(|| reader.read(10)).unwrap();
         let to = reader.position();
@@ -538,11 +437,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_are_group_committed_and_all_acknowledged() {
         let dir = cairn_testkit::TempDir::new();
-        let (log, mut reader) = IngestLog::open(LogConfig {
-            segment_bytes: 1 << 20,
-            ..config(&dir.0)
-        })
-        .unwrap();
+        let (log, mut reader) = IngestLog::open(LogConfig { segment_bytes: 1 << 20, ..config(&dir.0) }).unwrap();
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let log = log.clone();

@@ -40,27 +40,13 @@ pub struct IngestMessage {
 
 /// Seed 003's standard events; the money-carrying ones have their `amount` and `currency`
 /// checked.
-pub const STANDARD_EVENTS: &[&str] = &[
-    "purchase",
-    "pageview",
-    "signup",
-    "login",
-    "add_to_cart",
-    "checkout_start",
-    "subscription",
-    "refund",
-];
+pub const STANDARD_EVENTS: &[&str] =
+    &["purchase", "pageview", "signup", "login", "add_to_cart", "checkout_start", "subscription", "refund"];
 
 /// Events whose `amount` must be present (the scoring issue sums them).
 const AMOUNT_REQUIRED: &[&str] = &["purchase", "refund"];
 /// Events whose `amount`, when present, must be valid.
-const AMOUNT_CHECKED: &[&str] = &[
-    "purchase",
-    "refund",
-    "subscription",
-    "add_to_cart",
-    "checkout_start",
-];
+const AMOUNT_CHECKED: &[&str] = &["purchase", "refund", "subscription", "add_to_cart", "checkout_start"];
 
 /// ISO 4217 active codes.
 const CURRENCIES: &str = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP \
@@ -86,14 +72,8 @@ pub struct Fields<'a> {
 impl<'a> Fields<'a> {
     pub fn new(v: &'a Value, prefix: &str) -> Result<Fields<'a>, FieldError> {
         match v.as_object() {
-            Some(obj) => Ok(Fields {
-                obj,
-                prefix: prefix.to_string(),
-            }),
-            None => Err(FieldError::new(
-                prefix.trim_end_matches('.'),
-                "must be a JSON object",
-            )),
+            Some(obj) => Ok(Fields { obj, prefix: prefix.to_string() }),
+            None => Err(FieldError::new(prefix.trim_end_matches('.'), "must be a JSON object")),
         }
     }
 
@@ -130,14 +110,12 @@ impl<'a> Fields<'a> {
     pub fn integer(&self, name: &str) -> Result<Option<i64>, FieldError> {
         match self.obj.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| FieldError::new(self.path(name), "must be a whole number")),
-            Some(Value::String(s)) => s
-                .parse()
-                .map(Some)
-                .map_err(|_| FieldError::new(self.path(name), "must be a whole number")),
+            Some(Value::Number(n)) => {
+                n.as_i64().map(Some).ok_or_else(|| FieldError::new(self.path(name), "must be a whole number"))
+            }
+            Some(Value::String(s)) => {
+                s.parse().map(Some).map_err(|_| FieldError::new(self.path(name), "must be a whole number"))
+            }
             Some(_) => Err(FieldError::new(self.path(name), "must be a whole number")),
         }
     }
@@ -146,10 +124,7 @@ impl<'a> Fields<'a> {
         match self.string(name, 64)? {
             None => Ok(None),
             Some(s) => parse_time(&s).map(Some).ok_or_else(|| {
-                FieldError::new(
-                    self.path(name),
-                    "must be an ISO 8601 time such as 2026-03-16T10:00:00Z",
-                )
+                FieldError::new(self.path(name), "must be an ISO 8601 time such as 2026-03-16T10:00:00Z")
             }),
         }
     }
@@ -167,10 +142,7 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
 }
 
 /// When a message happened: the client's timestamp moved by the client's clock skew
@@ -188,47 +160,31 @@ pub fn event_time(
         (None, _) => received_at,
     };
     if t > received_at + Duration::seconds(MAX_FUTURE) {
-        return Err(FieldError::new(
-            f.path("timestamp"),
-            "is more than a day in the future",
-        ));
+        return Err(FieldError::new(f.path("timestamp"), "is more than a day in the future"));
     }
     Ok(t)
 }
 
 /// Checks `amount` and `currency` of money-carrying standard events and extracts them.
-pub fn money(
-    name: &str,
-    properties: &Value,
-    f: &Fields<'_>,
-) -> Result<(Option<f64>, Option<String>), FieldError> {
+pub fn money(name: &str, properties: &Value, f: &Fields<'_>) -> Result<(Option<f64>, Option<String>), FieldError> {
     let props = properties.as_object();
     let amount_path = f.path("properties.amount");
     let amount = match props.and_then(|p| p.get("amount")) {
         None | Some(Value::Null) if AMOUNT_REQUIRED.contains(&name) => {
-            return Err(FieldError::new(
-                amount_path,
-                format!("is required for {name} events"),
-            ));
+            return Err(FieldError::new(amount_path, format!("is required for {name} events")));
         }
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => match n.as_f64() {
             Some(a) if a >= 0.0 && a.is_finite() => Some(a),
-            _ if AMOUNT_CHECKED.contains(&name) => {
-                return Err(FieldError::new(amount_path, "must be a number ≥ 0"))
-            }
+            _ if AMOUNT_CHECKED.contains(&name) => return Err(FieldError::new(amount_path, "must be a number ≥ 0")),
             other => other,
         },
-        Some(_) if AMOUNT_CHECKED.contains(&name) => {
-            return Err(FieldError::new(amount_path, "must be a number ≥ 0"))
-        }
+        Some(_) if AMOUNT_CHECKED.contains(&name) => return Err(FieldError::new(amount_path, "must be a number ≥ 0")),
         Some(_) => None,
     };
     let currency = match props.and_then(|p| p.get("currency")) {
         None | Some(Value::Null) => None,
-        Some(Value::String(c)) if is_currency(&c.to_ascii_uppercase()) => {
-            Some(c.to_ascii_uppercase())
-        }
+        Some(Value::String(c)) if is_currency(&c.to_ascii_uppercase()) => Some(c.to_ascii_uppercase()),
         Some(_) if AMOUNT_CHECKED.contains(&name) => {
             return Err(FieldError::new(
                 f.path("properties.currency"),
@@ -242,20 +198,12 @@ pub fn money(
 
 /// A fresh message id for clients that send none.
 pub fn new_message_id() -> String {
-    format!(
-        "cairn-{:016x}{:016x}",
-        rand::random::<u64>(),
-        rand::random::<u64>()
-    )
+    format!("cairn-{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>())
 }
 
 /// What a message must carry to find its customer.
 pub fn require_identity(m: &IngestMessage, f: &Fields<'_>, first: &str) -> Result<(), FieldError> {
-    if m.customer_id.is_none()
-        && m.email.is_none()
-        && m.user_id.is_none()
-        && m.anonymous_id.is_none()
-    {
+    if m.customer_id.is_none() && m.email.is_none() && m.user_id.is_none() && m.anonymous_id.is_none() {
         return Err(FieldError::new(
             f.path(first),
             "say who this is about: customer_email, customer_id, user_id or anonymous_id",
@@ -278,12 +226,8 @@ pub fn parse_segment(
     let timestamp = f.time("timestamp")?.or(f.time("originalTimestamp")?);
     let sent_at = f.time("sentAt")?;
     let timestamp = event_time(&f, timestamp, sent_at, received_at)?;
-    let mut properties = f
-        .object("properties")?
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let mut context = f
-        .object("context")?
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut properties = f.object("properties")?.unwrap_or_else(|| Value::Object(Map::new()));
+    let mut context = f.object("context")?.unwrap_or_else(|| Value::Object(Map::new()));
     if let (Some(Value::Object(shared)), Value::Object(own)) = (batch_context, &mut context) {
         for (k, v) in shared {
             own.entry(k.clone()).or_insert_with(|| v.clone());
@@ -297,9 +241,7 @@ pub fn parse_segment(
     let mut email = None;
     let (name, traits, profile_name, profile_phone, previous_id) = match kind {
         "track" => {
-            let name = f
-                .string("event", 200)?
-                .ok_or_else(|| FieldError::new(f.path("event"), "is required"))?;
+            let name = f.string("event", 200)?.ok_or_else(|| FieldError::new(f.path("event"), "is required"))?;
             (name, None, None, None, None)
         }
         "page" | "screen" => {
@@ -316,16 +258,11 @@ pub fn parse_segment(
             let t = Fields::new(&traits, &f.path("traits."))?;
             email = t.email("email")?;
             let name = t.string("name", 200)?;
-            let phone = t
-                .string("phone", 40)?
-                .map(|p| text::phone(&t.path("phone"), &p))
-                .transpose()?;
+            let phone = t.string("phone", 40)?.map(|p| text::phone(&t.path("phone"), &p)).transpose()?;
             ("identify".to_string(), Some(traits), name, phone, None)
         }
         "group" => {
-            let group = f
-                .id("groupId")?
-                .ok_or_else(|| FieldError::new(f.path("groupId"), "is required"))?;
+            let group = f.id("groupId")?.ok_or_else(|| FieldError::new(f.path("groupId"), "is required"))?;
             props.insert("group_id".into(), Value::String(group));
             if let Some(t) = traits_in {
                 props.insert("traits".into(), t);
@@ -333,27 +270,17 @@ pub fn parse_segment(
             ("group".to_string(), None, None, None, None)
         }
         "alias" => {
-            let previous = f
-                .id("previousId")?
-                .ok_or_else(|| FieldError::new(f.path("previousId"), "is required"))?;
+            let previous = f.id("previousId")?.ok_or_else(|| FieldError::new(f.path("previousId"), "is required"))?;
             if user_id.is_none() {
                 return Err(FieldError::new(f.path("userId"), "is required"));
             }
             ("alias".to_string(), None, None, None, Some(previous))
         }
-        other => {
-            return Err(FieldError::new(
-                f.path("type"),
-                format!("unknown message type {other:?}"),
-            ))
-        }
+        other => return Err(FieldError::new(f.path("type"), format!("unknown message type {other:?}"))),
     };
     let (amount, currency) = money(&name, &properties, &f)?;
     if user_id.is_none() && anonymous_id.is_none() {
-        return Err(FieldError::new(
-            f.path("userId"),
-            "either userId or anonymousId is required",
-        ));
+        return Err(FieldError::new(f.path("userId"), "either userId or anonymousId is required"));
     }
     Ok(IngestMessage {
         tenant_id,
@@ -391,12 +318,8 @@ pub fn parse_seed(
     let timestamp = f.time("timestamp")?;
     let sent_at = f.time("sent_at")?;
     let timestamp = event_time(&f, timestamp, sent_at, received_at)?;
-    let mut properties = f
-        .object("properties")?
-        .unwrap_or_else(|| Value::Object(Map::new()));
-    let context = f
-        .object("context")?
-        .unwrap_or_else(|| Value::Object(Map::new()));
+    let mut properties = f.object("properties")?.unwrap_or_else(|| Value::Object(Map::new()));
+    let context = f.object("context")?.unwrap_or_else(|| Value::Object(Map::new()));
     let message_id = f.string("message_id", 200)?.unwrap_or_else(new_message_id);
     let email = match kind {
         "identify" => f.email("email")?.or(f.email("customer_email")?),
@@ -404,9 +327,7 @@ pub fn parse_seed(
     };
     let (name, traits, profile_name, profile_phone) = match kind {
         "track" => {
-            let name = f
-                .string("event", 200)?
-                .ok_or_else(|| FieldError::new(f.path("event"), "is required"))?;
+            let name = f.string("event", 200)?.ok_or_else(|| FieldError::new(f.path("event"), "is required"))?;
             (name, None, None, None)
         }
         "page" => {
@@ -419,22 +340,12 @@ pub fn parse_seed(
             ("pageview".to_string(), None, None, None)
         }
         "identify" => {
-            let traits = f
-                .object("traits")?
-                .unwrap_or_else(|| Value::Object(Map::new()));
+            let traits = f.object("traits")?.unwrap_or_else(|| Value::Object(Map::new()));
             let name = f.string("name", 200)?;
-            let phone = f
-                .string("phone", 40)?
-                .map(|p| text::phone(&f.path("phone"), &p))
-                .transpose()?;
+            let phone = f.string("phone", 40)?.map(|p| text::phone(&f.path("phone"), &p)).transpose()?;
             ("identify".to_string(), Some(traits), name, phone)
         }
-        other => {
-            return Err(FieldError::new(
-                f.path("type"),
-                format!("unknown message type {other:?}"),
-            ))
-        }
+        other => return Err(FieldError::new(f.path("type"), format!("unknown message type {other:?}"))),
     };
     let (amount, currency) = money(&name, &properties, &f)?;
     let m = IngestMessage {
@@ -488,10 +399,7 @@ mod tests {
         });
         let m = parse_seed("track", &v, "", 7, now()).unwrap();
         assert_eq!(m.email.as_deref(), Some("marko@example.com"));
-        assert_eq!(
-            (m.amount, m.currency.as_deref()),
-            (Some(299.99), Some("EUR"))
-        );
+        assert_eq!((m.amount, m.currency.as_deref()), (Some(299.99), Some("EUR")));
         assert_eq!(m.name, "purchase");
         assert_eq!(m.timestamp, now(), "no timestamp: the receive time");
         assert!(m.message_id.starts_with("cairn-"));
@@ -501,57 +409,27 @@ mod tests {
     fn bad_fields_are_named() {
         assert_eq!(err("track", json!({"customer_email": "x@y.co"})), "event");
         assert_eq!(err("track", json!({"event": "x"})), "customer_email");
+        assert_eq!(err("track", json!({"customer_email": "nope", "event": "x"})), "customer_email");
         assert_eq!(
-            err("track", json!({"customer_email": "nope", "event": "x"})),
-            "customer_email"
-        );
-        assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "purchase", "properties": {"amount": -1}})
-            ),
+            err("track", json!({"user_id": "u", "event": "purchase", "properties": {"amount": -1}})),
             "properties.amount"
         );
         assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "purchase", "properties": {"amount": "9"}})
-            ),
+            err("track", json!({"user_id": "u", "event": "purchase", "properties": {"amount": "9"}})),
             "properties.amount"
         );
+        assert_eq!(err("track", json!({"user_id": "u", "event": "purchase", "properties": {}})), "properties.amount");
         assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "purchase", "properties": {}})
-            ),
-            "properties.amount"
-        );
-        assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "refund", "properties": {"amount": 1, "currency": "EURO"}})
-            ),
+            err("track", json!({"user_id": "u", "event": "refund", "properties": {"amount": 1, "currency": "EURO"}})),
             "properties.currency"
         );
         assert_eq!(err("track", json!({"user_id": "u", "event": 5})), "event");
+        assert_eq!(err("track", json!({"user_id": "u", "event": "x", "properties": [1]})), "properties");
         assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "x", "properties": [1]})
-            ),
-            "properties"
-        );
-        assert_eq!(
-            err(
-                "track",
-                json!({"user_id": "u", "event": "x", "timestamp": "2026-03-18T10:00:00Z"})
-            ),
+            err("track", json!({"user_id": "u", "event": "x", "timestamp": "2026-03-18T10:00:00Z"})),
             "timestamp"
         );
-        assert_eq!(
-            err("identify", json!({"email": "a@b.co", "phone": "call me"})),
-            "phone"
-        );
+        assert_eq!(err("identify", json!({"email": "a@b.co", "phone": "call me"})), "phone");
         let e = parse_seed("track", &json!({"event": "x"}), "batch[3].", 1, now()).unwrap_err();
         assert_eq!(e.field, "batch[3].customer_email");
     }
@@ -574,43 +452,17 @@ mod tests {
         let v = json!({"type": "identify", "userId": 42, "anonymousId": "a1", "messageId": "m1",
                        "traits": {"email": "Ana@X.io", "name": "Ana", "plan": "pro"},
                        "context": {"library": {"name": "analytics-python"}}, "integrations": {}, "_metadata": {}});
-        let m = parse_segment(
-            "identify",
-            &v,
-            "",
-            1,
-            now(),
-            Some(&json!({"ip": "203.0.113.1"})),
-        )
-        .unwrap();
-        assert_eq!(
-            (m.user_id.as_deref(), m.email.as_deref()),
-            (Some("42"), Some("ana@x.io"))
-        );
+        let m = parse_segment("identify", &v, "", 1, now(), Some(&json!({"ip": "203.0.113.1"}))).unwrap();
+        assert_eq!((m.user_id.as_deref(), m.email.as_deref()), (Some("42"), Some("ana@x.io")));
         assert_eq!(m.profile_name.as_deref(), Some("Ana"));
         assert_eq!(m.context["ip"], "203.0.113.1", "a batch's context fills in");
-        let a = parse_segment(
-            "alias",
-            &json!({"previousId": "a1", "userId": "u1"}),
-            "",
-            1,
-            now(),
-            None,
-        )
-        .unwrap();
+        let a = parse_segment("alias", &json!({"previousId": "a1", "userId": "u1"}), "", 1, now(), None).unwrap();
         assert_eq!(a.previous_id.as_deref(), Some("a1"));
         assert_eq!(
-            parse_segment("track", &json!({"event": "x"}), "batch[0].", 1, now(), None)
-                .unwrap_err()
-                .field,
+            parse_segment("track", &json!({"event": "x"}), "batch[0].", 1, now(), None).unwrap_err().field,
             "batch[0].userId"
         );
-        assert_eq!(
-            parse_segment("group", &json!({"userId": "u"}), "", 1, now(), None)
-                .unwrap_err()
-                .field,
-            "groupId"
-        );
+        assert_eq!(parse_segment("group", &json!({"userId": "u"}), "", 1, now(), None).unwrap_err().field, "groupId");
         let p = parse_segment(
             "page",
             &json!({"anonymousId": "a", "name": "Pricing", "properties": {"url": "https://x"}}),
@@ -625,18 +477,19 @@ mod tests {
 
     #[test]
     fn pages_and_identifies_normalise_their_fields() {
-        let p = parse_seed(
-            "page",
-            &json!({"anonymous_id": "v1", "url": "https://x.io/a", "title": "A"}),
+        let p = parse_seed("page", &json!({"anonymous_id": "v1", "url": "https://x.io/a", "title": "A"}), "", 1, now())
+            .unwrap();
+        assert_eq!(p.name, "pageview");
+        assert_eq!(p.properties, json!({"url": "https://x.io/a", "title": "A"}));
+        let i = parse_seed(
+            "identify",
+            &json!({"email": "Ana@X.io", "name": "Ana Kovač", "phone": "+385 92 123 4567",
+                                                 "traits": {"created_at": "2025-06-01"}, "anonymous_id": "v1"}),
             "",
             1,
             now(),
         )
         .unwrap();
-        assert_eq!(p.name, "pageview");
-        assert_eq!(p.properties, json!({"url": "https://x.io/a", "title": "A"}));
-        let i = parse_seed("identify", &json!({"email": "Ana@X.io", "name": "Ana Kovač", "phone": "+385 92 123 4567",
-                                                 "traits": {"created_at": "2025-06-01"}, "anonymous_id": "v1"}), "", 1, now()).unwrap();
         assert_eq!(i.email.as_deref(), Some("ana@x.io"));
         assert_eq!(i.profile_phone.as_deref(), Some("+385921234567"));
         assert_eq!(i.traits, Some(json!({"created_at": "2025-06-01"})));

@@ -64,21 +64,9 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(
-        reader: LogReader,
-        store: Store,
-        events: Arc<dyn EventStore>,
-        clock: Clock,
-    ) -> Processor {
+    pub fn new(reader: LogReader, store: Store, events: Arc<dyn EventStore>, clock: Clock) -> Processor {
         let epoch = store.identity_epoch();
-        Processor {
-            reader,
-            store,
-            events,
-            clock,
-            cache: HashMap::new(),
-            epoch,
-        }
+        Processor { reader, store, events, clock, cache: HashMap::new(), epoch }
     }
 
     /// Runs until `stop` turns true, then processes what is left and returns.
@@ -162,10 +150,7 @@ impl Processor {
             };
             if let Some(from) = merged {
                 // Events and changes of this batch that went to the merged profile follow it.
-                for e in events
-                    .iter_mut()
-                    .filter(|e| e.tenant_id == tenant && e.customer_id == from)
-                {
+                for e in events.iter_mut().filter(|e| e.tenant_id == tenant && e.customer_id == from) {
                     e.customer_id = customer;
                 }
                 if let Some(old) = touches.remove(&(m.tenant_id, from)) {
@@ -217,8 +202,7 @@ impl Processor {
                 name: t.name.as_deref(),
                 phone: t.phone.as_deref(),
             };
-            tx.touch_customer(TenantId(*tenant), *id, &touch, now)
-                .await?;
+            tx.touch_customer(TenantId(*tenant), *id, &touch, now).await?;
         }
         tx.commit().await?;
         self.apply_pending_merges().await?;
@@ -230,28 +214,13 @@ impl Processor {
     async fn apply_pending_merges(&mut self) -> Result<(), ProcessError> {
         let pending = self.store.read().await?.pending_merges(100).await?;
         for m in pending {
-            self.events
-                .reassign_customer(
-                    TenantId(m.tenant_id),
-                    CustomerId(m.from_id),
-                    CustomerId(m.into_id),
-                )
-                .await?;
-            self.store
-                .write()
-                .await?
-                .mark_merge_applied(m.id, self.clock.now())
-                .await?;
+            self.events.reassign_customer(TenantId(m.tenant_id), CustomerId(m.from_id), CustomerId(m.into_id)).await?;
+            self.store.write().await?.mark_merge_applied(m.id, self.clock.now()).await?;
         }
         Ok(())
     }
 
-    async fn lookup(
-        &mut self,
-        tx: &mut Conn,
-        tenant: TenantId,
-        ident: Ident,
-    ) -> Result<Option<Found>, ProcessError> {
+    async fn lookup(&mut self, tx: &mut Conn, tenant: TenantId, ident: Ident) -> Result<Option<Found>, ProcessError> {
         let key = (tenant.0, ident);
         if let Some(f) = self.cache.get(&key) {
             return Ok(Some(*f));
@@ -281,19 +250,13 @@ impl Processor {
     ) -> Result<Option<(CustomerId, Option<CustomerId>)>, ProcessError> {
         let tenant = TenantId(m.tenant_id);
         if let Some(id) = m.customer_id {
-            return Ok(tx
-                .customer_exists(tenant, CustomerId(id))
-                .await?
-                .map(|f| (f.id, None)));
+            return Ok(tx.customer_exists(tenant, CustomerId(id)).await?.map(|f| (f.id, None)));
         }
         if m.kind == "alias" {
             let (Some(previous), Some(user)) = (m.previous_id.clone(), m.user_id.clone()) else {
                 return Ok(None); // validation requires both; a record without them is corrupt
             };
-            return self
-                .resolve_alias(tx, tenant, previous, user, now)
-                .await
-                .map(Some);
+            return self.resolve_alias(tx, tenant, previous, user, now).await.map(Some);
         }
         let by_user = match &m.user_id {
             Some(u) => self.lookup(tx, tenant, Ident::User(u.clone())).await?,
@@ -326,15 +289,9 @@ impl Processor {
             (None, Some(_)) | (None, None) => {
                 // Created bare; the identities are added below, which emits customer.created
                 // for a profile that has one.
-                let fields = CustomerFields {
-                    traits: json!({}),
-                    ..Default::default()
-                };
+                let fields = CustomerFields { traits: json!({}), ..Default::default() };
                 let c = tx.insert_customer(tenant, &fields, now).await?;
-                Found {
-                    id: c.id,
-                    known: false,
-                }
+                Found { id: c.id, known: false }
             }
         };
         // Give the profile the identities it lacks (never one that belongs to another).
@@ -342,14 +299,12 @@ impl Processor {
         let add_user = m.user_id.as_deref().filter(|_| user_free);
         let mut target = target;
         if add_email.is_some() || add_user.is_some() {
-            tx.set_customer_identity(tenant, target.id, add_email, add_user, now)
-                .await?;
+            tx.set_customer_identity(tenant, target.id, add_email, add_user, now).await?;
             let c = tx.customer(tenant, target.id).await?;
             let known_now = c.email.is_some() || c.external_id.is_some();
             if known_now && !target.known {
                 // Its first identity: the moment a profile becomes a customer.
-                tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
-                    .await?;
+                tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
             }
             target.known = known_now;
             for f in self.cache.values_mut().filter(|f| f.id == target.id) {
@@ -383,15 +338,9 @@ impl Processor {
         user: String,
         now: DateTime<Utc>,
     ) -> Result<(CustomerId, Option<CustomerId>), ProcessError> {
-        let prev = match self
-            .lookup(tx, tenant, Ident::User(previous.clone()))
-            .await?
-        {
+        let prev = match self.lookup(tx, tenant, Ident::User(previous.clone())).await? {
             Some(f) => Some(f),
-            None => {
-                self.lookup(tx, tenant, Ident::Anon(previous.clone()))
-                    .await?
-            }
+            None => self.lookup(tx, tenant, Ident::Anon(previous.clone())).await?,
         };
         let current = self.lookup(tx, tenant, Ident::User(user.clone())).await?;
         let (target, merged) = match (prev, current) {
@@ -399,28 +348,19 @@ impl Processor {
                 let old = tx.customer(tenant, p.id).await?;
                 tx.merge_customers(tenant, p.id, u.id, now).await?;
                 // The merged profile's email lives on, if the survivor has none.
-                tx.set_customer_identity(tenant, u.id, old.email.as_deref(), None, now)
-                    .await?;
+                tx.set_customer_identity(tenant, u.id, old.email.as_deref(), None, now).await?;
                 self.cache.retain(|_, f| f.id != p.id);
                 (u, Some(p.id))
             }
             (_, Some(u)) => (u, None),
             (Some(p), None) => {
-                tx.set_customer_identity(tenant, p.id, None, Some(&user), now)
-                    .await?;
+                tx.set_customer_identity(tenant, p.id, None, Some(&user), now).await?;
                 let c = tx.customer(tenant, p.id).await?;
                 if c.external_id.as_deref() == Some(user.as_str()) {
                     if !p.known {
-                        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
-                            .await?;
+                        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
                     }
-                    (
-                        Found {
-                            id: p.id,
-                            known: true,
-                        },
-                        None,
-                    )
+                    (Found { id: p.id, known: true }, None)
                 } else {
                     (self.create_known(tx, tenant, &user, now).await?, None)
                 }
@@ -443,18 +383,10 @@ impl Processor {
         user: &str,
         now: DateTime<Utc>,
     ) -> Result<Found, ProcessError> {
-        let fields = CustomerFields {
-            external_id: Some(user.to_string()),
-            traits: json!({}),
-            ..Default::default()
-        };
+        let fields = CustomerFields { external_id: Some(user.to_string()), traits: json!({}), ..Default::default() };
         let c = tx.insert_customer(tenant, &fields, now).await?;
-        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now)
-            .await?;
-        Ok(Found {
-            id: c.id,
-            known: true,
-        })
+        tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
+        Ok(Found { id: c.id, known: true })
     }
 }
 

@@ -47,10 +47,7 @@ impl Services {
 
     /// Creates a workspace and its owner in one transaction (used by register, the CLI and
     /// the first-run bootstrap).
-    pub async fn create_workspace_with_owner(
-        &self,
-        r: &Registration<'_>,
-    ) -> Result<(Tenant, User)> {
+    pub async fn create_workspace_with_owner(&self, r: &Registration<'_>) -> Result<(Tenant, User)> {
         let email = Email::parse("email", r.email)?;
         let password = text::password("password", r.password)?;
         let name = text::required("name", r.name, MAX_NAME)?;
@@ -59,23 +56,14 @@ impl Services {
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
         if tx.user_by_email(email.as_str()).await?.is_some() {
-            return Err(ServiceError::duplicate(
-                "email",
-                "an account with this email already exists; sign in instead",
-            ));
+            return Err(ServiceError::duplicate("email", "an account with this email already exists; sign in instead"));
         }
         let tenant = insert_tenant(&mut tx, &workspace, now).await?;
-        let user = tx
-            .insert_user(email.as_str(), &name, &hash, now)
-            .await
-            .map_err(|e| match e {
-                StoreError::Duplicate(_) => {
-                    ServiceError::duplicate("email", "an account with this email already exists")
-                }
-                e => e.into(),
-            })?;
-        tx.insert_membership(tenant.id, user.id, Role::Owner, now)
-            .await?;
+        let user = tx.insert_user(email.as_str(), &name, &hash, now).await.map_err(|e| match e {
+            StoreError::Duplicate(_) => ServiceError::duplicate("email", "an account with this email already exists"),
+            e => e.into(),
+        })?;
+        tx.insert_membership(tenant.id, user.id, Role::Owner, now).await?;
         tx.commit().await?;
         tracing::info!(tenant.id = %tenant.id, user.id = %user.id, "workspace created");
         Ok((tenant, user))
@@ -94,28 +82,14 @@ impl Services {
     /// same amount of work. With several workspaces, `workspace` (id or slug) picks one;
     /// otherwise the oldest membership is used.
     #[tracing::instrument(skip_all)]
-    pub async fn login(
-        &self,
-        email: &str,
-        password: &str,
-        workspace: Option<&str>,
-    ) -> Result<SignedIn> {
+    pub async fn login(&self, email: &str, password: &str, workspace: Option<&str>) -> Result<SignedIn> {
         let bad = || ServiceError::Unauthenticated("invalid email or password".into());
         let email = Email::parse("email", email).map_err(|_| bad())?;
         if password.chars().count() > 1024 {
             return Err(bad());
         }
-        let row = self
-            .store
-            .read()
-            .await?
-            .user_by_email(email.as_str())
-            .await?;
-        let ok = password::verify(
-            password.to_string(),
-            row.as_ref().map(|r| r.password_hash.clone()),
-        )
-        .await;
+        let row = self.store.read().await?.user_by_email(email.as_str()).await?;
+        let ok = password::verify(password.to_string(), row.as_ref().map(|r| r.password_hash.clone())).await;
         let row = match row {
             Some(row) if ok => row,
             _ => return Err(bad()),
@@ -124,9 +98,7 @@ impl Services {
         let memberships = self.store.read().await?.memberships_of(user.id).await?;
         let chosen = match workspace {
             None => memberships.into_iter().next(),
-            Some(w) => memberships
-                .into_iter()
-                .find(|m| m.tenant.slug == w || m.tenant.id.to_string() == w),
+            Some(w) => memberships.into_iter().find(|m| m.tenant.slug == w || m.tenant.id.to_string() == w),
         };
         let Some(m) = chosen else {
             return Err(ServiceError::Forbidden(match workspace {
@@ -137,42 +109,20 @@ impl Services {
         self.start_session(user, m.tenant, m.role).await
     }
 
-    pub(crate) async fn start_session(
-        &self,
-        user: User,
-        tenant: Tenant,
-        role: Role,
-    ) -> Result<SignedIn> {
+    pub(crate) async fn start_session(&self, user: User, tenant: Tenant, role: Role) -> Result<SignedIn> {
         let token = credential::generate_token(credential::SESSION_PREFIX);
         let now = self.clock.now();
         let expires_at = now + self.settings.session_ttl;
         let mut c = self.store.write().await?;
-        c.insert_session(
-            &credential::hash_secret(&token),
-            user.id,
-            tenant.id,
-            now,
-            expires_at,
-        )
-        .await?;
-        Ok(SignedIn {
-            token,
-            expires_at,
-            user,
-            tenant,
-            role,
-        })
+        c.insert_session(&credential::hash_secret(&token), user.id, tenant.id, now, expires_at).await?;
+        Ok(SignedIn { token, expires_at, user, tenant, role })
     }
 
     /// `POST /v1/auth/logout`: ends the calling session at once.
     pub async fn logout(&self, p: &Principal) -> Result<()> {
         match p.actor {
             Actor::Session { id, .. } => {
-                self.store
-                    .write()
-                    .await?
-                    .revoke_session(id, self.clock.now())
-                    .await?;
+                self.store.write().await?.revoke_session(id, self.clock.now()).await?;
                 Ok(())
             }
             Actor::Key { .. } => Err(ServiceError::invalid(
@@ -186,10 +136,7 @@ impl Services {
         found(self.store.read().await?.tenant(id).await, "workspace")
     }
 
-    pub async fn workspaces_of(
-        &self,
-        p: &Principal,
-    ) -> Result<Vec<cairn_store::tenants::Membership>> {
+    pub async fn workspaces_of(&self, p: &Principal) -> Result<Vec<cairn_store::tenants::Membership>> {
         match p.user_id() {
             Some(u) => Ok(self.store.read().await?.memberships_of(u).await?),
             None => Ok(vec![]),
@@ -242,11 +189,6 @@ impl Services {
     ) -> Result<(Vec<cairn_store::api_logs::ApiLogRow>, i64)> {
         p.require_private()?;
         p.require(cairn_domain::Scope::KeysManage)?;
-        Ok(self
-            .store
-            .read()
-            .await?
-            .list_api_logs(p.tenant_id, filter, limit, offset)
-            .await?)
+        Ok(self.store.read().await?.list_api_logs(p.tenant_id, filter, limit, offset).await?)
     }
 }

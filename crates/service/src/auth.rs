@@ -20,17 +20,8 @@ pub struct Principal {
 
 #[derive(Debug, Clone)]
 pub enum Actor {
-    Key {
-        id: ApiKeyId,
-        kind: KeyKind,
-        rate_limit: Option<i64>,
-        ingest_rate_limit: Option<i64>,
-    },
-    Session {
-        id: SessionId,
-        user_id: UserId,
-        role: Role,
-    },
+    Key { id: ApiKeyId, kind: KeyKind, rate_limit: Option<i64>, ingest_rate_limit: Option<i64> },
+    Session { id: SessionId, user_id: UserId, role: Role },
 }
 
 impl Principal {
@@ -39,9 +30,7 @@ impl Principal {
         if self.scopes.allows(scope) {
             Ok(())
         } else {
-            Err(ServiceError::Forbidden(format!(
-                "this credential lacks the {scope} scope"
-            )))
+            Err(ServiceError::Forbidden(format!("this credential lacks the {scope} scope")))
         }
     }
 
@@ -49,9 +38,7 @@ impl Principal {
     /// in web pages) may only ingest and talk to the widget.
     pub fn require_private(&self) -> Result<()> {
         if self.is_public_key() {
-            Err(ServiceError::Forbidden(
-                "public keys may only call the ingestion and widget endpoints".into(),
-            ))
+            Err(ServiceError::Forbidden("public keys may only call the ingestion and widget endpoints".into()))
         } else {
             Ok(())
         }
@@ -102,13 +89,7 @@ pub fn role_scopes(role: Role) -> ScopeSet {
             .iter()
             .copied()
             .filter(|s| {
-                !matches!(
-                    s,
-                    Scope::KeysManage
-                        | Scope::TeamManage
-                        | Scope::SettingsManage
-                        | Scope::WebhooksManage
-                )
+                !matches!(s, Scope::KeysManage | Scope::TeamManage | Scope::SettingsManage | Scope::WebhooksManage)
             })
             .collect()
     }
@@ -128,26 +109,17 @@ impl Services {
         let unknown = || ServiceError::Unauthenticated("invalid or expired credentials".into());
         if secret.starts_with(credential::SESSION_PREFIX) {
             let mut c = self.store.read().await?;
-            let s = c
-                .live_session(&credential::hash_secret(secret), now)
-                .await?
-                .ok_or_else(unknown)?;
+            let s = c.live_session(&credential::hash_secret(secret), now).await?.ok_or_else(unknown)?;
             return Ok(Principal {
                 tenant_id: s.tenant_id,
                 scopes: role_scopes(s.role),
-                actor: Actor::Session {
-                    id: s.id,
-                    user_id: s.user_id,
-                    role: s.role,
-                },
+                actor: Actor::Session { id: s.id, user_id: s.user_id, role: s.role },
             });
         }
         let prefix = credential::key_prefix(secret).ok_or_else(unknown)?;
         let mut c = self.store.read().await?;
         let key = c.api_key_by_prefix(prefix).await?.ok_or_else(unknown)?;
-        if key.revoked_at.is_some()
-            || !credential::constant_time_eq(&key.key_hash, &credential::hash_secret(secret))
-        {
+        if key.revoked_at.is_some() || !credential::constant_time_eq(&key.key_hash, &credential::hash_secret(secret)) {
             return Err(unknown());
         }
         drop(c);

@@ -47,12 +47,8 @@ fn set(
 
 /// Applies a patch to a profile's fields, validating each (the error names the field).
 fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
-    set(&mut f.email, p.email, |v| {
-        Email::parse("email", v).map(Email::into_string)
-    })?;
-    set(&mut f.external_id, p.user_id, |v| {
-        text::required("user_id", v, 255)
-    })?;
+    set(&mut f.email, p.email, |v| Email::parse("email", v).map(Email::into_string))?;
+    set(&mut f.external_id, p.user_id, |v| text::required("user_id", v, 255))?;
     set(&mut f.name, p.name, |v| text::required("name", v, 200))?;
     set(&mut f.phone, p.phone, |v| text::phone("phone", v))?;
     set(&mut f.city, p.city, |v| text::required("city", v, 100))?;
@@ -62,16 +58,11 @@ fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
             return Err(ServiceError::invalid("traits", "must be a JSON object"));
         };
         let Value::Object(current) = &mut f.traits else {
-            return Err(ServiceError::Internal(
-                "stored traits are not an object".into(),
-            ));
+            return Err(ServiceError::Internal("stored traits are not an object".into()));
         };
         for (k, v) in changes {
             if k.is_empty() || k.chars().count() > 100 {
-                return Err(ServiceError::invalid(
-                    &format!("traits.{k}"),
-                    "trait names are 1 to 100 characters",
-                ));
+                return Err(ServiceError::invalid(&format!("traits.{k}"), "trait names are 1 to 100 characters"));
             }
             if v.is_null() {
                 current.remove(&k);
@@ -80,10 +71,7 @@ fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
             }
         }
         if f.traits.to_string().len() > MAX_TRAITS_BYTES {
-            return Err(ServiceError::invalid(
-                "traits",
-                format!("must be at most {MAX_TRAITS_BYTES} bytes as JSON"),
-            ));
+            return Err(ServiceError::invalid("traits", format!("must be at most {MAX_TRAITS_BYTES} bytes as JSON")));
         }
     }
     Ok(())
@@ -108,30 +96,15 @@ impl Services {
     pub async fn create_customer(&self, p: &Principal, patch: CustomerPatch) -> Result<Customer> {
         p.require_private()?;
         p.require(Scope::CustomersWrite)?;
-        let mut fields = CustomerFields {
-            traits: json!({}),
-            ..Default::default()
-        };
+        let mut fields = CustomerFields { traits: json!({}), ..Default::default() };
         apply(&mut fields, patch)?;
         if fields.email.is_none() && fields.external_id.is_none() {
-            return Err(ServiceError::invalid(
-                "email",
-                "a customer needs an email or a user_id",
-            ));
+            return Err(ServiceError::invalid("email", "a customer needs an email or a user_id"));
         }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        let customer = tx
-            .insert_customer(p.tenant_id, &fields, now)
-            .await
-            .map_err(duplicate)?;
-        tx.insert_outbox(
-            p.tenant_id,
-            "customer.created",
-            &customer.created_payload(),
-            now,
-        )
-        .await?;
+        let customer = tx.insert_customer(p.tenant_id, &fields, now).await.map_err(duplicate)?;
+        tx.insert_outbox(p.tenant_id, "customer.created", &customer.created_payload(), now).await?;
         tx.commit().await?;
         tracing::info!(customer.id = %customer.id, "customer created");
         Ok(customer)
@@ -140,15 +113,9 @@ impl Services {
     pub async fn customer(&self, p: &Principal, id: CustomerId) -> Result<CustomerDetail> {
         p.require_private()?;
         p.require(Scope::CustomersRead)?;
-        let customer = found(
-            self.store.read().await?.customer(p.tenant_id, id).await,
-            "customer",
-        )?;
+        let customer = found(self.store.read().await?.customer(p.tenant_id, id).await, "customer")?;
         let event_counts = self.events.customer_event_counts(p.tenant_id, id).await?;
-        Ok(CustomerDetail {
-            customer,
-            event_counts,
-        })
+        Ok(CustomerDetail { customer, event_counts })
     }
 
     pub async fn customers(
@@ -163,26 +130,13 @@ impl Services {
         p.require(Scope::CustomersRead)?;
         let search = search.map(str::trim).filter(|s| !s.is_empty());
         if search.is_some_and(|s| s.chars().count() > 200) {
-            return Err(ServiceError::invalid(
-                "search",
-                "must be at most 200 characters",
-            ));
+            return Err(ServiceError::invalid("search", "must be at most 200 characters"));
         }
-        Ok(self
-            .store
-            .read()
-            .await?
-            .list_customers(p.tenant_id, search, sort, limit, offset)
-            .await?)
+        Ok(self.store.read().await?.list_customers(p.tenant_id, search, sort, limit, offset).await?)
     }
 
     /// `PUT /v1/customers/{id}`: changes the fields given, leaves the others.
-    pub async fn update_customer(
-        &self,
-        p: &Principal,
-        id: CustomerId,
-        patch: CustomerPatch,
-    ) -> Result<Customer> {
+    pub async fn update_customer(&self, p: &Principal, id: CustomerId, patch: CustomerPatch) -> Result<Customer> {
         p.require_private()?;
         p.require(Scope::CustomersWrite)?;
         let mut tx = self.store.begin().await?;
@@ -198,18 +152,10 @@ impl Services {
         };
         apply(&mut fields, patch)?;
         if fields.email.is_none() && fields.external_id.is_none() {
-            return Err(ServiceError::invalid(
-                "email",
-                "a customer needs an email or a user_id",
-            ));
+            return Err(ServiceError::invalid("email", "a customer needs an email or a user_id"));
         }
-        let updated = match tx
-            .update_customer(p.tenant_id, id, &fields, self.clock.now())
-            .await
-        {
-            Err(cairn_store::StoreError::NotFound) => {
-                return Err(ServiceError::NotFound("customer"))
-            }
+        let updated = match tx.update_customer(p.tenant_id, id, &fields, self.clock.now()).await {
+            Err(cairn_store::StoreError::NotFound) => return Err(ServiceError::NotFound("customer")),
             r => r.map_err(duplicate)?,
         };
         tx.commit().await?;
@@ -223,10 +169,7 @@ impl Services {
     pub async fn erase_customer(&self, p: &Principal, id: CustomerId) -> Result<()> {
         p.require_private()?;
         p.require(Scope::CustomersDelete)?;
-        found(
-            self.store.read().await?.customer(p.tenant_id, id).await,
-            "customer",
-        )?;
+        found(self.store.read().await?.customer(p.tenant_id, id).await, "customer")?;
         self.events.delete_customer(p.tenant_id, id).await?;
         let mut tx = self.store.begin().await?;
         tx.delete_customer(p.tenant_id, id).await?;
@@ -248,14 +191,8 @@ impl Services {
     ) -> Result<(Vec<Event>, u64)> {
         p.require_private()?;
         p.require(Scope::CustomersRead)?;
-        found(
-            self.store.read().await?.customer(p.tenant_id, id).await,
-            "customer",
-        )?;
-        Ok(self
-            .events
-            .customer_events(p.tenant_id, id, filter, limit, offset)
-            .await?)
+        found(self.store.read().await?.customer(p.tenant_id, id).await, "customer")?;
+        Ok(self.events.customer_events(p.tenant_id, id, filter, limit, offset).await?)
     }
 }
 
@@ -288,55 +225,18 @@ mod tests {
         assert_eq!(f.phone.as_deref(), Some("+385921234567"));
         assert_eq!(f.country.as_deref(), Some("HR"));
         assert_eq!(f.traits, json!({"plan": "pro", "city_size": "big"}));
-        apply(
-            &mut f,
-            CustomerPatch {
-                name: Some(None),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        apply(&mut f, CustomerPatch { name: Some(None), ..Default::default() }).unwrap();
         assert_eq!(f.name, None);
     }
 
     #[test]
     fn invalid_fields_are_named() {
         for (patch, field) in [
-            (
-                CustomerPatch {
-                    email: Some(Some("nope".into())),
-                    ..Default::default()
-                },
-                "email",
-            ),
-            (
-                CustomerPatch {
-                    phone: Some(Some("call me".into())),
-                    ..Default::default()
-                },
-                "phone",
-            ),
-            (
-                CustomerPatch {
-                    country: Some(Some("Croatia".into())),
-                    ..Default::default()
-                },
-                "country",
-            ),
-            (
-                CustomerPatch {
-                    traits: Some(json!([1])),
-                    ..Default::default()
-                },
-                "traits",
-            ),
-            (
-                CustomerPatch {
-                    name: Some(Some("x".repeat(201))),
-                    ..Default::default()
-                },
-                "name",
-            ),
+            (CustomerPatch { email: Some(Some("nope".into())), ..Default::default() }, "email"),
+            (CustomerPatch { phone: Some(Some("call me".into())), ..Default::default() }, "phone"),
+            (CustomerPatch { country: Some(Some("Croatia".into())), ..Default::default() }, "country"),
+            (CustomerPatch { traits: Some(json!([1])), ..Default::default() }, "traits"),
+            (CustomerPatch { name: Some(Some("x".repeat(201))), ..Default::default() }, "name"),
         ] {
             match apply(&mut base(), patch) {
                 Err(ServiceError::Invalid(f)) => assert_eq!(f.field, field),

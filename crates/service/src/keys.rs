@@ -29,54 +29,31 @@ fn parse_kind(kind: &str, environment: Option<&str>) -> Result<KeyKind> {
     let env_live = match environment {
         None | Some("live") => true,
         Some("test") => false,
-        Some(_) => {
-            return Err(ServiceError::invalid(
-                "environment",
-                "must be \"live\" or \"test\"",
-            ))
-        }
+        Some(_) => return Err(ServiceError::invalid("environment", "must be \"live\" or \"test\"")),
     };
     match kind {
         "secret" if environment.is_none() => Ok(KeyKind::Secret),
-        "secret" => Err(ServiceError::invalid(
-            "environment",
-            "applies to public keys only",
-        )),
+        "secret" => Err(ServiceError::invalid("environment", "applies to public keys only")),
         "public" if env_live => Ok(KeyKind::PublicLive),
         "public" => Ok(KeyKind::PublicTest),
         "public_live" => Ok(KeyKind::PublicLive),
         "public_test" => Ok(KeyKind::PublicTest),
-        _ => Err(ServiceError::invalid(
-            "type",
-            "must be \"secret\" or \"public\"",
-        )),
+        _ => Err(ServiceError::invalid("type", "must be \"secret\" or \"public\"")),
     }
 }
 
-fn parse_scopes(
-    kind: KeyKind,
-    requested: Option<&[String]>,
-    ceiling: ScopeSet,
-) -> Result<ScopeSet> {
+fn parse_scopes(kind: KeyKind, requested: Option<&[String]>, ceiling: ScopeSet) -> Result<ScopeSet> {
     let Some(names) = requested else {
         // Defaults: a secret key gets everything its creator may grant; a public key ingestion.
-        return Ok(if kind.is_public() {
-            ScopeSet::ingestion()
-        } else {
-            ceiling.iter().collect()
-        });
+        return Ok(if kind.is_public() { ScopeSet::ingestion() } else { ceiling.iter().collect() });
     };
     if names.is_empty() {
-        return Err(ServiceError::invalid(
-            "scopes",
-            "must name at least one scope (or be left out)",
-        ));
+        return Err(ServiceError::invalid("scopes", "must name at least one scope (or be left out)"));
     }
     let mut set = ScopeSet::empty();
     for (i, n) in names.iter().enumerate() {
-        let scope = Scope::parse(n).ok_or_else(|| {
-            ServiceError::invalid(&format!("scopes[{i}]"), format!("unknown scope {n:?}"))
-        })?;
+        let scope = Scope::parse(n)
+            .ok_or_else(|| ServiceError::invalid(&format!("scopes[{i}]"), format!("unknown scope {n:?}")))?;
         if kind.is_public() && !scope.public_allowed() {
             return Err(ServiceError::invalid(
                 &format!("scopes[{i}]"),
@@ -95,10 +72,9 @@ fn parse_scopes(
 
 fn check_limit(field: &str, v: Option<i64>) -> Result<Option<i64>> {
     match v {
-        Some(n) if !(1..=MAX_RATE_LIMIT).contains(&n) => Err(ServiceError::invalid(
-            field,
-            format!("must be between 1 and {MAX_RATE_LIMIT} requests per minute"),
-        )),
+        Some(n) if !(1..=MAX_RATE_LIMIT).contains(&n) => {
+            Err(ServiceError::invalid(field, format!("must be between 1 and {MAX_RATE_LIMIT} requests per minute")))
+        }
         v => Ok(v),
     }
 }
@@ -152,41 +128,22 @@ impl Services {
     ) -> Result<(Vec<ApiKey>, i64)> {
         p.require_private()?;
         p.require(Scope::KeysManage)?;
-        Ok(self
-            .store
-            .read()
-            .await?
-            .list_api_keys(p.tenant_id, include_revoked, limit, offset)
-            .await?)
+        Ok(self.store.read().await?.list_api_keys(p.tenant_id, include_revoked, limit, offset).await?)
     }
 
     /// The operator's view (CLI): every key of a workspace.
     pub async fn list_keys_of(&self, tenant: TenantId) -> Result<Vec<ApiKey>> {
-        Ok(self
-            .store
-            .read()
-            .await?
-            .list_api_keys(tenant, true, i64::MAX, 0)
-            .await?
-            .0)
+        Ok(self.store.read().await?.list_api_keys(tenant, true, i64::MAX, 0).await?.0)
     }
 
     pub async fn get_key(&self, p: &Principal, id: ApiKeyId) -> Result<ApiKey> {
         p.require_private()?;
         p.require(Scope::KeysManage)?;
-        found(
-            self.store.read().await?.api_key(p.tenant_id, id).await,
-            "api key",
-        )
+        found(self.store.read().await?.api_key(p.tenant_id, id).await, "api key")
     }
 
     /// Revokes a key; it stops authenticating on the very next request, on every instance.
-    pub async fn revoke_key(
-        &self,
-        tenant: TenantId,
-        creator: Option<&Principal>,
-        id: ApiKeyId,
-    ) -> Result<ApiKey> {
+    pub async fn revoke_key(&self, tenant: TenantId, creator: Option<&Principal>, id: ApiKeyId) -> Result<ApiKey> {
         if let Some(p) = creator {
             p.require_private()?;
             p.require(Scope::KeysManage)?;
@@ -209,21 +166,15 @@ mod tests {
     fn key_types_and_environments_map_to_kinds() {
         assert_eq!(parse_kind("secret", None).unwrap(), KeyKind::Secret);
         assert_eq!(parse_kind("public", None).unwrap(), KeyKind::PublicLive);
-        assert_eq!(
-            parse_kind("public", Some("test")).unwrap(),
-            KeyKind::PublicTest
-        );
+        assert_eq!(parse_kind("public", Some("test")).unwrap(), KeyKind::PublicTest);
         assert!(parse_kind("secret", Some("test")).is_err());
         assert!(parse_kind("admin", None).is_err());
     }
 
     #[test]
     fn public_keys_cannot_hold_management_scopes() {
-        let err = parse_scopes(
-            KeyKind::PublicLive,
-            Some(&["events:write".into(), "leads:read".into()]),
-            ScopeSet::all(),
-        );
+        let err =
+            parse_scopes(KeyKind::PublicLive, Some(&["events:write".into(), "leads:read".into()]), ScopeSet::all());
         assert!(matches!(err, Err(ServiceError::Invalid(f)) if f.field == "scopes[1]"));
     }
 
@@ -234,9 +185,6 @@ mod tests {
             parse_scopes(KeyKind::Secret, Some(&["leads:write".into()]), ceiling),
             Err(ServiceError::Forbidden(_))
         ));
-        assert_eq!(
-            parse_scopes(KeyKind::Secret, None, ceiling).unwrap(),
-            ceiling
-        );
+        assert_eq!(parse_scopes(KeyKind::Secret, None, ceiling).unwrap(), ceiling);
     }
 }

@@ -61,20 +61,8 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(
-        store: Store,
-        events: Arc<dyn EventStore>,
-        clock: Clock,
-        settings: ServiceSettings,
-    ) -> Services {
-        Services {
-            store,
-            events,
-            clock,
-            settings,
-            key_touches: Default::default(),
-            ingest_keys: Default::default(),
-        }
+    pub fn new(store: Store, events: Arc<dyn EventStore>, clock: Clock, settings: ServiceSettings) -> Services {
+        Services { store, events, clock, settings, key_touches: Default::default(), ingest_keys: Default::default() }
     }
 }
 
@@ -119,10 +107,7 @@ impl ServiceError {
     }
 
     pub fn duplicate(field: &str, message: impl Into<String>) -> ServiceError {
-        ServiceError::Duplicate {
-            field: field.into(),
-            message: message.into(),
-        }
+        ServiceError::Duplicate { field: field.into(), message: message.into() }
     }
 }
 

@@ -19,9 +19,7 @@ fn require_manager(p: &Principal) -> Result<()> {
 /// with `team:manage` act as admins.
 fn require_owner_for(p: &Principal, touches_owner: bool) -> Result<()> {
     if touches_owner && p.role() != Some(Role::Owner) {
-        return Err(ServiceError::Forbidden(
-            "only an owner can grant or change the owner role".into(),
-        ));
+        return Err(ServiceError::Forbidden("only an owner can grant or change the owner role".into()));
     }
     Ok(())
 }
@@ -33,22 +31,12 @@ pub fn parse_role(field: &str, raw: &str) -> Result<Role> {
 impl Services {
     /// Members of the caller's workspace. Every signed-in member may see the team; an API key
     /// needs `team:manage`.
-    pub async fn team(
-        &self,
-        p: &Principal,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<TeamMember>, i64)> {
+    pub async fn team(&self, p: &Principal, limit: i64, offset: i64) -> Result<(Vec<TeamMember>, i64)> {
         p.require_private()?;
         if p.user_id().is_none() {
             p.require(Scope::TeamManage)?;
         }
-        Ok(self
-            .store
-            .read()
-            .await?
-            .team(p.tenant_id, limit, offset)
-            .await?)
+        Ok(self.store.read().await?.team(p.tenant_id, limit, offset).await?)
     }
 
     pub async fn team_member(&self, p: &Principal, user: UserId) -> Result<TeamMember> {
@@ -56,30 +44,15 @@ impl Services {
         if p.user_id().is_none() {
             p.require(Scope::TeamManage)?;
         }
-        found(
-            self.store
-                .read()
-                .await?
-                .team_member(p.tenant_id, user)
-                .await,
-            "user",
-        )
+        found(self.store.read().await?.team_member(p.tenant_id, user).await, "user")
     }
 
-    pub async fn set_member_role(
-        &self,
-        p: &Principal,
-        user: UserId,
-        role: Role,
-    ) -> Result<TeamMember> {
+    pub async fn set_member_role(&self, p: &Principal, user: UserId, role: Role) -> Result<TeamMember> {
         require_manager(p)?;
         let mut tx = self.store.begin().await?;
         let member = found(tx.team_member(p.tenant_id, user).await, "user")?;
         require_owner_for(p, member.role == Role::Owner || role == Role::Owner)?;
-        if member.role == Role::Owner
-            && role != Role::Owner
-            && tx.count_owners(p.tenant_id).await? <= 1
-        {
+        if member.role == Role::Owner && role != Role::Owner && tx.count_owners(p.tenant_id).await? <= 1 {
             return Err(ServiceError::invalid(
                 "role",
                 "a workspace needs at least one owner; make someone else owner first",
@@ -98,10 +71,7 @@ impl Services {
         let member = found(tx.team_member(p.tenant_id, user).await, "user")?;
         require_owner_for(p, member.role == Role::Owner)?;
         if member.role == Role::Owner && tx.count_owners(p.tenant_id).await? <= 1 {
-            return Err(ServiceError::invalid(
-                "id",
-                "the last owner cannot be removed",
-            ));
+            return Err(ServiceError::invalid("id", "the last owner cannot be removed"));
         }
         tx.delete_membership(p.tenant_id, user).await?;
         tx.commit().await?;
@@ -110,26 +80,15 @@ impl Services {
 
     /// Invites someone by email. Returns the invitation and its token (shown once; the
     /// invitee accepts with it at `POST /v1/auth/accept-invitation`).
-    pub async fn invite(
-        &self,
-        p: &Principal,
-        email: &str,
-        role: &str,
-    ) -> Result<(Invitation, String)> {
+    pub async fn invite(&self, p: &Principal, email: &str, role: &str) -> Result<(Invitation, String)> {
         require_manager(p)?;
         let email = Email::parse("email", email)?;
         let role = parse_role("role", role)?;
         require_owner_for(p, role == Role::Owner)?;
         let mut c = self.store.write().await?;
         if let Some(existing) = c.user_by_email(email.as_str()).await? {
-            if c.role_of(p.tenant_id, cairn_domain::UserId(existing.id))
-                .await?
-                .is_some()
-            {
-                return Err(ServiceError::duplicate(
-                    "email",
-                    "this person is already a member of the workspace",
-                ));
+            if c.role_of(p.tenant_id, cairn_domain::UserId(existing.id)).await?.is_some() {
+                return Err(ServiceError::duplicate("email", "this person is already a member of the workspace"));
             }
         }
         let token = credential::generate_token(credential::INVITATION_PREFIX);
@@ -148,36 +107,20 @@ impl Services {
         Ok((invitation, token))
     }
 
-    pub async fn invitations(
-        &self,
-        p: &Principal,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<Invitation>, i64)> {
+    pub async fn invitations(&self, p: &Principal, limit: i64, offset: i64) -> Result<(Vec<Invitation>, i64)> {
         require_manager(p)?;
-        Ok(self
-            .store
-            .read()
-            .await?
-            .list_invitations(p.tenant_id, limit, offset)
-            .await?)
+        Ok(self.store.read().await?.list_invitations(p.tenant_id, limit, offset).await?)
     }
 
     pub async fn invitation(&self, p: &Principal, id: InvitationId) -> Result<Invitation> {
         require_manager(p)?;
-        found(
-            self.store.read().await?.invitation(p.tenant_id, id).await,
-            "invitation",
-        )
+        found(self.store.read().await?.invitation(p.tenant_id, id).await, "invitation")
     }
 
     pub async fn revoke_invitation(&self, p: &Principal, id: InvitationId) -> Result<Invitation> {
         require_manager(p)?;
         let mut c = self.store.write().await?;
-        if !c
-            .revoke_invitation(p.tenant_id, id, self.clock.now())
-            .await?
-        {
+        if !c.revoke_invitation(p.tenant_id, id, self.clock.now()).await? {
             return Err(ServiceError::NotFound("invitation"));
         }
         found(c.invitation(p.tenant_id, id).await, "invitation")
@@ -186,33 +129,15 @@ impl Services {
     /// Accepts an invitation: joins the workspace as a new user (name and password), or as an
     /// existing user of that email (whose password must match). Answers like login.
     #[tracing::instrument(skip_all)]
-    pub async fn accept_invitation(
-        &self,
-        token: &str,
-        name: Option<&str>,
-        password_raw: &str,
-    ) -> Result<SignedIn> {
+    pub async fn accept_invitation(&self, token: &str, name: Option<&str>, password_raw: &str) -> Result<SignedIn> {
         let now = self.clock.now();
-        let invalid = || {
-            ServiceError::invalid(
-                "token",
-                "this invitation is unknown, used, revoked or expired",
-            )
-        };
+        let invalid = || ServiceError::invalid("token", "this invitation is unknown, used, revoked or expired");
         let hash = credential::hash_secret(token);
-        let inv = self
-            .store
-            .read()
-            .await?
-            .open_invitation_by_token(&hash, now)
-            .await?
-            .ok_or_else(invalid)?;
+        let inv = self.store.read().await?.open_invitation_by_token(&hash, now).await?.ok_or_else(invalid)?;
         let existing = self.store.read().await?.user_by_email(&inv.email).await?;
         let new_hash = match &existing {
             Some(row) => {
-                if !password::verify(password_raw.to_string(), Some(row.password_hash.clone()))
-                    .await
-                {
+                if !password::verify(password_raw.to_string(), Some(row.password_hash.clone())).await {
                     return Err(ServiceError::Unauthenticated(
                         "an account with this email exists: give its password to join".into(),
                     ));
@@ -234,21 +159,13 @@ impl Services {
                 let name = text::required("name", name.unwrap_or(""), crate::accounts::MAX_NAME)?;
                 tx.insert_user(&inv.email, &name, &h, now).await?
             }
-            (None, None) => {
-                return Err(ServiceError::Internal(
-                    "invitation without password hash".into(),
-                ))
-            }
+            (None, None) => return Err(ServiceError::Internal("invitation without password hash".into())),
         };
         if tx.role_of(inv.tenant_id, user.id).await?.is_none() {
-            tx.insert_membership(inv.tenant_id, user.id, inv.role, now)
-                .await?;
+            tx.insert_membership(inv.tenant_id, user.id, inv.role, now).await?;
         }
         let tenant = found(tx.tenant(inv.tenant_id).await, "workspace")?;
-        let role = tx
-            .role_of(inv.tenant_id, user.id)
-            .await?
-            .unwrap_or(inv.role);
+        let role = tx.role_of(inv.tenant_id, user.id).await?.unwrap_or(inv.role);
         tx.commit().await?;
         self.start_session(user, tenant, role).await
     }
@@ -274,10 +191,7 @@ impl Services {
             None => tx.insert_user(email.as_str(), &name, &hash, now).await?,
         };
         if tx.role_of(tenant, user.id).await?.is_some() {
-            return Err(ServiceError::duplicate(
-                "email",
-                "this person is already a member of the workspace",
-            ));
+            return Err(ServiceError::duplicate("email", "this person is already a member of the workspace"));
         }
         tx.insert_membership(tenant, user.id, role, now).await?;
         tx.commit().await?;

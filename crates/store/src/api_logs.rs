@@ -99,13 +99,11 @@ impl Conn {
     }
 
     pub async fn purge_api_logs(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        let done = on!(self, |c| sqlx::query(
-            "DELETE FROM api_logs WHERE created_at < $1"
-        )
-        .bind(before)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done = on!(self, |c| sqlx::query("DELETE FROM api_logs WHERE created_at < $1")
+            .bind(before)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

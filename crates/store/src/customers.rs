@@ -151,9 +151,7 @@ fn like_pattern(term: &str) -> String {
 
 fn map_duplicate(e: StoreError) -> StoreError {
     match e {
-        StoreError::Duplicate(c) if c.contains("external") => {
-            StoreError::Duplicate("external_id".into())
-        }
+        StoreError::Duplicate(c) if c.contains("external") => StoreError::Duplicate("external_id".into()),
         StoreError::Duplicate(_) => StoreError::Duplicate("email".into()),
         e => e,
     }
@@ -189,11 +187,7 @@ impl Conn {
 
     pub async fn customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<Customer> {
         let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id = $2");
-        let row: Option<Row> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(tenant.0)
-            .bind(id.0)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<Row> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id.0).fetch_optional(c).await)?;
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
@@ -208,10 +202,8 @@ impl Conn {
     ) -> Result<(Vec<Customer>, i64)> {
         let pattern = search.map(like_pattern);
         let filter = "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')";
-        let sql = format!(
-            "SELECT {COLS} FROM customers WHERE {filter} ORDER BY {} LIMIT $3 OFFSET $4",
-            sort.order_by()
-        );
+        let sql =
+            format!("SELECT {COLS} FROM customers WHERE {filter} ORDER BY {} LIMIT $3 OFFSET $4", sort.order_by());
         let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
             .bind(tenant.0)
             .bind(pattern.as_deref())
@@ -220,11 +212,8 @@ impl Conn {
             .fetch_all(c)
             .await)?;
         let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {filter}");
-        let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql)
-            .bind(tenant.0)
-            .bind(pattern.as_deref())
-            .fetch_one(c)
-            .await)?;
+        let total: i64 =
+            on!(self, |c| sqlx::query_scalar(&count_sql).bind(tenant.0).bind(pattern.as_deref()).fetch_one(c).await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
@@ -260,22 +249,18 @@ impl Conn {
 
     /// Deletes a profile and its anonymous ids. Returns false when there was none.
     pub async fn delete_customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<bool> {
-        on!(self, |c| sqlx::query(
-            "DELETE FROM customer_anonymous_ids WHERE tenant_id = $1 AND customer_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-        let n = on!(self, |c| sqlx::query(
-            "DELETE FROM customers WHERE tenant_id = $1 AND id = $2"
-        )
-        .bind(tenant.0)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query("DELETE FROM customer_anonymous_ids WHERE tenant_id = $1 AND customer_id = $2")
+            .bind(tenant.0)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        let n = on!(self, |c| sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(n > 0)
     }
 
@@ -289,24 +274,19 @@ impl Conn {
     ) -> Result<i64> {
         Ok(on!(self, |c| {
             sqlx::query_scalar(
-            "INSERT INTO outbox (tenant_id, event, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id"
-        )
-        .bind(tenant.0)
-        .bind(event)
-        .bind(Json(payload))
-        .bind(now)
-        .fetch_one(c)
-        .await
+                "INSERT INTO outbox (tenant_id, event, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(tenant.0)
+            .bind(event)
+            .bind(Json(payload))
+            .bind(now)
+            .fetch_one(c)
+            .await
         })?)
     }
 
     /// A workspace's outbox entries after `after_id`, oldest first.
-    pub async fn outbox_after(
-        &mut self,
-        tenant: TenantId,
-        after_id: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxEntry>> {
+    pub async fn outbox_after(&mut self, tenant: TenantId, after_id: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows: Vec<OutboxRow> = on!(self, |c| sqlx::query_as(
             "SELECT id, tenant_id, event, payload, created_at FROM outbox
              WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"

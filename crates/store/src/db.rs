@@ -109,8 +109,7 @@ macro_rules! on {
 }
 
 /// Latency of entity-store statements (whichever backend is in use).
-pub static QUERY_LATENCY: cairn_domain::metrics::Histogram =
-    cairn_domain::metrics::Histogram::new();
+pub static QUERY_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 
 impl Store {
     /// Connects without migrating. Call [`Store::migrate`] before use.
@@ -134,23 +133,14 @@ impl Store {
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(opts.clone())
                     .await?;
-                let read = SqlitePoolOptions::new()
-                    .max_connections(4)
-                    .connect_with(opts)
-                    .await?;
+                let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
                 Db::Sqlite { write, read }
             }
-            StoreConfig::Postgres {
-                url,
-                max_connections,
-            } => {
+            StoreConfig::Postgres { url, max_connections } => {
                 let opts = PgConnectOptions::from_str(url)?;
                 // One direct connection first: its error says why (refused, bad password, no
                 // such database), where the pool would only report a timeout.
-                sqlx::Connection::close(
-                    <PgConnection as sqlx::Connection>::connect_with(&opts).await?,
-                )
-                .await?;
+                sqlx::Connection::close(<PgConnection as sqlx::Connection>::connect_with(&opts).await?).await?;
                 let pool = PgPoolOptions::new()
                     .max_connections(*max_connections)
                     .acquire_timeout(Duration::from_secs(10))
@@ -159,20 +149,15 @@ impl Store {
                 Db::Postgres(pool)
             }
         };
-        Ok(Store {
-            db,
-            identity_epoch: Default::default(),
-        })
+        Ok(Store { db, identity_epoch: Default::default() })
     }
 
     pub fn identity_epoch(&self) -> u64 {
-        self.identity_epoch
-            .load(std::sync::atomic::Ordering::Acquire)
+        self.identity_epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub fn bump_identity_epoch(&self) {
-        self.identity_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.identity_epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     pub fn backend(&self) -> Backend {
@@ -196,11 +181,7 @@ impl Store {
     /// How many migrations have been applied.
     pub async fn applied_migrations(&self) -> Result<usize> {
         let mut c = self.read().await?;
-        let n: i64 = on!(c, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM _sqlx_migrations"
-        )
-        .fetch_one(c)
-        .await)?;
+        let n: i64 = on!(c, |c| sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations").fetch_one(c).await)?;
         Ok(n as usize)
     }
 
@@ -239,10 +220,7 @@ impl Store {
     /// Connections currently open and idle, for `/metrics`.
     pub fn pool_stats(&self) -> (u32, usize) {
         match &self.db {
-            Db::Sqlite { write, read } => (
-                write.size() + read.size(),
-                write.num_idle() + read.num_idle(),
-            ),
+            Db::Sqlite { write, read } => (write.size() + read.size(), write.num_idle() + read.num_idle()),
             Db::Postgres(p) => (p.size(), p.num_idle()),
         }
     }

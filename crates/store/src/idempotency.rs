@@ -13,12 +13,7 @@ pub enum Claim {
     /// Another request with this key is still running.
     InProgress,
     /// Already answered: replay this response if the request hash matches.
-    Done {
-        request_hash: String,
-        status: u16,
-        content_type: Option<String>,
-        body: Vec<u8>,
-    },
+    Done { request_hash: String, status: u16, content_type: Option<String>, body: Vec<u8> },
     /// Used before with a different request body.
     Mismatch,
 }
@@ -54,17 +49,18 @@ impl Conn {
     ) -> Result<Claim> {
         let inserted = on!(self, |c| {
             sqlx::query(
-            "INSERT INTO idempotency_keys (tenant_id, principal, idem_key, request_hash, locked_until, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, principal, idem_key) DO NOTHING"
-        )
-        .bind(k.tenant.0)
-        .bind(k.principal)
-        .bind(k.key)
-        .bind(request_hash)
-        .bind(lock_until)
-        .bind(now)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+                "INSERT INTO idempotency_keys (tenant_id, principal, idem_key, request_hash, locked_until, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, principal, idem_key) DO NOTHING",
+            )
+            .bind(k.tenant.0)
+            .bind(k.principal)
+            .bind(k.key)
+            .bind(request_hash)
+            .bind(lock_until)
+            .bind(now)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         if inserted == 1 {
             return Ok(Claim::Fresh);
@@ -115,11 +111,7 @@ impl Conn {
         .execute(c)
         .await
         .map(|r| r.rows_affected()))?;
-        Ok(if taken == 1 {
-            Claim::Fresh
-        } else {
-            Claim::InProgress
-        })
+        Ok(if taken == 1 { Claim::Fresh } else { Claim::InProgress })
     }
 
     pub async fn complete_idempotency_key(
@@ -161,13 +153,11 @@ impl Conn {
     }
 
     pub async fn purge_idempotency_keys(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        let done = on!(self, |c| sqlx::query(
-            "DELETE FROM idempotency_keys WHERE created_at < $1"
-        )
-        .bind(before)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done = on!(self, |c| sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(before)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

@@ -25,10 +25,7 @@ struct FoundRow {
 
 impl From<FoundRow> for Found {
     fn from(r: FoundRow) -> Self {
-        Found {
-            id: CustomerId(r.id),
-            known: r.email.is_some() || r.external_id.is_some(),
-        }
+        Found { id: CustomerId(r.id), known: r.email.is_some() || r.external_id.is_some() }
     }
 }
 
@@ -52,11 +49,7 @@ pub struct PendingMerge {
 }
 
 impl Conn {
-    pub async fn customer_by_email(
-        &mut self,
-        tenant: TenantId,
-        email: &str,
-    ) -> Result<Option<Found>> {
+    pub async fn customer_by_email(&mut self, tenant: TenantId, email: &str) -> Result<Option<Found>> {
         let row: Option<FoundRow> = on!(self, |c| sqlx::query_as(
             "SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND email = $2"
         )
@@ -67,28 +60,18 @@ impl Conn {
         Ok(row.map(Into::into))
     }
 
-    pub async fn customer_by_external_id(
-        &mut self,
-        tenant: TenantId,
-        external_id: &str,
-    ) -> Result<Option<Found>> {
+    pub async fn customer_by_external_id(&mut self, tenant: TenantId, external_id: &str) -> Result<Option<Found>> {
         let row: Option<FoundRow> = on!(self, |c| {
-            sqlx::query_as(
-            "SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND external_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(external_id)
-        .fetch_optional(c)
-        .await
+            sqlx::query_as("SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND external_id = $2")
+                .bind(tenant.0)
+                .bind(external_id)
+                .fetch_optional(c)
+                .await
         })?;
         Ok(row.map(Into::into))
     }
 
-    pub async fn customer_by_anonymous_id(
-        &mut self,
-        tenant: TenantId,
-        anonymous_id: &str,
-    ) -> Result<Option<Found>> {
+    pub async fn customer_by_anonymous_id(&mut self, tenant: TenantId, anonymous_id: &str) -> Result<Option<Found>> {
         let row: Option<FoundRow> = on!(self, |c| {
             sqlx::query_as(
             "SELECT c.id, c.email, c.external_id FROM customer_anonymous_ids a JOIN customers c ON c.id = a.customer_id
@@ -102,11 +85,7 @@ impl Conn {
         Ok(row.map(Into::into))
     }
 
-    pub async fn customer_exists(
-        &mut self,
-        tenant: TenantId,
-        id: CustomerId,
-    ) -> Result<Option<Found>> {
+    pub async fn customer_exists(&mut self, tenant: TenantId, id: CustomerId) -> Result<Option<Found>> {
         let row: Option<FoundRow> = on!(self, |c| sqlx::query_as(
             "SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND id = $2"
         )
@@ -178,12 +157,12 @@ impl Conn {
     ) -> Result<()> {
         on!(self, |c| {
             sqlx::query("UPDATE customer_anonymous_ids SET customer_id = $1 WHERE tenant_id = $2 AND customer_id = $3")
-            .bind(into.0)
-            .bind(tenant.0)
-            .bind(from.0)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected())
+                .bind(into.0)
+                .bind(tenant.0)
+                .bind(from.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         let old = self.customer(tenant, from).await?;
         let new = self.customer(tenant, into).await?;
@@ -221,25 +200,21 @@ impl Conn {
         .await
         .map(|r| r.rows_affected())
         })?;
-        on!(self, |c| sqlx::query(
-            "DELETE FROM customers WHERE tenant_id = $1 AND id = $2"
-        )
-        .bind(tenant.0)
-        .bind(from.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(from.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         on!(self, |c| {
-            sqlx::query(
-            "INSERT INTO customer_merges (tenant_id, from_id, into_id, created_at) VALUES ($1, $2, $3, $4)"
-        )
-        .bind(tenant.0)
-        .bind(from.0)
-        .bind(into.0)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
+            sqlx::query("INSERT INTO customer_merges (tenant_id, from_id, into_id, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(tenant.0)
+                .bind(from.0)
+                .bind(into.0)
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(())
     }
@@ -256,14 +231,12 @@ impl Conn {
     }
 
     pub async fn mark_merge_applied(&mut self, id: i64, now: DateTime<Utc>) -> Result<()> {
-        on!(self, |c| sqlx::query(
-            "UPDATE customer_merges SET applied_at = $1 WHERE id = $2"
-        )
-        .bind(now)
-        .bind(id)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query("UPDATE customer_merges SET applied_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -277,13 +250,7 @@ impl Conn {
         touch: &ProfileTouch<'_>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let ProfileTouch {
-            first,
-            last,
-            traits,
-            name,
-            phone,
-        } = *touch;
+        let ProfileTouch { first, last, traits, name, phone } = *touch;
         let merged = match traits {
             Some(Value::Object(patch)) if !patch.is_empty() => {
                 let mut current = self.customer(tenant, id).await?.traits;
@@ -302,23 +269,23 @@ impl Conn {
         };
         on!(self, |c| {
             sqlx::query(
-            "UPDATE customers SET
+                "UPDATE customers SET
                  first_seen_at = CASE WHEN first_seen_at IS NULL OR first_seen_at > $1 THEN $1 ELSE first_seen_at END,
                  last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $2 THEN $2 ELSE last_seen_at END,
                  traits = COALESCE($3, traits), name = COALESCE($4, name), phone = COALESCE($5, phone), updated_at = $6
-             WHERE tenant_id = $7 AND id = $8"
-        )
-        .bind(first)
-        .bind(last)
-        .bind(merged.as_ref().map(Json))
-        .bind(name)
-        .bind(phone)
-        .bind(now)
-        .bind(tenant.0)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected())
+             WHERE tenant_id = $7 AND id = $8",
+            )
+            .bind(first)
+            .bind(last)
+            .bind(merged.as_ref().map(Json))
+            .bind(name)
+            .bind(phone)
+            .bind(now)
+            .bind(tenant.0)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(())
     }

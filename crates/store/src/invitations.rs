@@ -47,8 +47,7 @@ impl From<InvitationRow> for Invitation {
     }
 }
 
-const COLS: &str =
-    "id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at";
+const COLS: &str = "id, tenant_id, email, role, invited_by, created_at, expires_at, accepted_at, revoked_at";
 
 pub struct NewInvitation<'a> {
     pub tenant_id: TenantId,
@@ -81,11 +80,8 @@ impl Conn {
 
     pub async fn invitation(&mut self, tenant: TenantId, id: InvitationId) -> Result<Invitation> {
         let sql = format!("SELECT {COLS} FROM invitations WHERE tenant_id = $1 AND id = $2");
-        let row: Option<InvitationRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(tenant.0)
-            .bind(id.0)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<InvitationRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id.0).fetch_optional(c).await)?;
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
@@ -99,11 +95,8 @@ impl Conn {
             "SELECT {COLS} FROM invitations WHERE token_hash = $1
              AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > $2"
         );
-        let row: Option<InvitationRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(token_hash)
-            .bind(now)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<InvitationRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(token_hash).bind(now).fetch_optional(c).await)?;
         Ok(row.map(Into::into))
     }
 
@@ -114,54 +107,39 @@ impl Conn {
         offset: i64,
     ) -> Result<(Vec<Invitation>, i64)> {
         let sql = format!("SELECT {COLS} FROM invitations WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3");
-        let rows: Vec<InvitationRow> = on!(self, |c| sqlx::query_as(&sql)
+        let rows: Vec<InvitationRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM invitations WHERE tenant_id = $1")
             .bind(tenant.0)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(c)
+            .fetch_one(c)
             .await)?;
-        let total: i64 = on!(self, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM invitations WHERE tenant_id = $1"
-        )
-        .bind(tenant.0)
-        .fetch_one(c)
-        .await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     /// Marks an invitation accepted; false when it was already used or revoked (a race).
-    pub async fn accept_invitation(
-        &mut self,
-        id: InvitationId,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
+    pub async fn accept_invitation(&mut self, id: InvitationId, now: DateTime<Utc>) -> Result<bool> {
         let done = on!(self, |c| {
             sqlx::query(
-            "UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL"
-        )
-        .bind(now)
-        .bind(id.0)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+                "UPDATE invitations SET accepted_at = $1 WHERE id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(done == 1)
     }
 
-    pub async fn revoke_invitation(
-        &mut self,
-        tenant: TenantId,
-        id: InvitationId,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
+    pub async fn revoke_invitation(&mut self, tenant: TenantId, id: InvitationId, now: DateTime<Utc>) -> Result<bool> {
         let done = on!(self, |c| {
-            sqlx::query(
-            "UPDATE invitations SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3"
-        )
-        .bind(now)
-        .bind(tenant.0)
-        .bind(id.0)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+            sqlx::query("UPDATE invitations SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3")
+                .bind(now)
+                .bind(tenant.0)
+                .bind(id.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(done > 0)
     }

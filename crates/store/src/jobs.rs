@@ -35,8 +35,7 @@ pub struct NewJob<'a> {
     pub now: DateTime<Utc>,
 }
 
-const COLS: &str =
-    "id, tenant_id, kind, dedupe_key, payload, status, attempts, run_at, locked_by, \
+const COLS: &str = "id, tenant_id, kind, dedupe_key, payload, status, attempts, run_at, locked_by, \
                     locked_until, progress, last_error, created_at, updated_at";
 
 impl Conn {
@@ -44,28 +43,26 @@ impl Conn {
     pub async fn enqueue_job(&mut self, j: &NewJob<'_>) -> Result<i64> {
         let inserted: Option<i64> = on!(self, |c| {
             sqlx::query_scalar(
-            "INSERT INTO jobs (tenant_id, kind, dedupe_key, payload, status, run_at, created_at, updated_at)
+                "INSERT INTO jobs (tenant_id, kind, dedupe_key, payload, status, run_at, created_at, updated_at)
              VALUES ($1, $2, $3, $4, 'pending', $5, $6, $6)
-             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
-        )
-        .bind(j.tenant_id.map(|t| t.0))
-        .bind(j.kind)
-        .bind(j.dedupe_key)
-        .bind(j.payload)
-        .bind(j.run_at)
-        .bind(j.now)
-        .fetch_optional(c)
-        .await
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+            )
+            .bind(j.tenant_id.map(|t| t.0))
+            .bind(j.kind)
+            .bind(j.dedupe_key)
+            .bind(j.payload)
+            .bind(j.run_at)
+            .bind(j.now)
+            .fetch_optional(c)
+            .await
         })?;
         if let Some(id) = inserted {
             return Ok(id);
         }
-        let id: Option<i64> = on!(self, |c| sqlx::query_scalar(
-            "SELECT id FROM jobs WHERE dedupe_key = $1"
-        )
-        .bind(j.dedupe_key)
-        .fetch_optional(c)
-        .await)?;
+        let id: Option<i64> = on!(self, |c| sqlx::query_scalar("SELECT id FROM jobs WHERE dedupe_key = $1")
+            .bind(j.dedupe_key)
+            .fetch_optional(c)
+            .await)?;
         id.ok_or(StoreError::NotFound)
     }
 
@@ -107,22 +104,18 @@ impl Conn {
     }
 
     /// Marks a job done, if this worker still holds it.
-    pub async fn complete_job(
-        &mut self,
-        id: i64,
-        worker: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
+    pub async fn complete_job(&mut self, id: i64, worker: &str, now: DateTime<Utc>) -> Result<bool> {
         let done = on!(self, |c| {
             sqlx::query(
-            "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, updated_at = $1
-             WHERE id = $2 AND locked_by = $3 AND status = 'running'"
-        )
-        .bind(now)
-        .bind(id)
-        .bind(worker)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+                "UPDATE jobs SET status = 'done', locked_by = NULL, locked_until = NULL, updated_at = $1
+             WHERE id = $2 AND locked_by = $3 AND status = 'running'",
+            )
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(done == 1)
     }
@@ -168,26 +161,24 @@ impl Conn {
     ) -> Result<bool> {
         let done = on!(self, |c| {
             sqlx::query(
-            "UPDATE jobs SET locked_until = $1, progress = COALESCE($2, progress), updated_at = $3
-             WHERE id = $4 AND locked_by = $5 AND status = 'running'"
-        )
-        .bind(lease_until)
-        .bind(progress)
-        .bind(now)
-        .bind(id)
-        .bind(worker)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+                "UPDATE jobs SET locked_until = $1, progress = COALESCE($2, progress), updated_at = $3
+             WHERE id = $4 AND locked_by = $5 AND status = 'running'",
+            )
+            .bind(lease_until)
+            .bind(progress)
+            .bind(now)
+            .bind(id)
+            .bind(worker)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
         })?;
         Ok(done == 1)
     }
 
     pub async fn job(&mut self, id: i64) -> Result<Job> {
         let sql = format!("SELECT {COLS} FROM jobs WHERE id = $1");
-        let row: Option<Job> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<Job> = on!(self, |c| sqlx::query_as(&sql).bind(id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound)
     }
 
@@ -203,13 +194,12 @@ impl Conn {
 
     /// Deletes finished jobs last updated before `before`.
     pub async fn purge_jobs(&mut self, before: DateTime<Utc>) -> Result<u64> {
-        let done = on!(self, |c| sqlx::query(
-            "DELETE FROM jobs WHERE status IN ('done', 'failed') AND updated_at < $1"
-        )
-        .bind(before)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done =
+            on!(self, |c| sqlx::query("DELETE FROM jobs WHERE status IN ('done', 'failed') AND updated_at < $1")
+                .bind(before)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         Ok(done)
     }
 }

@@ -104,20 +104,14 @@ impl Conn {
     /// The key with this lookup prefix, revoked or not (the caller checks hash and state).
     pub async fn api_key_by_prefix(&mut self, prefix: &str) -> Result<Option<ApiKey>> {
         let sql = format!("SELECT {COLS} FROM api_keys WHERE prefix = $1");
-        let row: Option<ApiKeyRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(prefix)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<ApiKeyRow> = on!(self, |c| sqlx::query_as(&sql).bind(prefix).fetch_optional(c).await)?;
         Ok(row.map(Into::into))
     }
 
     pub async fn api_key(&mut self, tenant: TenantId, id: ApiKeyId) -> Result<ApiKey> {
         let sql = format!("SELECT {COLS} FROM api_keys WHERE tenant_id = $1 AND id = $2");
-        let row: Option<ApiKeyRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(tenant.0)
-            .bind(id.0)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<ApiKeyRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id.0).fetch_optional(c).await)?;
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
@@ -129,58 +123,38 @@ impl Conn {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<ApiKey>, i64)> {
-        let filter = if include_revoked {
-            ""
-        } else {
-            " AND revoked_at IS NULL"
-        };
-        let sql = format!(
-            "SELECT {COLS} FROM api_keys WHERE tenant_id = $1{filter} ORDER BY id DESC LIMIT $2 OFFSET $3"
-        );
-        let rows: Vec<ApiKeyRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(tenant.0)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(c)
-            .await)?;
+        let filter = if include_revoked { "" } else { " AND revoked_at IS NULL" };
+        let sql =
+            format!("SELECT {COLS} FROM api_keys WHERE tenant_id = $1{filter} ORDER BY id DESC LIMIT $2 OFFSET $3");
+        let rows: Vec<ApiKeyRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
         let count_sql = format!("SELECT COUNT(*) FROM api_keys WHERE tenant_id = $1{filter}");
-        let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql)
-            .bind(tenant.0)
-            .fetch_one(c)
-            .await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql).bind(tenant.0).fetch_one(c).await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 
     /// Revokes a key of this workspace. Returns false when it does not exist (or is another
     /// workspace's). Revoking twice is not an error.
-    pub async fn revoke_api_key(
-        &mut self,
-        tenant: TenantId,
-        id: ApiKeyId,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
+    pub async fn revoke_api_key(&mut self, tenant: TenantId, id: ApiKeyId, now: DateTime<Utc>) -> Result<bool> {
         let done = on!(self, |c| {
-            sqlx::query(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3"
-        )
-        .bind(now)
-        .bind(tenant.0)
-        .bind(id.0)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+            sqlx::query("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3")
+                .bind(now)
+                .bind(tenant.0)
+                .bind(id.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(done > 0)
     }
 
     pub async fn touch_api_key(&mut self, id: ApiKeyId, now: DateTime<Utc>) -> Result<()> {
-        on!(self, |c| sqlx::query(
-            "UPDATE api_keys SET last_used_at = $1 WHERE id = $2"
-        )
-        .bind(now)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 }

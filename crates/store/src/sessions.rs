@@ -47,11 +47,7 @@ impl Conn {
 
     /// The session with this token hash if it is neither expired nor revoked and its user is
     /// still a member of the workspace (removing a member ends their sessions at once).
-    pub async fn live_session(
-        &mut self,
-        token_hash: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<SessionAuth>> {
+    pub async fn live_session(&mut self, token_hash: &str, now: DateTime<Utc>) -> Result<Option<SessionAuth>> {
         let row: Option<SessionAuthRow> = on!(self, |c| sqlx::query_as(
             "SELECT s.id, s.user_id, s.tenant_id, m.role FROM sessions s
              JOIN memberships m ON m.tenant_id = s.tenant_id AND m.user_id = s.user_id
@@ -70,26 +66,23 @@ impl Conn {
     }
 
     pub async fn revoke_session(&mut self, id: SessionId, now: DateTime<Utc>) -> Result<()> {
-        on!(self, |c| sqlx::query(
-            "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL"
-        )
-        .bind(now)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
     /// Deletes sessions that expired or were revoked before `before`. Returns how many.
     pub async fn purge_sessions(&mut self, before: DateTime<Utc>) -> Result<u64> {
         let done = on!(self, |c| {
-            sqlx::query(
-            "DELETE FROM sessions WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)"
-        )
-        .bind(before)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+            sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)")
+                .bind(before)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(done)
     }

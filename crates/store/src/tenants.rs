@@ -25,13 +25,7 @@ pub struct Tenant {
 
 impl From<TenantRow> for Tenant {
     fn from(r: TenantRow) -> Self {
-        Tenant {
-            id: TenantId(r.id),
-            name: r.name,
-            slug: r.slug,
-            time_zone: r.time_zone,
-            created_at: r.created_at,
-        }
+        Tenant { id: TenantId(r.id), name: r.name, slug: r.slug, time_zone: r.time_zone, created_at: r.created_at }
     }
 }
 
@@ -52,12 +46,7 @@ struct MembershipRow {
 const TENANT_COLS: &str = "t.id, t.name, t.slug, t.time_zone, t.created_at";
 
 impl Conn {
-    pub async fn insert_tenant(
-        &mut self,
-        name: &str,
-        slug: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Tenant> {
+    pub async fn insert_tenant(&mut self, name: &str, slug: &str, now: DateTime<Utc>) -> Result<Tenant> {
         let row: TenantRow = on!(self, |c| sqlx::query_as(
             "INSERT INTO tenants (name, slug, created_at) VALUES ($1, $2, $3)
              RETURNING id, name, slug, time_zone, created_at"
@@ -72,21 +61,16 @@ impl Conn {
 
     /// Whether a slug is taken (to pick a free one before inserting).
     pub async fn tenant_slug_exists(&mut self, slug: &str) -> Result<bool> {
-        let n: i64 = on!(self, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tenants WHERE slug = $1"
-        )
-        .bind(slug)
-        .fetch_one(c)
-        .await)?;
+        let n: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM tenants WHERE slug = $1")
+            .bind(slug)
+            .fetch_one(c)
+            .await)?;
         Ok(n > 0)
     }
 
     pub async fn tenant(&mut self, id: TenantId) -> Result<Tenant> {
         let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1");
-        let row: Option<TenantRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(id.0)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<TenantRow> = on!(self, |c| sqlx::query_as(&sql).bind(id.0).fetch_optional(c).await)?;
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
@@ -94,11 +78,8 @@ impl Conn {
     pub async fn tenant_by_ref(&mut self, reference: &str) -> Result<Tenant> {
         let id: i64 = reference.parse().unwrap_or(-1);
         let sql = format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1 OR t.slug = $2");
-        let row: Option<TenantRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(id)
-            .bind(reference)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<TenantRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(id).bind(reference).fetch_optional(c).await)?;
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
@@ -109,11 +90,7 @@ impl Conn {
     }
 
     pub async fn count_tenants(&mut self) -> Result<i64> {
-        Ok(on!(self, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM tenants"
-        )
-        .fetch_one(c)
-        .await)?)
+        Ok(on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(c).await)?)
     }
 
     pub async fn insert_membership(
@@ -124,15 +101,14 @@ impl Conn {
         now: DateTime<Utc>,
     ) -> Result<()> {
         on!(self, |c| {
-            sqlx::query(
-            "INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)"
-        )
-        .bind(tenant.0)
-        .bind(user.0)
-        .bind(role.as_str())
-        .bind(now)
-        .execute(c)
-        .await.map(|r| r.rows_affected())
+            sqlx::query("INSERT INTO memberships (tenant_id, user_id, role, created_at) VALUES ($1, $2, $3, $4)")
+                .bind(tenant.0)
+                .bind(user.0)
+                .bind(role.as_str())
+                .bind(now)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected())
         })?;
         Ok(())
     }
@@ -143,40 +119,32 @@ impl Conn {
             "SELECT {TENANT_COLS}, m.role FROM memberships m JOIN tenants t ON t.id = m.tenant_id
              WHERE m.user_id = $1 ORDER BY m.created_at, t.id"
         );
-        let rows: Vec<MembershipRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(user.0)
-            .fetch_all(c)
-            .await)?;
+        let rows: Vec<MembershipRow> = on!(self, |c| sqlx::query_as(&sql).bind(user.0).fetch_all(c).await)?;
         Ok(rows
             .into_iter()
-            .map(|r| Membership {
-                role: Role::parse(&r.role).unwrap_or(Role::Member),
-                tenant: r.tenant.into(),
-            })
+            .map(|r| Membership { role: Role::parse(&r.role).unwrap_or(Role::Member), tenant: r.tenant.into() })
             .collect())
     }
 
     pub async fn role_of(&mut self, tenant: TenantId, user: UserId) -> Result<Option<Role>> {
-        let role: Option<String> = on!(self, |c| sqlx::query_scalar(
-            "SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(user.0)
-        .fetch_optional(c)
-        .await)?;
+        let role: Option<String> =
+            on!(self, |c| sqlx::query_scalar("SELECT role FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+                .bind(tenant.0)
+                .bind(user.0)
+                .fetch_optional(c)
+                .await)?;
         Ok(role.as_deref().and_then(Role::parse))
     }
 
     pub async fn set_role(&mut self, tenant: TenantId, user: UserId, role: Role) -> Result<()> {
-        let done = on!(self, |c| sqlx::query(
-            "UPDATE memberships SET role = $1 WHERE tenant_id = $2 AND user_id = $3"
-        )
-        .bind(role.as_str())
-        .bind(tenant.0)
-        .bind(user.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done =
+            on!(self, |c| sqlx::query("UPDATE memberships SET role = $1 WHERE tenant_id = $2 AND user_id = $3")
+                .bind(role.as_str())
+                .bind(tenant.0)
+                .bind(user.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         if done == 0 {
             return Err(StoreError::NotFound);
         }
@@ -184,14 +152,12 @@ impl Conn {
     }
 
     pub async fn delete_membership(&mut self, tenant: TenantId, user: UserId) -> Result<()> {
-        let done = on!(self, |c| sqlx::query(
-            "DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(user.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done = on!(self, |c| sqlx::query("DELETE FROM memberships WHERE tenant_id = $1 AND user_id = $2")
+            .bind(tenant.0)
+            .bind(user.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         if done == 0 {
             return Err(StoreError::NotFound);
         }
@@ -210,14 +176,12 @@ impl Conn {
 
 impl Conn {
     pub async fn rename_tenant(&mut self, id: TenantId, name: &str) -> Result<()> {
-        let done = on!(self, |c| sqlx::query(
-            "UPDATE tenants SET name = $1 WHERE id = $2"
-        )
-        .bind(name)
-        .bind(id.0)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+        let done = on!(self, |c| sqlx::query("UPDATE tenants SET name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         if done == 0 {
             return Err(StoreError::NotFound);
         }

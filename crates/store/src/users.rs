@@ -24,12 +24,7 @@ pub struct User {
 
 impl UserRow {
     pub fn user(&self) -> User {
-        User {
-            id: UserId(self.id),
-            email: self.email.clone(),
-            name: self.name.clone(),
-            created_at: self.created_at,
-        }
+        User { id: UserId(self.id), email: self.email.clone(), name: self.name.clone(), created_at: self.created_at }
     }
 }
 
@@ -51,19 +46,13 @@ struct TeamRow {
     joined_at: DateTime<Utc>,
 }
 
-const TEAM_SELECT: &str =
-    "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at \
+const TEAM_SELECT: &str = "SELECT u.id, u.email, u.name, u.created_at, m.role, m.created_at AS joined_at \
                            FROM memberships m JOIN users u ON u.id = m.user_id";
 
 impl From<TeamRow> for TeamMember {
     fn from(r: TeamRow) -> Self {
         TeamMember {
-            user: User {
-                id: UserId(r.id),
-                email: r.email,
-                name: r.name,
-                created_at: r.created_at,
-            },
+            user: User { id: UserId(r.id), email: r.email, name: r.name, created_at: r.created_at },
             role: Role::parse(&r.role).unwrap_or(Role::Member),
             joined_at: r.joined_at,
         }
@@ -112,45 +101,25 @@ impl Conn {
     }
 
     pub async fn count_users(&mut self) -> Result<i64> {
-        Ok(on!(self, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM users"
-        )
-        .fetch_one(c)
-        .await)?)
+        Ok(on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await)?)
     }
 
     /// The members of a workspace, paginated, oldest first.
-    pub async fn team(
-        &mut self,
-        tenant: TenantId,
-        limit: i64,
-        offset: i64,
-    ) -> Result<(Vec<TeamMember>, i64)> {
-        let sql = format!(
-            "{TEAM_SELECT} WHERE m.tenant_id = $1 ORDER BY m.created_at, u.id LIMIT $2 OFFSET $3"
-        );
-        let rows: Vec<TeamRow> = on!(self, |c| sqlx::query_as(&sql)
+    pub async fn team(&mut self, tenant: TenantId, limit: i64, offset: i64) -> Result<(Vec<TeamMember>, i64)> {
+        let sql = format!("{TEAM_SELECT} WHERE m.tenant_id = $1 ORDER BY m.created_at, u.id LIMIT $2 OFFSET $3");
+        let rows: Vec<TeamRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM memberships WHERE tenant_id = $1")
             .bind(tenant.0)
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(c)
+            .fetch_one(c)
             .await)?;
-        let total: i64 = on!(self, |c| sqlx::query_scalar(
-            "SELECT COUNT(*) FROM memberships WHERE tenant_id = $1"
-        )
-        .bind(tenant.0)
-        .fetch_one(c)
-        .await)?;
         Ok((rows.into_iter().map(TeamMember::from).collect(), total))
     }
 
     pub async fn team_member(&mut self, tenant: TenantId, user: UserId) -> Result<TeamMember> {
         let sql = format!("{TEAM_SELECT} WHERE m.tenant_id = $1 AND m.user_id = $2");
-        let row: Option<TeamRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(tenant.0)
-            .bind(user.0)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<TeamRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(user.0).fetch_optional(c).await)?;
         row.map(TeamMember::from).ok_or(StoreError::NotFound)
     }
 }

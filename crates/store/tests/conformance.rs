@@ -20,33 +20,16 @@ struct Fresh {
 
 async fn sqlite() -> Fresh {
     let dir = TempDir::new();
-    let store = Store::connect(&StoreConfig::Sqlite {
-        path: dir.0.join("cairn.db"),
-    })
-    .await
-    .unwrap();
+    let store = Store::connect(&StoreConfig::Sqlite { path: dir.0.join("cairn.db") }).await.unwrap();
     store.migrate().await.unwrap();
-    Fresh {
-        store,
-        _pg: None,
-        _dir: dir,
-    }
+    Fresh { store, _pg: None, _dir: dir }
 }
 
 async fn postgres() -> Fresh {
     let pg = FreshPg::create().await;
-    let store = Store::connect(&StoreConfig::Postgres {
-        url: pg.url.clone(),
-        max_connections: 8,
-    })
-    .await
-    .unwrap();
+    let store = Store::connect(&StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }).await.unwrap();
     store.migrate().await.unwrap();
-    Fresh {
-        store,
-        _pg: Some(pg),
-        _dir: TempDir::new(),
-    }
+    Fresh { store, _pg: Some(pg), _dir: TempDir::new() }
 }
 
 macro_rules! on_every_store {
@@ -78,16 +61,9 @@ fn t0() -> DateTime<Utc> {
 
 async fn enqueue(store: &Store, kind: &str, run_at: DateTime<Utc>, dedupe: Option<&str>) -> i64 {
     let mut c = store.write().await.unwrap();
-    c.enqueue_job(&NewJob {
-        tenant_id: Some(TenantId(1)),
-        kind,
-        dedupe_key: dedupe,
-        payload: "{}",
-        run_at,
-        now: t0(),
-    })
-    .await
-    .unwrap()
+    c.enqueue_job(&NewJob { tenant_id: Some(TenantId(1)), kind, dedupe_key: dedupe, payload: "{}", run_at, now: t0() })
+        .await
+        .unwrap()
 }
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -108,16 +84,7 @@ async fn a_due_job_is_claimed_by_exactly_one_of_many_workers(s: Fresh) {
             let mut mine = Vec::new();
             loop {
                 let mut c = store.begin().await.unwrap();
-                let jobs = c
-                    .claim_jobs(
-                        "work",
-                        &format!("w{w}"),
-                        t0(),
-                        t0() + Duration::minutes(5),
-                        3,
-                    )
-                    .await
-                    .unwrap();
+                let jobs = c.claim_jobs("work", &format!("w{w}"), t0(), t0() + Duration::minutes(5), 3).await.unwrap();
                 c.commit().await.unwrap();
                 if jobs.is_empty() {
                     return mine;
@@ -140,21 +107,8 @@ async fn a_due_job_is_claimed_by_exactly_one_of_many_workers(s: Fresh) {
 async fn a_job_is_not_claimed_before_its_time(s: Fresh) {
     enqueue(&s.store, "later", t0() + Duration::hours(1), None).await;
     let mut c = s.store.begin().await.unwrap();
-    assert!(c
-        .claim_jobs("later", "w", t0(), t0() + Duration::minutes(5), 10)
-        .await
-        .unwrap()
-        .is_empty());
-    let due = c
-        .claim_jobs(
-            "later",
-            "w",
-            t0() + Duration::hours(1),
-            t0() + Duration::hours(2),
-            10,
-        )
-        .await
-        .unwrap();
+    assert!(c.claim_jobs("later", "w", t0(), t0() + Duration::minutes(5), 10).await.unwrap().is_empty());
+    let due = c.claim_jobs("later", "w", t0() + Duration::hours(1), t0() + Duration::hours(2), 10).await.unwrap();
     c.commit().await.unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].attempts, 1);
@@ -163,33 +117,16 @@ async fn a_job_is_not_claimed_before_its_time(s: Fresh) {
 async fn a_dead_workers_job_is_taken_over_when_its_lease_runs_out(s: Fresh) {
     let id = enqueue(&s.store, "work", t0(), None).await;
     let mut c = s.store.begin().await.unwrap();
-    let claimed = c
-        .claim_jobs("work", "dead", t0(), t0() + Duration::minutes(5), 1)
-        .await
-        .unwrap();
+    let claimed = c.claim_jobs("work", "dead", t0(), t0() + Duration::minutes(5), 1).await.unwrap();
     assert_eq!(claimed[0].id, id);
     // While the lease holds, nobody else gets it.
     assert!(c
-        .claim_jobs(
-            "work",
-            "other",
-            t0() + Duration::minutes(4),
-            t0() + Duration::minutes(9),
-            1
-        )
+        .claim_jobs("work", "other", t0() + Duration::minutes(4), t0() + Duration::minutes(9), 1)
         .await
         .unwrap()
         .is_empty());
-    let taken = c
-        .claim_jobs(
-            "work",
-            "other",
-            t0() + Duration::minutes(6),
-            t0() + Duration::minutes(11),
-            1,
-        )
-        .await
-        .unwrap();
+    let taken =
+        c.claim_jobs("work", "other", t0() + Duration::minutes(6), t0() + Duration::minutes(11), 1).await.unwrap();
     c.commit().await.unwrap();
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].locked_by.as_deref(), Some("other"));
@@ -199,36 +136,12 @@ async fn a_dead_workers_job_is_taken_over_when_its_lease_runs_out(s: Fresh) {
 async fn only_the_lease_holder_completes_a_job(s: Fresh) {
     let id = enqueue(&s.store, "work", t0(), None).await;
     let mut c = s.store.begin().await.unwrap();
-    c.claim_jobs("work", "a", t0(), t0() + Duration::minutes(5), 1)
-        .await
-        .unwrap();
-    c.claim_jobs(
-        "work",
-        "b",
-        t0() + Duration::minutes(6),
-        t0() + Duration::minutes(11),
-        1,
-    )
-    .await
-    .unwrap();
-    assert!(
-        !c.complete_job(id, "a", t0() + Duration::minutes(7))
-            .await
-            .unwrap(),
-        "a lost its lease"
-    );
-    assert!(!c
-        .heartbeat_job(id, "a", t0() + Duration::minutes(20), Some("50%"), t0())
-        .await
-        .unwrap());
-    assert!(c
-        .heartbeat_job(id, "b", t0() + Duration::minutes(20), Some("50%"), t0())
-        .await
-        .unwrap());
-    assert!(c
-        .complete_job(id, "b", t0() + Duration::minutes(7))
-        .await
-        .unwrap());
+    c.claim_jobs("work", "a", t0(), t0() + Duration::minutes(5), 1).await.unwrap();
+    c.claim_jobs("work", "b", t0() + Duration::minutes(6), t0() + Duration::minutes(11), 1).await.unwrap();
+    assert!(!c.complete_job(id, "a", t0() + Duration::minutes(7)).await.unwrap(), "a lost its lease");
+    assert!(!c.heartbeat_job(id, "a", t0() + Duration::minutes(20), Some("50%"), t0()).await.unwrap());
+    assert!(c.heartbeat_job(id, "b", t0() + Duration::minutes(20), Some("50%"), t0()).await.unwrap());
+    assert!(c.complete_job(id, "b", t0() + Duration::minutes(7)).await.unwrap());
     let job = c.job(id).await.unwrap();
     c.commit().await.unwrap();
     assert_eq!(job.status, "done");
@@ -238,40 +151,14 @@ async fn only_the_lease_holder_completes_a_job(s: Fresh) {
 async fn a_failed_job_is_retried_at_the_time_given(s: Fresh) {
     let id = enqueue(&s.store, "work", t0(), None).await;
     let mut c = s.store.begin().await.unwrap();
-    c.claim_jobs("work", "a", t0(), t0() + Duration::minutes(5), 1)
-        .await
-        .unwrap();
+    c.claim_jobs("work", "a", t0(), t0() + Duration::minutes(5), 1).await.unwrap();
+    assert!(c.fail_job(id, "a", "smtp timeout", Some(t0() + Duration::minutes(1)), t0()).await.unwrap());
     assert!(c
-        .fail_job(
-            id,
-            "a",
-            "smtp timeout",
-            Some(t0() + Duration::minutes(1)),
-            t0()
-        )
-        .await
-        .unwrap());
-    assert!(c
-        .claim_jobs(
-            "work",
-            "a",
-            t0() + Duration::seconds(30),
-            t0() + Duration::minutes(5),
-            1
-        )
+        .claim_jobs("work", "a", t0() + Duration::seconds(30), t0() + Duration::minutes(5), 1)
         .await
         .unwrap()
         .is_empty());
-    let again = c
-        .claim_jobs(
-            "work",
-            "a",
-            t0() + Duration::minutes(1),
-            t0() + Duration::minutes(6),
-            1,
-        )
-        .await
-        .unwrap();
+    let again = c.claim_jobs("work", "a", t0() + Duration::minutes(1), t0() + Duration::minutes(6), 1).await.unwrap();
     assert_eq!(again[0].last_error.as_deref(), Some("smtp timeout"));
     assert!(c.fail_job(id, "a", "gave up", None, t0()).await.unwrap());
     assert_eq!(c.job(id).await.unwrap().status, "failed");
@@ -283,10 +170,7 @@ async fn enqueueing_with_a_dedupe_key_twice_makes_one_job(s: Fresh) {
     let b = enqueue(&s.store, "recompute", t0(), Some("recompute:1")).await;
     assert_eq!(a, b);
     let depths = s.store.read().await.unwrap().job_depths().await.unwrap();
-    assert_eq!(
-        depths,
-        vec![("recompute".to_string(), "pending".to_string(), 1)]
-    );
+    assert_eq!(depths, vec![("recompute".to_string(), "pending".to_string(), 1)]);
 }
 
 async fn concurrent_idempotency_claims_let_exactly_one_request_run(s: Fresh) {
@@ -295,20 +179,10 @@ async fn concurrent_idempotency_claims_let_exactly_one_request_run(s: Fresh) {
         let store = s.store.clone();
         handles.push(tokio::spawn(async move {
             let mut c = store.write().await.unwrap();
-            let k = IdemKey {
-                tenant: TenantId(1),
-                principal: "key:1",
-                key: "abc",
-            };
-            c.claim_idempotency_key(
-                &k,
-                "hash",
-                t0(),
-                t0() + Duration::seconds(60),
-                t0() - Duration::hours(24),
-            )
-            .await
-            .unwrap()
+            let k = IdemKey { tenant: TenantId(1), principal: "key:1", key: "abc" };
+            c.claim_idempotency_key(&k, "hash", t0(), t0() + Duration::seconds(60), t0() - Duration::hours(24))
+                .await
+                .unwrap()
         }));
     }
     let mut fresh = 0;
@@ -321,18 +195,9 @@ async fn concurrent_idempotency_claims_let_exactly_one_request_run(s: Fresh) {
     }
     assert_eq!(fresh, 1);
     let mut c = s.store.write().await.unwrap();
-    let k = IdemKey {
-        tenant: TenantId(1),
-        principal: "key:1",
-        key: "abc",
-    };
-    c.complete_idempotency_key(&k, 201, Some("application/json"), b"{\"id\":1}")
-        .await
-        .unwrap();
-    let replay = c
-        .claim_idempotency_key(&k, "hash", t0(), t0(), t0() - Duration::hours(24))
-        .await
-        .unwrap();
+    let k = IdemKey { tenant: TenantId(1), principal: "key:1", key: "abc" };
+    c.complete_idempotency_key(&k, 201, Some("application/json"), b"{\"id\":1}").await.unwrap();
+    let replay = c.claim_idempotency_key(&k, "hash", t0(), t0(), t0() - Duration::hours(24)).await.unwrap();
     assert_eq!(
         replay,
         Claim::Done {
@@ -343,47 +208,33 @@ async fn concurrent_idempotency_claims_let_exactly_one_request_run(s: Fresh) {
         }
     );
     assert_eq!(
-        c.claim_idempotency_key(&k, "other", t0(), t0(), t0() - Duration::hours(24))
-            .await
-            .unwrap(),
+        c.claim_idempotency_key(&k, "other", t0(), t0(), t0() - Duration::hours(24)).await.unwrap(),
         Claim::Mismatch
     );
     // Past 24 hours the key is forgotten and a new request may use it.
     let later = t0() + Duration::hours(25);
     assert_eq!(
-        c.claim_idempotency_key(&k, "other", later, later, later - Duration::hours(24))
-            .await
-            .unwrap(),
+        c.claim_idempotency_key(&k, "other", later, later, later - Duration::hours(24)).await.unwrap(),
         Claim::Fresh
     );
 }
 
 async fn a_stale_in_flight_idempotency_claim_is_taken_over(s: Fresh) {
     let mut c = s.store.write().await.unwrap();
-    let k = IdemKey {
-        tenant: TenantId(1),
-        principal: "user:1",
-        key: "x",
-    };
+    let k = IdemKey { tenant: TenantId(1), principal: "user:1", key: "x" };
     let day = Duration::hours(24);
     assert_eq!(
-        c.claim_idempotency_key(&k, "h", t0(), t0() + Duration::seconds(60), t0() - day)
-            .await
-            .unwrap(),
+        c.claim_idempotency_key(&k, "h", t0(), t0() + Duration::seconds(60), t0() - day).await.unwrap(),
         Claim::Fresh
     );
     let soon = t0() + Duration::seconds(30);
     assert_eq!(
-        c.claim_idempotency_key(&k, "h", soon, soon + Duration::seconds(60), soon - day)
-            .await
-            .unwrap(),
+        c.claim_idempotency_key(&k, "h", soon, soon + Duration::seconds(60), soon - day).await.unwrap(),
         Claim::InProgress
     );
     let late = t0() + Duration::seconds(61);
     assert_eq!(
-        c.claim_idempotency_key(&k, "h", late, late + Duration::seconds(60), late - day)
-            .await
-            .unwrap(),
+        c.claim_idempotency_key(&k, "h", late, late + Duration::seconds(60), late - day).await.unwrap(),
         Claim::Fresh
     );
 }

@@ -9,8 +9,7 @@ use sqlx::{Connection, Executor, PgConnection};
 /// The server used for PostgreSQL tests (`CAIRN_TEST_DATABASE_URL`, default the local trust
 /// account `postgres`).
 pub fn pg_admin_url() -> String {
-    std::env::var("CAIRN_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("CAIRN_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The ClickHouse HTTP interface used for tests (`CAIRN_TEST_CLICKHOUSE_URL`).
@@ -33,20 +32,12 @@ impl FreshPg {
     pub async fn create() -> FreshPg {
         let admin = pg_admin_url();
         let name = unique("cairn_test");
-        let mut c = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} must be running for this test (scripts/test.sh starts it): {e}"));
-        c.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .expect("create test database");
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b)
-            .expect("CAIRN_TEST_DATABASE_URL needs a database path");
-        FreshPg {
-            url: format!("{base}/{name}"),
-            name,
-        }
+        let mut c = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!("PostgreSQL at {admin} must be running for this test (scripts/test.sh starts it): {e}")
+        });
+        c.execute(format!("CREATE DATABASE {name}").as_str()).await.expect("create test database");
+        let base = admin.rsplit_once('/').map(|(b, _)| b).expect("CAIRN_TEST_DATABASE_URL needs a database path");
+        FreshPg { url: format!("{base}/{name}"), name }
     }
 }
 
@@ -56,15 +47,10 @@ impl Drop for FreshPg {
         let name = self.name.clone();
         // Drop may run while the test's runtime shuts down: use a thread with its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let mut c = PgConnection::connect(&admin).await.ok()?;
-                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                    .await
-                    .ok()
+                c.execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str()).await.ok()
             })
         })
         .join();
@@ -80,21 +66,14 @@ pub struct FreshClickHouse {
 
 impl FreshClickHouse {
     pub fn new(prefix: &str) -> FreshClickHouse {
-        FreshClickHouse {
-            url: clickhouse_url(),
-            database: unique(prefix),
-        }
+        FreshClickHouse { url: clickhouse_url(), database: unique(prefix) }
     }
 
     /// Runs one statement over plain HTTP and returns the body (no async runtime needed).
     pub fn query(&self, sql: &str) -> String {
         let addr = self.url.trim_start_matches("http://").trim_end_matches('/');
-        let mut s = TcpStream::connect(addr).unwrap_or_else(|e| {
-            panic!(
-                "ClickHouse at {} must be running (scripts/test.sh starts it): {e}",
-                self.url
-            )
-        });
+        let mut s = TcpStream::connect(addr)
+            .unwrap_or_else(|e| panic!("ClickHouse at {} must be running (scripts/test.sh starts it): {e}", self.url));
         write!(s, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}", sql.len())
             .expect("send to ClickHouse");
         let mut out = String::new();
@@ -123,14 +102,14 @@ fn dechunk(mut body: &str) -> String {
 
 impl Drop for FreshClickHouse {
     fn drop(&mut self) {
-        let addr = self
-            .url
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let addr = self.url.trim_start_matches("http://").trim_end_matches('/').to_string();
         let sql = format!("DROP DATABASE IF EXISTS {}", self.database);
         if let Ok(mut s) = TcpStream::connect(addr.as_str()) {
-            let _ = write!(s, "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}", sql.len());
+            let _ = write!(
+                s,
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sql}",
+                sql.len()
+            );
             let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
         }
     }

@@ -67,13 +67,7 @@ pub struct UserView {
 
 impl UserView {
     pub fn new(u: User, role: Option<Role>) -> UserView {
-        UserView {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            role,
-            created_at: u.created_at,
-        }
+        UserView { id: u.id, email: u.email, name: u.name, role, created_at: u.created_at }
     }
 }
 
@@ -88,13 +82,7 @@ pub struct TenantView {
 
 impl From<Tenant> for TenantView {
     fn from(t: Tenant) -> Self {
-        TenantView {
-            id: t.id,
-            name: t.name,
-            slug: t.slug,
-            time_zone: t.time_zone,
-            created_at: t.created_at,
-        }
+        TenantView { id: t.id, name: t.name, slug: t.slug, time_zone: t.time_zone, created_at: t.created_at }
     }
 }
 
@@ -129,12 +117,7 @@ pub async fn register(
 ) -> ApiResult<impl IntoResponse> {
     let signed_in = st
         .svc
-        .register(Registration {
-            email: &r.email,
-            password: &r.password,
-            name: &r.name,
-            workspace: &r.workspace,
-        })
+        .register(Registration { email: &r.email, password: &r.password, name: &r.name, workspace: &r.workspace })
         .await?;
     Ok(created(Json(LoginResponse::from(signed_in))))
 }
@@ -142,14 +125,8 @@ pub async fn register(
 /// Sign in with email and password: `{token, user, tenant}` (seed 003).
 #[utoipa::path(post, path = "/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody)))]
-pub async fn login(
-    State(st): State<AppState>,
-    ApiJson(r): ApiJson<LoginRequest>,
-) -> ApiResult<Json<LoginResponse>> {
-    let signed_in = st
-        .svc
-        .login(&r.email, &r.password, r.workspace.as_deref())
-        .await?;
+pub async fn login(State(st): State<AppState>, ApiJson(r): ApiJson<LoginRequest>) -> ApiResult<Json<LoginResponse>> {
+    let signed_in = st.svc.login(&r.email, &r.password, r.workspace.as_deref()).await?;
     Ok(Json(signed_in.into()))
 }
 
@@ -195,32 +172,13 @@ pub async fn me(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Dat
         .workspaces_of(&p)
         .await?
         .into_iter()
-        .map(|m| WorkspaceView {
-            id: m.tenant.id,
-            name: m.tenant.name,
-            slug: m.tenant.slug,
-            role: m.role,
-        })
+        .map(|m| WorkspaceView { id: m.tenant.id, name: m.tenant.name, slug: m.tenant.slug, role: m.role })
         .collect();
     let credential = match p.actor {
-        Actor::Session { id, .. } => CredentialView {
-            kind: "session",
-            id: id.0,
-            key_type: None,
-        },
-        Actor::Key { id, kind, .. } => CredentialView {
-            kind: "api_key",
-            id: id.0,
-            key_type: Some(kind.as_str()),
-        },
+        Actor::Session { id, .. } => CredentialView { kind: "session", id: id.0, key_type: None },
+        Actor::Key { id, kind, .. } => CredentialView { kind: "api_key", id: id.0, key_type: Some(kind.as_str()) },
     };
-    Ok(data(Me {
-        user,
-        tenant: tenant.into(),
-        credential,
-        scopes: p.scopes.names(),
-        workspaces,
-    }))
+    Ok(data(Me { user, tenant: tenant.into(), credential, scopes: p.scopes.names(), workspaces }))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -254,9 +212,6 @@ pub async fn accept_invitation(
     State(st): State<AppState>,
     ApiJson(r): ApiJson<AcceptInvitationRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let signed_in = st
-        .svc
-        .accept_invitation(&r.token, r.name.as_deref(), &r.password)
-        .await?;
+    let signed_in = st.svc.accept_invitation(&r.token, r.name.as_deref(), &r.password).await?;
     Ok(created(Json(LoginResponse::from(signed_in))))
 }

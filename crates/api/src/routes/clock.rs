@@ -28,23 +28,16 @@ fn require_owner(p: &cairn_service::Principal) -> Result<(), ApiError> {
     if p.role() == Some(cairn_domain::Role::Owner) {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "only a workspace owner, signed in, may read or move the test clock",
-        ))
+        Err(ApiError::forbidden("only a workspace owner, signed in, may read or move the test clock"))
     }
 }
 
 /// The clock's current time.
 #[utoipa::path(get, path = "/v1/test/clock", tag = "test", security(("bearer" = [])),
     responses((status = 200, body = Data<ClockView>), (status = 403, body = ErrorBody)))]
-pub async fn get_clock(
-    State(st): State<AppState>,
-    Auth(p): Auth,
-) -> ApiResult<Json<Data<ClockView>>> {
+pub async fn get_clock(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Data<ClockView>>> {
     require_owner(&p)?;
-    Ok(data(ClockView {
-        now: st.svc.clock.now(),
-    }))
+    Ok(data(ClockView { now: st.svc.clock.now() }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -67,31 +60,18 @@ pub async fn set_clock(
     require_owner(&p)?;
     match (r.set, r.advance_seconds) {
         (Some(s), None) => {
-            let at = DateTime::parse_from_rfc3339(&s).map_err(|_| {
-                ApiError::validation(
-                    "set",
-                    "must be an RFC 3339 time such as 1997-09-30T00:00:00Z",
-                )
-            })?;
+            let at = DateTime::parse_from_rfc3339(&s)
+                .map_err(|_| ApiError::validation("set", "must be an RFC 3339 time such as 1997-09-30T00:00:00Z"))?;
             st.svc.clock.set(at.with_timezone(&Utc));
         }
         (None, Some(n)) => {
             if n.unsigned_abs() > 100 * 365 * 86_400 {
-                return Err(ApiError::validation(
-                    "advance_seconds",
-                    "must be within a hundred years",
-                ));
+                return Err(ApiError::validation("advance_seconds", "must be within a hundred years"));
             }
             st.svc.clock.advance(Duration::seconds(n));
         }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give exactly one of \"set\" or \"advance_seconds\"",
-            ))
-        }
+        _ => return Err(ApiError::bad_request("give exactly one of \"set\" or \"advance_seconds\"")),
     }
     tracing::info!("test clock moved");
-    Ok(data(ClockView {
-        now: st.svc.clock.now(),
-    }))
+    Ok(data(ClockView { now: st.svc.clock.now() }))
 }

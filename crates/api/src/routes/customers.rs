@@ -31,9 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Distinguishes an absent field (leave it) from `null` (clear it).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -186,10 +184,7 @@ pub async fn list_customers(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Paged<CustomerView>>> {
     if q.segment_id.is_some() {
-        return Err(ApiError::validation(
-            "segment_id",
-            "segment filters are not available yet on this server",
-        ));
+        return Err(ApiError::validation("segment_id", "segment filters are not available yet on this server"));
     }
     let sort = match q.sort.as_deref() {
         None => CustomerSort::default(),
@@ -200,14 +195,8 @@ pub async fn list_customers(
             )
         })?,
     };
-    let page = PageQuery {
-        page: q.page,
-        per_page: q.per_page,
-    };
-    let (rows, total) = st
-        .svc
-        .customers(&p, q.search.as_deref(), sort, page.limit(), page.offset())
-        .await?;
+    let page = PageQuery { page: q.page, per_page: q.per_page };
+    let (rows, total) = st.svc.customers(&p, q.search.as_deref(), sort, page.limit(), page.offset()).await?;
     Ok(page.wrap(rows.into_iter().map(CustomerView::from).collect(), total))
 }
 
@@ -246,12 +235,7 @@ pub async fn update_customer(
     ApiPath(id): ApiPath<i64>,
     ApiJson(w): ApiJson<CustomerWrite>,
 ) -> ApiResult<Json<Data<CustomerView>>> {
-    Ok(data(
-        st.svc
-            .update_customer(&p, CustomerId(id), w.into())
-            .await?
-            .into(),
-    ))
+    Ok(data(st.svc.update_customer(&p, CustomerId(id), w.into()).await?.into()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -325,12 +309,7 @@ fn time_param(field: &str, v: Option<&str>) -> Result<Option<DateTime<Utc>>, Api
     v.map(|s| {
         DateTime::parse_from_rfc3339(s)
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| {
-                ApiError::validation(
-                    field,
-                    "must be an RFC 3339 time such as 2026-03-16T10:00:00Z",
-                )
-            })
+            .map_err(|_| ApiError::validation(field, "must be an RFC 3339 time such as 2026-03-16T10:00:00Z"))
     })
     .transpose()
 }
@@ -350,22 +329,8 @@ pub async fn customer_events(
         from: time_param("from", q.from.as_deref())?,
         to: time_param("to", q.to.as_deref())?,
     };
-    let page = PageQuery {
-        page: q.page,
-        per_page: q.per_page,
-    };
-    let (events, total) = st
-        .svc
-        .customer_events(
-            &p,
-            CustomerId(id),
-            &filter,
-            page.limit() as u64,
-            page.offset() as u64,
-        )
-        .await?;
-    Ok(page.wrap(
-        events.into_iter().map(EventView::from).collect(),
-        total as i64,
-    ))
+    let page = PageQuery { page: q.page, per_page: q.per_page };
+    let (events, total) =
+        st.svc.customer_events(&p, CustomerId(id), &filter, page.limit() as u64, page.offset() as u64).await?;
+    Ok(page.wrap(events.into_iter().map(EventView::from).collect(), total as i64))
 }

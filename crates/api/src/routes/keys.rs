@@ -18,9 +18,7 @@ use crate::{
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_key, list_keys))
-        .routes(routes!(get_key, revoke_key))
+    OpenApiRouter::new().routes(routes!(create_key, list_keys)).routes(routes!(get_key, revoke_key))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -82,11 +80,7 @@ impl From<ApiKey> for KeyView {
             scopes: k.scopes.names(),
             rate_limit: k.rate_limit,
             ingest_rate_limit: k.ingest_rate_limit,
-            status: if k.revoked_at.is_some() {
-                "revoked"
-            } else {
-                "active"
-            },
+            status: if k.revoked_at.is_some() { "revoked" } else { "active" },
             created_at: k.created_at,
             last_used_at: k.last_used_at,
             revoked_at: k.revoked_at,
@@ -126,10 +120,7 @@ pub async fn create_key(
             },
         )
         .await?;
-    Ok(created(data(CreatedKey {
-        view: key.into(),
-        key: secret,
-    })))
+    Ok(created(data(CreatedKey { view: key.into(), key: secret })))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -150,19 +141,8 @@ pub async fn list_keys(
     Auth(p): Auth,
     ApiQuery(q): ApiQuery<ListKeysQuery>,
 ) -> ApiResult<Json<Paged<KeyView>>> {
-    let page = PageQuery {
-        page: q.page,
-        per_page: q.per_page,
-    };
-    let (keys, total) = st
-        .svc
-        .list_keys(
-            &p,
-            q.include_revoked.unwrap_or(false),
-            page.limit(),
-            page.offset(),
-        )
-        .await?;
+    let page = PageQuery { page: q.page, per_page: q.per_page };
+    let (keys, total) = st.svc.list_keys(&p, q.include_revoked.unwrap_or(false), page.limit(), page.offset()).await?;
     Ok(page.wrap(keys.into_iter().map(KeyView::from).collect(), total))
 }
 
@@ -187,10 +167,5 @@ pub async fn revoke_key(
     Auth(p): Auth,
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Data<KeyView>>> {
-    Ok(data(
-        st.svc
-            .revoke_key(p.tenant_id, Some(&p), ApiKeyId(id))
-            .await?
-            .into(),
-    ))
+    Ok(data(st.svc.revoke_key(p.tenant_id, Some(&p), ApiKeyId(id)).await?.into()))
 }

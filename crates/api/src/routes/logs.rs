@@ -59,12 +59,7 @@ impl From<ApiLogRow> for ApiLogView {
 }
 
 fn status_range(s: &str) -> Result<(i32, i32), ApiError> {
-    let bad = || {
-        ApiError::validation(
-            "status",
-            "must be 2xx, 3xx, 4xx, 5xx or a status code such as 429",
-        )
-    };
+    let bad = || ApiError::validation("status", "must be 2xx, 3xx, 4xx, 5xx or a status code such as 429");
     if let Some(class) = s.strip_suffix("xx") {
         let c: i32 = class.parse().map_err(|_| bad())?;
         if !(1..=5).contains(&c) {
@@ -88,22 +83,12 @@ pub async fn list_api_logs(
     Auth(p): Auth,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<Json<Paged<ApiLogView>>> {
-    let page = PageQuery {
-        page: q.page,
-        per_page: q.per_page,
-    };
+    let page = PageQuery { page: q.page, per_page: q.per_page };
     let (status_min, status_max) = match q.status.as_deref() {
         Some(s) => status_range(s).map(|(a, b)| (Some(a), Some(b)))?,
         None => (None, None),
     };
-    let filter = ApiLogFilter {
-        api_key_id: q.api_key_id.map(ApiKeyId),
-        status_min,
-        status_max,
-    };
-    let (rows, total) = st
-        .svc
-        .api_logs(&p, &filter, page.limit(), page.offset())
-        .await?;
+    let filter = ApiLogFilter { api_key_id: q.api_key_id.map(ApiKeyId), status_min, status_max };
+    let (rows, total) = st.svc.api_logs(&p, &filter, page.limit(), page.offset()).await?;
     Ok(page.wrap(rows.into_iter().map(ApiLogView::from).collect(), total))
 }

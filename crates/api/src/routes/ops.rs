@@ -31,10 +31,7 @@ pub struct Health {
 /// Liveness: the process is up and serving.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health {
-        status: "ok",
-        version: env!("CARGO_PKG_VERSION"),
-    })
+    Json(Health { status: "ok", version: env!("CARGO_PKG_VERSION") })
 }
 
 #[derive(Serialize, ToSchema)]
@@ -50,10 +47,7 @@ pub struct Readiness {
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<Readiness>, ApiError> {
     if let Err(e) = st.svc.store.ping().await {
         tracing::warn!(error = %e, "entity store not ready");
-        return Err(ApiError::unavailable(
-            "the entity store is not answering",
-            5,
-        ));
+        return Err(ApiError::unavailable("the entity store is not answering", 5));
     }
     if let Err(e) = st.events.ping().await {
         tracing::warn!(error = %e, "event store not ready");
@@ -74,12 +68,7 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
     out.push_str("# HELP cairn_store_query_duration_seconds Entity store statement latency.\n");
     out.push_str("# TYPE cairn_store_query_duration_seconds histogram\n");
     let backend = format!("backend=\"{:?}\"", st.svc.store.backend()).to_lowercase();
-    render_histogram(
-        &mut out,
-        "cairn_store_query_duration_seconds",
-        &backend,
-        &cairn_store::QUERY_LATENCY,
-    );
+    render_histogram(&mut out, "cairn_store_query_duration_seconds", &backend, &cairn_store::QUERY_LATENCY);
     out.push_str("# HELP cairn_event_store_duration_seconds Event store latency by operation.\n");
     out.push_str("# TYPE cairn_event_store_duration_seconds histogram\n");
     let b = st.events.backend();
@@ -95,34 +84,23 @@ pub async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
         &format!("backend=\"{b}\",op=\"read\""),
         &cairn_events::READ_LATENCY,
     );
-    out.push_str(
-        "# HELP cairn_queue_depth Items waiting, by queue.\n# TYPE cairn_queue_depth gauge\n",
-    );
-    let _ = writeln!(
-        out,
-        "cairn_queue_depth{{queue=\"api_logs\"}} {}",
-        st.api_logs.depth()
-    );
+    out.push_str("# HELP cairn_queue_depth Items waiting, by queue.\n# TYPE cairn_queue_depth gauge\n");
+    let _ = writeln!(out, "cairn_queue_depth{{queue=\"api_logs\"}} {}", st.api_logs.depth());
     match async { st.svc.store.read().await?.job_depths().await }.await {
         Ok(depths) => {
             for (kind, status, n) in depths {
-                let _ = writeln!(
-                    out,
-                    "cairn_queue_depth{{queue=\"jobs\",kind=\"{kind}\",status=\"{status}\"}} {n}"
-                );
+                let _ = writeln!(out, "cairn_queue_depth{{queue=\"jobs\",kind=\"{kind}\",status=\"{status}\"}} {n}");
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not read job depths"),
     }
     let (open, idle) = st.svc.store.pool_stats();
-    out.push_str("# HELP cairn_store_connections Entity store pool connections.\n# TYPE cairn_store_connections gauge\n");
+    out.push_str(
+        "# HELP cairn_store_connections Entity store pool connections.\n# TYPE cairn_store_connections gauge\n",
+    );
     let _ = writeln!(out, "cairn_store_connections{{state=\"open\"}} {open}");
     let _ = writeln!(out, "cairn_store_connections{{state=\"idle\"}} {idle}");
-    let _ = writeln!(
-        out,
-        "# TYPE cairn_uptime_seconds gauge\ncairn_uptime_seconds {}",
-        st.started.elapsed().as_secs()
-    );
+    let _ = writeln!(out, "# TYPE cairn_uptime_seconds gauge\ncairn_uptime_seconds {}", st.started.elapsed().as_secs());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -135,10 +113,7 @@ pub async fn openapi_json(State(st): State<AppState>) -> impl IntoResponse {
 
 /// A known path with a method it does not take.
 pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> impl IntoResponse {
-    let mut e = ApiError::bad_request(format!(
-        "{} does not accept {method}; see /v1/openapi.json",
-        uri.path()
-    ));
+    let mut e = ApiError::bad_request(format!("{} does not accept {method}; see /v1/openapi.json", uri.path()));
     e.status = StatusCode::METHOD_NOT_ALLOWED;
     e
 }

@@ -45,11 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn single(st: AppState, req: Request, kind: &'static str) -> Response {
     ingest(st, req, Reply::Segment, move |body, tenant, now| {
         let message = parse_segment(kind, body, "", tenant, now, None).map_err(field)?;
-        Ok(vec![Parsed {
-            prefix: String::new(),
-            size: body.to_string().len(),
-            message,
-        }])
+        Ok(vec![Parsed { prefix: String::new(), size: body.to_string().len(), message }])
     })
     .await
 }
@@ -64,19 +60,12 @@ async fn many(st: AppState, req: Request) -> Response {
             let kind = match item.get("type").and_then(Value::as_str) {
                 Some(k @ ("identify" | "track" | "page" | "screen" | "group" | "alias")) => k,
                 Some(other) => {
-                    return Err(ApiError::validation(
-                        format!("{prefix}type"),
-                        format!("unknown type {other:?}"),
-                    ))
+                    return Err(ApiError::validation(format!("{prefix}type"), format!("unknown type {other:?}")))
                 }
                 None => return Err(ApiError::validation(format!("{prefix}type"), "is required")),
             };
             let message = parse_segment(kind, item, &prefix, tenant, now, shared).map_err(field)?;
-            parsed.push(Parsed {
-                prefix,
-                size: item.to_string().len(),
-                message,
-            });
+            parsed.push(Parsed { prefix, size: item.to_string().len(), message });
         }
         Ok(parsed)
     })
@@ -101,72 +90,17 @@ segment_route!(
     "identify",
     "Segment `identify`: `userId`/`anonymousId` and `traits` (email, name, phone and the rest)."
 );
-segment_route!(
-    track,
-    "/v1/track",
-    "track",
-    "Segment `track`: `event` and `properties`."
-);
-segment_route!(
-    page,
-    "/v1/page",
-    "page",
-    "Segment `page`: `name`, `category`, `properties` (url, title, referrer)."
-);
-segment_route!(
-    screen,
-    "/v1/screen",
-    "screen",
-    "Segment `screen`: a mobile screen view."
-);
-segment_route!(
-    group,
-    "/v1/group",
-    "group",
-    "Segment `group`: `groupId` and its `traits`."
-);
-segment_route!(
-    alias,
-    "/v1/alias",
-    "alias",
-    "Segment `alias`: merges the profile of `previousId` into `userId`'s."
-);
-segment_route!(
-    short_identify,
-    "/v1/i",
-    "identify",
-    "analytics.js's short route for `identify`."
-);
-segment_route!(
-    short_track,
-    "/v1/t",
-    "track",
-    "analytics.js's short route for `track`."
-);
-segment_route!(
-    short_page,
-    "/v1/p",
-    "page",
-    "analytics.js's short route for `page`."
-);
-segment_route!(
-    short_screen,
-    "/v1/s",
-    "screen",
-    "analytics.js's short route for `screen`."
-);
-segment_route!(
-    short_group,
-    "/v1/g",
-    "group",
-    "analytics.js's short route for `group`."
-);
-segment_route!(
-    short_alias,
-    "/v1/a",
-    "alias",
-    "analytics.js's short route for `alias`."
-);
+segment_route!(track, "/v1/track", "track", "Segment `track`: `event` and `properties`.");
+segment_route!(page, "/v1/page", "page", "Segment `page`: `name`, `category`, `properties` (url, title, referrer).");
+segment_route!(screen, "/v1/screen", "screen", "Segment `screen`: a mobile screen view.");
+segment_route!(group, "/v1/group", "group", "Segment `group`: `groupId` and its `traits`.");
+segment_route!(alias, "/v1/alias", "alias", "Segment `alias`: merges the profile of `previousId` into `userId`'s.");
+segment_route!(short_identify, "/v1/i", "identify", "analytics.js's short route for `identify`.");
+segment_route!(short_track, "/v1/t", "track", "analytics.js's short route for `track`.");
+segment_route!(short_page, "/v1/p", "page", "analytics.js's short route for `page`.");
+segment_route!(short_screen, "/v1/s", "screen", "analytics.js's short route for `screen`.");
+segment_route!(short_group, "/v1/g", "group", "analytics.js's short route for `group`.");
+segment_route!(short_alias, "/v1/a", "alias", "analytics.js's short route for `alias`.");
 
 /// Segment `batch`: `{"batch": [...], "context"?, "writeKey"?}`, each item with its `type`.
 /// All or nothing, like seed 003's batch.
@@ -198,10 +132,7 @@ pub async fn project_settings(
     if p.require(Scope::EventsWrite).is_err() {
         return ApiError::not_found("project").into_response();
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1:8080");
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1:8080");
     let enabled = json!({"__default": {"enabled": true, "integrations": {}}});
     Json(json!({
         "integrations": {"Segment.io": {"apiKey": write_key, "apiHost": format!("{host}/v1"), "protocol": "http",

@@ -36,13 +36,7 @@ pub struct MemberView {
 
 impl From<TeamMember> for MemberView {
     fn from(m: TeamMember) -> Self {
-        MemberView {
-            id: m.user.id,
-            email: m.user.email,
-            name: m.user.name,
-            role: m.role,
-            joined_at: m.joined_at,
-        }
+        MemberView { id: m.user.id, email: m.user.email, name: m.user.name, role: m.role, joined_at: m.joined_at }
     }
 }
 
@@ -87,9 +81,7 @@ pub async fn update_member(
     ApiJson(r): ApiJson<UpdateMemberRequest>,
 ) -> ApiResult<Json<Data<MemberView>>> {
     let role = parse_role("role", &r.role)?;
-    Ok(data(
-        st.svc.set_member_role(&p, UserId(id), role).await?.into(),
-    ))
+    Ok(data(st.svc.set_member_role(&p, UserId(id), role).await?.into()))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -173,15 +165,9 @@ pub async fn invite(
     Auth(p): Auth,
     ApiJson(r): ApiJson<InviteRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    let (inv, token) = st
-        .svc
-        .invite(&p, &r.email, r.role.as_deref().unwrap_or("member"))
-        .await?;
+    let (inv, token) = st.svc.invite(&p, &r.email, r.role.as_deref().unwrap_or("member")).await?;
     let now = st.svc.clock.now();
-    Ok(created(data(CreatedInvitation {
-        view: InvitationView::new(inv, now),
-        token,
-    })))
+    Ok(created(data(CreatedInvitation { view: InvitationView::new(inv, now), token })))
 }
 
 /// The workspace's invitations, newest first.
@@ -194,12 +180,7 @@ pub async fn list_invitations(
 ) -> ApiResult<Json<Paged<InvitationView>>> {
     let (invs, total) = st.svc.invitations(&p, q.limit(), q.offset()).await?;
     let now = st.svc.clock.now();
-    Ok(q.wrap(
-        invs.into_iter()
-            .map(|i| InvitationView::new(i, now))
-            .collect(),
-        total,
-    ))
+    Ok(q.wrap(invs.into_iter().map(|i| InvitationView::new(i, now)).collect(), total))
 }
 
 /// One invitation.

@@ -64,44 +64,20 @@ pub enum Reply {
 /// Reads a tracking body as JSON (`application/json`, or `text/plain` as browsers' beacons
 /// and analytics.js send it), within the ingestion size limits.
 pub async fn read_tracking_body(st: &AppState, req: Request) -> ApiResult<Value> {
-    let ct = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if !(mime.is_empty()
-        || mime == "application/json"
-        || mime == "text/plain"
-        || mime.ends_with("+json"))
-    {
-        return Err(ApiError::unsupported_media_type(format!(
-            "expected application/json or text/plain, got {mime}"
-        )));
+    let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if !(mime.is_empty() || mime == "application/json" || mime == "text/plain" || mime.ends_with("+json")) {
+        return Err(ApiError::unsupported_media_type(format!("expected application/json or text/plain, got {mime}")));
     }
     let gzip = req
         .headers()
         .get(axum::http::header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map(|l| l.0)
-        .unwrap_or(st.settings.max_batch_bytes);
+    let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(st.settings.max_batch_bytes);
     let bytes = read_body(req, limit).await?;
-    let bytes = if gzip {
-        gunzip(&bytes, limit)?
-    } else {
-        bytes.to_vec()
-    };
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    let bytes = if gzip { gunzip(&bytes, limit)? } else { bytes.to_vec() };
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
 /// Inflates a gzip body (SDKs may compress), refusing (413) past `limit` inflated bytes.
@@ -109,9 +85,7 @@ fn gunzip(bytes: &[u8], limit: usize) -> ApiResult<Vec<u8>> {
     use std::io::Read;
     let mut out = Vec::new();
     let mut reader = flate2::read::GzDecoder::new(bytes).take(limit as u64 + 1);
-    reader
-        .read_to_end(&mut out)
-        .map_err(|_| ApiError::bad_request("the body is not valid gzip"))?;
+    reader.read_to_end(&mut out).map_err(|_| ApiError::bad_request("the body is not valid gzip"))?;
     if out.len() > limit {
         return Err(ApiError::too_large(limit));
     }
@@ -134,14 +108,10 @@ async fn caller(
     if let Some(p) = from_header {
         return Ok((p, None));
     }
-    let key = ["writeKey", "api_key", "apiKey"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_str));
+    let key = ["writeKey", "api_key", "apiKey"].iter().find_map(|k| body.get(*k).and_then(Value::as_str));
     let ip = ip.map(|c| c.0).unwrap_or_default();
     let Some(key) = key else {
-        let d = st
-            .limiter
-            .check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
+        let d = st.limiter.check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
         let e = ApiError::unauthenticated(
             "send the key in X-API-Key, Authorization (Bearer or Basic), or writeKey in the body",
         );
@@ -152,17 +122,12 @@ async fn caller(
             let limit = st.settings.limit_for(&p, true);
             let d = st.limiter.check(&format!("{}:ingest", p.label()), limit);
             if !d.allowed {
-                return Err(with_limit_headers(
-                    ApiError::rate_limited(d.retry_after).into_response(),
-                    &d,
-                ));
+                return Err(with_limit_headers(ApiError::rate_limited(d.retry_after).into_response(), &d));
             }
             Ok((p, Some(d)))
         }
         Err(e) => {
-            let d = st
-                .limiter
-                .check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
+            let d = st.limiter.check(&format!("ip:{ip}"), st.settings.anonymous_rate_limit);
             let resp = if d.allowed {
                 ApiError::from(e).into_response()
             } else {
@@ -219,50 +184,26 @@ async fn accept(st: &AppState, tenant: TenantId, parsed: Vec<Parsed>) -> ApiResu
             } else {
                 p.prefix.trim_end_matches('.').to_string()
             };
-            e.message = format!(
-                "{name}: a message may be at most {} bytes",
-                st.settings.max_event_bytes
-            );
+            e.message = format!("{name}: a message may be at most {} bytes", st.settings.max_event_bytes);
             return Err(e);
         }
     }
     for p in &parsed {
         if let Some(id) = p.message.customer_id {
-            let mut c = st
-                .svc
-                .store
-                .read()
-                .await
-                .map_err(|e| ApiError::internal(&e))?;
-            if c.customer_exists(tenant, CustomerId(id))
-                .await
-                .map_err(|e| ApiError::internal(&e))?
-                .is_none()
-            {
-                return Err(ApiError::validation(
-                    format!("{}customer_id", p.prefix),
-                    "no such customer",
-                ));
+            let mut c = st.svc.store.read().await.map_err(|e| ApiError::internal(&e))?;
+            if c.customer_exists(tenant, CustomerId(id)).await.map_err(|e| ApiError::internal(&e))?.is_none() {
+                return Err(ApiError::validation(format!("{}customer_id", p.prefix), "no such customer"));
             }
         }
     }
-    let message_ids: Vec<String> = parsed
-        .iter()
-        .map(|p| p.message.message_id.clone())
-        .collect();
+    let message_ids: Vec<String> = parsed.iter().map(|p| p.message.message_id.clone()).collect();
     let records = parsed
         .iter()
         .map(|p| serde_json::to_vec(&p.message).map_err(|e| ApiError::internal(&e)))
         .collect::<ApiResult<Vec<_>>>()?;
     match st.ingest.append(records).await {
-        Ok(()) => Ok(Accepted {
-            accepted: message_ids.len(),
-            message_ids,
-        }),
-        Err(LogError::Full { .. }) => Err(ApiError::unavailable(
-            "ingestion is backed up; retry shortly",
-            5,
-        )),
+        Ok(()) => Ok(Accepted { accepted: message_ids.len(), message_ids }),
+        Err(LogError::Full { .. }) => Err(ApiError::unavailable("ingestion is backed up; retry shortly", 5)),
         Err(e) => Err(ApiError::internal(&e)),
     }
 }
@@ -270,11 +211,7 @@ async fn accept(st: &AppState, tenant: TenantId, parsed: Vec<Parsed>) -> ApiResu
 fn one(kind: &'static str) -> impl FnOnce(&Value, i64, DateTime<Utc>) -> ApiResult<Vec<Parsed>> {
     move |body, tenant, now| {
         let message = parse_seed(kind, body, "", tenant, now).map_err(field)?;
-        Ok(vec![Parsed {
-            prefix: String::new(),
-            size: body.to_string().len(),
-            message,
-        }])
+        Ok(vec![Parsed { prefix: String::new(), size: body.to_string().len(), message }])
     }
 }
 
@@ -310,25 +247,12 @@ pub fn batch_items(body: &Value) -> ApiResult<&Vec<Value>> {
         Value::Array(items) => items,
         Value::Object(o) => match o.get("batch") {
             Some(Value::Array(items)) => items,
-            _ => {
-                return Err(ApiError::validation(
-                    "batch",
-                    "must be an array of messages",
-                ))
-            }
+            _ => return Err(ApiError::validation("batch", "must be an array of messages")),
         },
-        _ => {
-            return Err(ApiError::validation(
-                "batch",
-                "must be an array of messages",
-            ))
-        }
+        _ => return Err(ApiError::validation("batch", "must be an array of messages")),
     };
     if items.is_empty() {
-        return Err(ApiError::validation(
-            "batch",
-            "must hold at least one message",
-        ));
+        return Err(ApiError::validation("batch", "must hold at least one message"));
     }
     Ok(items)
 }
@@ -355,18 +279,11 @@ pub async fn track_batch(State(st): State<AppState>, req: Request) -> Response {
                     ))
                 }
                 None => {
-                    return Err(ApiError::validation(
-                        format!("{prefix}type"),
-                        "is required (event, identify or page)",
-                    ))
+                    return Err(ApiError::validation(format!("{prefix}type"), "is required (event, identify or page)"))
                 }
             };
             let message = parse_seed(kind, item, &prefix, tenant, now).map_err(field)?;
-            parsed.push(Parsed {
-                prefix,
-                size: item.to_string().len(),
-                message,
-            });
+            parsed.push(Parsed { prefix, size: item.to_string().len(), message });
         }
         Ok(parsed)
     })

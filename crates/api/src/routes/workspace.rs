@@ -20,10 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The workspace the credential belongs to.
 #[utoipa::path(get, path = "/v1/workspace", tag = "workspace", security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<TenantView>), (status = 401, body = ErrorBody)))]
-pub async fn get_workspace(
-    State(st): State<AppState>,
-    Auth(p): Auth,
-) -> ApiResult<Json<Data<TenantView>>> {
+pub async fn get_workspace(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Json<Data<TenantView>>> {
     p.require_private()?;
     Ok(data(st.svc.tenant(p.tenant_id).await?.into()))
 }
