@@ -43,7 +43,24 @@ fn setup_key(dir: &TempDir, extra: &[(&str, &str)]) -> String {
     out.lines().find(|l| l.starts_with("eck_")).unwrap().to_string()
 }
 
-fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Child {
+/// A server process, killed (SIGKILL) when dropped, so a failing test leaves none behind.
+struct Server(Child);
+
+impl Server {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(|_| ())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Server {
     let mut c = cairn(dir);
     c.arg("serve").env("CAIRN_LISTEN", format!("127.0.0.1:{port}")).stdout(Stdio::null()).stderr(Stdio::null());
     for (k, v) in extra {
@@ -56,7 +73,7 @@ fn start(dir: &TempDir, port: u16, extra: &[(&str, &str)]) -> Child {
         assert!(started.elapsed() < Duration::from_secs(30), "cairn serve did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    child
+    Server(child)
 }
 
 fn free_port() -> u16 {
@@ -114,7 +131,6 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
         let sending = tokio::spawn(flood(base.clone(), key.clone(), 8, stop.clone(), prefix));
         tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
         server.kill().unwrap(); // SIGKILL, in the middle of the traffic
-        server.wait().unwrap();
         stop.store(true, Ordering::Relaxed);
         acked.extend(sending.await.unwrap());
     }
@@ -154,7 +170,6 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
         .unwrap();
     assert_eq!(created, profiles, "customer.created exactly once per profile");
     let _ = server.kill();
-    let _ = server.wait();
 }
 
 /// A TCP forwarder to ClickHouse that can be switched off (cutting open connections too).
@@ -262,5 +277,4 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
     assert_eq!(count(), acked, "every acknowledged event once");
     assert_eq!(send_batch(1000, 0).await.unwrap().status(), 200, "accepting again once the backlog drained");
     let _ = server.kill();
-    let _ = server.wait();
 }

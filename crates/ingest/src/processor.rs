@@ -15,7 +15,7 @@ use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::{Event, EventStore};
 use cairn_store::{
     customers::CustomerFields,
-    identity::{Found, ProfileTouch},
+    identity::{Found, IdentityKind, ProfileTouch},
     Conn, Store,
 };
 use chrono::{DateTime, Utc};
@@ -60,13 +60,15 @@ pub struct Processor {
     events: Arc<dyn EventStore>,
     clock: Clock,
     cache: HashMap<(i64, Ident), Found>,
+    /// Identities known not to exist, for the current batch only.
+    absent: std::collections::HashSet<(i64, Ident)>,
     epoch: u64,
 }
 
 impl Processor {
     pub fn new(reader: LogReader, store: Store, events: Arc<dyn EventStore>, clock: Clock) -> Processor {
         let epoch = store.identity_epoch();
-        Processor { reader, store, events, clock, cache: HashMap::new(), epoch }
+        Processor { reader, store, events, clock, cache: HashMap::new(), absent: Default::default(), epoch }
     }
 
     /// Runs until `stop` turns true, then processes what is left and returns.
@@ -140,6 +142,7 @@ impl Processor {
             .collect();
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
+        self.prefetch(&mut tx, &messages).await?;
         let mut events: Vec<Event> = Vec::with_capacity(messages.len());
         let mut touches: HashMap<(i64, CustomerId), Touch> = HashMap::new();
         for m in messages {
@@ -190,10 +193,15 @@ impl Processor {
                 currency: m.currency,
             });
         }
+        // First/last seen for every profile in one statement per 500; the rarer identify
+        // changes (traits, name, phone) one by one.
+        let mut seen = Vec::with_capacity(touches.len());
         for ((tenant, id), t) in &touches {
-            let (Some(first), Some(last)) = (t.first, t.last) else {
+            let (Some(first), Some(last)) = (t.first, t.last) else { continue };
+            if t.traits.is_none() && t.name.is_none() && t.phone.is_none() {
+                seen.push((TenantId(*tenant), *id, first, last));
                 continue;
-            };
+            }
             let traits = t.traits.clone().map(Value::Object);
             let touch = ProfileTouch {
                 first,
@@ -204,6 +212,7 @@ impl Processor {
             };
             tx.touch_customer(TenantId(*tenant), *id, &touch, now).await?;
         }
+        tx.touch_seen_many(&seen, now).await?;
         tx.commit().await?;
         self.apply_pending_merges().await?;
         self.events.insert(&events).await?;
@@ -225,6 +234,9 @@ impl Processor {
         if let Some(f) = self.cache.get(&key) {
             return Ok(Some(*f));
         }
+        if self.absent.contains(&key) {
+            return Ok(None);
+        }
         let found = match &key.1 {
             Ident::Email(e) => tx.customer_by_email(tenant, e).await?,
             Ident::User(u) => tx.customer_by_external_id(tenant, u).await?,
@@ -234,6 +246,48 @@ impl Processor {
             self.cache.insert(key, f);
         }
         Ok(found)
+    }
+
+    /// Looks up, in a few queries, every identity of the batch that is not cached, and notes
+    /// the ones that do not exist (for this batch only), so resolution rarely queries per
+    /// message.
+    async fn prefetch(&mut self, tx: &mut Conn, messages: &[IngestMessage]) -> Result<(), ProcessError> {
+        self.absent.clear();
+        let mut wanted: HashMap<(i64, u8), std::collections::BTreeSet<String>> = HashMap::new();
+        for m in messages {
+            let idents = [
+                (0u8, m.email.as_ref()),
+                (1u8, m.user_id.as_ref()),
+                (2u8, m.anonymous_id.as_ref()),
+                (1u8, m.previous_id.as_ref()),
+                (2u8, m.previous_id.as_ref()),
+            ];
+            for (kind, v) in idents {
+                if let Some(v) = v {
+                    if !self.cache.contains_key(&(m.tenant_id, ident(kind, v))) {
+                        wanted.entry((m.tenant_id, kind)).or_default().insert(v.clone());
+                    }
+                }
+            }
+        }
+        for ((tenant, kind), keys) in wanted {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let store_kind = match kind {
+                0 => IdentityKind::Email,
+                1 => IdentityKind::ExternalId,
+                _ => IdentityKind::AnonymousId,
+            };
+            let found = tx.customers_by_identities(TenantId(tenant), store_kind, &keys).await?;
+            let mut hit = std::collections::HashSet::new();
+            for (k, f) in found {
+                hit.insert(k.clone());
+                self.cache.insert((tenant, ident(kind, &k)), f);
+            }
+            for k in keys.into_iter().filter(|k| !hit.contains(k)) {
+                self.absent.insert((tenant, ident(kind, &k)));
+            }
+        }
+        Ok(())
     }
 
     fn remember(&mut self, tenant: TenantId, ident: Ident, found: Found) {
@@ -275,6 +329,7 @@ impl Processor {
         let email_free = by_email.is_none();
         let user_free = by_user.is_none();
         let mut merged = None;
+        let mut created = false;
         let target = match (known, anon) {
             (Some(k), Some(a)) if a.id != k.id && !a.known => {
                 tx.merge_customers(tenant, a.id, k.id, now).await?;
@@ -287,16 +342,31 @@ impl Processor {
             // A known profile on this device, and a new identity: a new profile takes the
             // anonymous id from here on.
             (None, Some(_)) | (None, None) => {
-                // Created bare; the identities are added below, which emits customer.created
-                // for a profile that has one.
-                let fields = CustomerFields { traits: json!({}), ..Default::default() };
+                // Neither identity is taken (both lookups missed): the profile gets them now.
+                let fields = CustomerFields {
+                    email: m.email.clone(),
+                    external_id: m.user_id.clone(),
+                    traits: json!({}),
+                    ..Default::default()
+                };
                 let c = tx.insert_customer(tenant, &fields, now).await?;
-                Found { id: c.id, known: false }
+                let f = Found { id: c.id, known: c.email.is_some() || c.external_id.is_some() };
+                if f.known {
+                    tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
+                }
+                if let Some(e) = c.email {
+                    self.remember(tenant, Ident::Email(e), f);
+                }
+                if let Some(u) = c.external_id {
+                    self.remember(tenant, Ident::User(u), f);
+                }
+                created = true;
+                f
             }
         };
         // Give the profile the identities it lacks (never one that belongs to another).
-        let add_email = m.email.as_deref().filter(|_| email_free);
-        let add_user = m.user_id.as_deref().filter(|_| user_free);
+        let add_email = m.email.as_deref().filter(|_| email_free && !created);
+        let add_user = m.user_id.as_deref().filter(|_| user_free && !created);
         let mut target = target;
         if add_email.is_some() || add_user.is_some() {
             tx.set_customer_identity(tenant, target.id, add_email, add_user, now).await?;
@@ -387,6 +457,14 @@ impl Processor {
         let c = tx.insert_customer(tenant, &fields, now).await?;
         tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
         Ok(Found { id: c.id, known: true })
+    }
+}
+
+fn ident(kind: u8, v: &str) -> Ident {
+    match kind {
+        0 => Ident::Email(v.to_string()),
+        1 => Ident::User(v.to_string()),
+        _ => Ident::Anon(v.to_string()),
     }
 }
 

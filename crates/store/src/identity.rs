@@ -290,3 +290,89 @@ impl Conn {
         Ok(())
     }
 }
+
+/// Which identity a bulk lookup matches on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityKind {
+    Email,
+    ExternalId,
+    AnonymousId,
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyedRow {
+    key: String,
+    id: i64,
+    email: Option<String>,
+    external_id: Option<String>,
+}
+
+impl Conn {
+    /// Looks up many identities of one kind at once (the processor's batch prefetch).
+    pub async fn customers_by_identities(
+        &mut self,
+        tenant: TenantId,
+        kind: IdentityKind,
+        keys: &[String],
+    ) -> Result<Vec<(String, Found)>> {
+        let mut out = Vec::with_capacity(keys.len());
+        let (select, column) = match kind {
+            IdentityKind::Email => {
+                ("SELECT c.email AS key, c.id, c.email, c.external_id FROM customers c WHERE c.tenant_id = ", "c.email")
+            }
+            IdentityKind::ExternalId => (
+                "SELECT c.external_id AS key, c.id, c.email, c.external_id FROM customers c WHERE c.tenant_id = ",
+                "c.external_id",
+            ),
+            IdentityKind::AnonymousId => (
+                "SELECT a.anonymous_id AS key, c.id, c.email, c.external_id FROM customer_anonymous_ids a \
+                 JOIN customers c ON c.id = a.customer_id WHERE a.tenant_id = ",
+                "a.anonymous_id",
+            ),
+        };
+        for chunk in keys.chunks(500) {
+            let rows: Vec<KeyedRow> = on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(select);
+                qb.push_bind(tenant.0);
+                qb.push(" AND ").push(column).push(" IN (");
+                let mut list = qb.separated(", ");
+                for k in chunk {
+                    list.push_bind(k.as_str());
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(c).await
+            })?;
+            out.extend(rows.into_iter().map(|r| {
+                let known = r.email.is_some() || r.external_id.is_some();
+                (r.key, Found { id: CustomerId(r.id), known })
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Moves first/last seen of many profiles at once (one statement per 500 profiles).
+    pub async fn touch_seen_many(
+        &mut self,
+        touches: &[(TenantId, CustomerId, DateTime<Utc>, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in touches.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "UPDATE customers SET \
+                     first_seen_at = CASE WHEN first_seen_at IS NULL OR first_seen_at > v.column3 THEN v.column3 ELSE first_seen_at END, \
+                     last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < v.column4 THEN v.column4 ELSE last_seen_at END, \
+                     updated_at = ",
+                );
+                qb.push_bind(now);
+                qb.push(" FROM (");
+                qb.push_values(chunk, |mut b, (t, id, first, last)| {
+                    b.push_bind(t.0).push_bind(id.0).push_bind(*first).push_bind(*last);
+                });
+                qb.push(") AS v WHERE customers.tenant_id = v.column1 AND customers.id = v.column2");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+}
