@@ -1,6 +1,8 @@
 -- Every tracked event. Times are Unix milliseconds (the same representation as ClickHouse's
--- UInt64 columns). The primary key deduplicates retried events by message id.
+-- UInt64 columns). Rows are appended in rowid order (cheap inserts); the unique index on
+-- (tenant_id, message_id) deduplicates retried events.
 CREATE TABLE events (
+    seq           INTEGER PRIMARY KEY,
     tenant_id     INTEGER NOT NULL,
     message_id    TEXT NOT NULL,
     customer_id   INTEGER NOT NULL,
@@ -14,8 +16,8 @@ CREATE TABLE events (
     sent_at       INTEGER,
     received_at   INTEGER NOT NULL,
     amount        REAL,
-    currency      TEXT,
-    PRIMARY KEY (tenant_id, message_id)
-) WITHOUT ROWID;
+    currency      TEXT
+);
+CREATE UNIQUE INDEX events_message ON events (tenant_id, message_id);
 CREATE INDEX events_customer ON events (tenant_id, customer_id, timestamp);
 CREATE INDEX events_name ON events (tenant_id, name, timestamp);

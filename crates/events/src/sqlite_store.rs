@@ -32,6 +32,8 @@ impl SqliteEventStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
+            // 64 MiB of page cache per connection: index inserts stay in memory.
+            .pragma("cache_size", "-65536")
             .busy_timeout(Duration::from_secs(10));
         let write = SqlitePoolOptions::new().max_connections(1).connect_with(opts.clone()).await?;
         let read = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;

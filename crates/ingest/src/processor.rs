@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::{log::LogReader, message::IngestMessage};
 
 /// Messages per batch: one entity-store transaction and one event-store insert each.
-const BATCH: usize = 2_000;
+const BATCH: usize = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Ident {
@@ -141,8 +141,10 @@ impl Processor {
             })
             .collect();
         let now = self.clock.now();
+        let t0 = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
         self.prefetch(&mut tx, &messages).await?;
+        let t_prefetch = t0.elapsed();
         let mut events: Vec<Event> = Vec::with_capacity(messages.len());
         let mut touches: HashMap<(i64, CustomerId), Touch> = HashMap::new();
         for m in messages {
@@ -213,9 +215,19 @@ impl Processor {
             tx.touch_customer(TenantId(*tenant), *id, &touch, now).await?;
         }
         tx.touch_seen_many(&seen, now).await?;
+        let t_resolved = t0.elapsed();
         tx.commit().await?;
         self.apply_pending_merges().await?;
+        let t_committed = t0.elapsed();
         self.events.insert(&events).await?;
+        tracing::debug!(
+            messages = events.len(),
+            prefetch_ms = t_prefetch.as_millis() as u64,
+            resolve_ms = (t_resolved - t_prefetch).as_millis() as u64,
+            commit_ms = (t_committed - t_resolved).as_millis() as u64,
+            events_ms = (t0.elapsed() - t_committed).as_millis() as u64,
+            "batch processed"
+        );
         Ok(())
     }
 
