@@ -36,12 +36,10 @@ impl ApiLogSink {
     }
 
     /// For ingestion, which can run at tens of thousands of requests per second: every
-    /// failure is logged, successes at most once a second per credential.
-    pub fn push_sampled(&self, credential: &str, line: NewApiLog) {
-        if !(200..300).contains(&line.status) {
-            return self.push(line);
-        }
-        {
+    /// failure is logged, successes at most once a second per credential. The line is only
+    /// built when it will be kept.
+    pub fn push_sampled(&self, credential: &str, status: u16, line: impl FnOnce() -> NewApiLog) {
+        if (200..300).contains(&status) {
             let mut sampled = self.sampled.lock().unwrap_or_else(|p| p.into_inner());
             let now = std::time::Instant::now();
             match sampled.get(credential) {
@@ -54,7 +52,7 @@ impl ApiLogSink {
                 }
             }
         }
-        self.push(line);
+        self.push(line());
     }
 
     pub fn depth(&self) -> usize {

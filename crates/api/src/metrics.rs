@@ -2,7 +2,7 @@
 //! and queue depths as Prometheus text at `GET /metrics`.
 
 use std::{
-    collections::BTreeMap,
+    collections::HashMap,
     fmt::Write,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -15,38 +15,56 @@ use cairn_domain::metrics::Histogram;
 
 #[derive(Default)]
 pub struct Metrics {
-    /// (method, route, status) → count.
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    /// (method, route) → latency.
-    latency: Mutex<BTreeMap<(String, String), std::sync::Arc<Histogram>>>,
+    /// route → method → counts by status and latency. Looked up by `&str`, so a request
+    /// whose route and method were seen before allocates nothing here.
+    routes: Mutex<HashMap<String, HashMap<String, RouteStats>>>,
     pub api_logs_dropped: AtomicU64,
+}
+
+#[derive(Default)]
+struct RouteStats {
+    statuses: HashMap<u16, u64>,
+    latency: Histogram,
 }
 
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        {
-            let mut r = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            *r.entry((method.to_string(), route.to_string(), status)).or_default() += 1;
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if !routes.contains_key(route) {
+            routes.insert(route.to_string(), HashMap::new());
         }
-        let h = {
-            let mut l = self.latency.lock().unwrap_or_else(|p| p.into_inner());
-            l.entry((method.to_string(), route.to_string())).or_default().clone()
-        };
-        h.observe(elapsed);
+        let methods = routes.get_mut(route).expect("inserted above");
+        if !methods.contains_key(method) {
+            methods.insert(method.to_string(), RouteStats::default());
+        }
+        let stats = methods.get_mut(method).expect("inserted above");
+        *stats.statuses.entry(status).or_default() += 1;
+        stats.latency.observe(elapsed);
     }
 
     pub fn render(&self, out: &mut String) {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut sorted: Vec<(&String, &String, &RouteStats)> =
+            routes.iter().flat_map(|(r, ms)| ms.iter().map(move |(m, s)| (r, m, s))).collect();
+        sorted.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         out.push_str("# HELP cairn_http_requests_total HTTP requests by method, route and status.\n");
         out.push_str("# TYPE cairn_http_requests_total counter\n");
-        for ((m, r, s), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ =
-                writeln!(out, "cairn_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{s}\"}} {n}", esc(r));
+        for (r, m, stats) in &sorted {
+            let mut statuses: Vec<_> = stats.statuses.iter().collect();
+            statuses.sort();
+            for (status, n) in statuses {
+                let _ = writeln!(
+                    out,
+                    "cairn_http_requests_total{{method=\"{m}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    esc(r)
+                );
+            }
         }
         out.push_str("# HELP cairn_http_request_duration_seconds HTTP request latency by method and route.\n");
         out.push_str("# TYPE cairn_http_request_duration_seconds histogram\n");
-        for ((m, r), h) in self.latency.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (r, m, stats) in &sorted {
             let labels = format!("method=\"{m}\",route=\"{}\"", esc(r));
-            render_histogram(out, "cairn_http_request_duration_seconds", &labels, h);
+            render_histogram(out, "cairn_http_request_duration_seconds", &labels, &stats.latency);
         }
         let dropped = self.api_logs_dropped.load(Ordering::Relaxed);
         out.push_str("# HELP cairn_api_logs_dropped_total API log lines dropped because the writer fell behind.\n");

@@ -157,20 +157,21 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     let resp = next.run(req).await;
 
     if let Some(p) = principal {
-        let line = NewApiLog {
+        let status = resp.status().as_u16();
+        let line = || NewApiLog {
             tenant_id: p.tenant_id,
             api_key_id: p.key_id(),
             user_id: p.user_id(),
             method,
             path: redact_path(&path),
-            status: resp.status().as_u16(),
+            status,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             at: st.svc.clock.now(),
         };
         if ingest {
-            st.api_logs.push_sampled(&p.label(), line);
+            st.api_logs.push_sampled(&bucket, status, line);
         } else {
-            st.api_logs.push(line);
+            st.api_logs.push(line());
         }
     }
     with_limit_headers(resp, &decision)

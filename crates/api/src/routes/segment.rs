@@ -43,15 +43,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 async fn single(st: AppState, req: Request, kind: &'static str) -> Response {
-    ingest(st, req, Reply::Segment, move |body, tenant, now| {
+    ingest(st, req, Reply::Segment, move |body, tenant, now, sizer| {
         let message = parse_segment(kind, body, "", tenant, now, None).map_err(field)?;
-        Ok(vec![Parsed { prefix: String::new(), size: body.to_string().len(), message }])
+        Ok(vec![Parsed { prefix: String::new(), size: sizer.size(body), message }])
     })
     .await
 }
 
 async fn many(st: AppState, req: Request) -> Response {
-    ingest(st, req, Reply::Segment, |body, tenant, now| {
+    ingest(st, req, Reply::Segment, |body, tenant, now, sizer| {
         let items = batch_items(body)?;
         let shared = body.get("context");
         let mut parsed = Vec::with_capacity(items.len());
@@ -65,7 +65,7 @@ async fn many(st: AppState, req: Request) -> Response {
                 None => return Err(ApiError::validation(format!("{prefix}type"), "is required")),
             };
             let message = parse_segment(kind, item, &prefix, tenant, now, shared).map_err(field)?;
-            parsed.push(Parsed { prefix, size: item.to_string().len(), message });
+            parsed.push(Parsed { prefix, size: sizer.size(item), message });
         }
         Ok(parsed)
     })

@@ -47,6 +47,23 @@ pub struct Accepted {
     message_ids: Vec<String>,
 }
 
+/// Measures messages against the per-message limit, without re-serialising any when the
+/// whole body is within it (the common case).
+#[derive(Clone, Copy)]
+pub struct Sizer {
+    whole_body_fits: bool,
+}
+
+impl Sizer {
+    pub fn size(&self, item: &Value) -> usize {
+        if self.whole_body_fits {
+            0
+        } else {
+            item.to_string().len()
+        }
+    }
+}
+
 /// One parsed message with what its errors are named by (`batch[3].`) and its size.
 pub struct Parsed {
     pub prefix: String,
@@ -63,7 +80,7 @@ pub enum Reply {
 
 /// Reads a tracking body as JSON (`application/json`, or `text/plain` as browsers' beacons
 /// and analytics.js send it), within the ingestion size limits.
-pub async fn read_tracking_body(st: &AppState, req: Request) -> ApiResult<Value> {
+pub async fn read_tracking_body(st: &AppState, req: Request) -> ApiResult<(Value, usize)> {
     let ct = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     if !(mime.is_empty() || mime == "application/json" || mime == "text/plain" || mime.ends_with("+json")) {
@@ -77,7 +94,8 @@ pub async fn read_tracking_body(st: &AppState, req: Request) -> ApiResult<Value>
     let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(st.settings.max_batch_bytes);
     let bytes = read_body(req, limit).await?;
     let bytes = if gzip { gunzip(&bytes, limit)? } else { bytes.to_vec() };
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+    let value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))?;
+    Ok((value, bytes.len()))
 }
 
 /// Inflates a gzip body (SDKs may compress), refusing (413) past `limit` inflated bytes.
@@ -143,21 +161,22 @@ pub async fn ingest(
     st: AppState,
     req: Request,
     reply: Reply,
-    parse: impl FnOnce(&Value, i64, DateTime<Utc>) -> ApiResult<Vec<Parsed>>,
+    parse: impl FnOnce(&Value, i64, DateTime<Utc>, Sizer) -> ApiResult<Vec<Parsed>>,
 ) -> Response {
     let from_header = req.extensions().get::<Principal>().cloned();
     let ip = req.extensions().get::<ClientIp>().cloned();
-    let body = match read_tracking_body(&st, req).await {
+    let (body, raw_len) = match read_tracking_body(&st, req).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
+    let sizer = Sizer { whole_body_fits: raw_len <= st.settings.max_event_bytes };
     let (p, decision) = match caller(&st, from_header, ip, &body).await {
         Ok(c) => c,
         Err(resp) => return resp,
     };
     let result = async {
         p.require(Scope::EventsWrite)?;
-        let parsed = parse(&body, p.tenant_id.0, st.svc.clock.now())?;
+        let parsed = parse(&body, p.tenant_id.0, st.svc.clock.now(), sizer)?;
         accept(&st, p.tenant_id, parsed).await
     }
     .await;
@@ -208,10 +227,10 @@ async fn accept(st: &AppState, tenant: TenantId, parsed: Vec<Parsed>) -> ApiResu
     }
 }
 
-fn one(kind: &'static str) -> impl FnOnce(&Value, i64, DateTime<Utc>) -> ApiResult<Vec<Parsed>> {
-    move |body, tenant, now| {
+fn one(kind: &'static str) -> impl FnOnce(&Value, i64, DateTime<Utc>, Sizer) -> ApiResult<Vec<Parsed>> {
+    move |body, tenant, now, sizer| {
         let message = parse_seed(kind, body, "", tenant, now).map_err(field)?;
-        Ok(vec![Parsed { prefix: String::new(), size: body.to_string().len(), message }])
+        Ok(vec![Parsed { prefix: String::new(), size: sizer.size(body), message }])
     }
 }
 
@@ -263,7 +282,7 @@ pub fn batch_items(body: &Value) -> ApiResult<&Vec<Value>> {
     security(("api_key" = []), ("bearer" = [])),
     responses((status = 200, body = Data<Accepted>), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn track_batch(State(st): State<AppState>, req: Request) -> Response {
-    ingest(st, req, Reply::Seed, |body, tenant, now| {
+    ingest(st, req, Reply::Seed, |body, tenant, now, sizer| {
         let items = batch_items(body)?;
         let mut parsed = Vec::with_capacity(items.len());
         for (i, item) in items.iter().enumerate() {
@@ -283,7 +302,7 @@ pub async fn track_batch(State(st): State<AppState>, req: Request) -> Response {
                 }
             };
             let message = parse_seed(kind, item, &prefix, tenant, now).map_err(field)?;
-            parsed.push(Parsed { prefix, size: item.to_string().len(), message });
+            parsed.push(Parsed { prefix, size: sizer.size(item), message });
         }
         Ok(parsed)
     })
