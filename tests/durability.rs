@@ -117,18 +117,16 @@ async fn flood(
     set
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
-    let dir = TempDir::new();
-    let key = setup_key(&dir, &[]);
-    let port = free_port();
+/// Three rounds of load, each ended by a SIGKILL of the server mid-traffic; returns every
+/// event id that was acknowledged.
+async fn acked_across_kills(dir: &TempDir, key: &str, port: u16, env: &[(&str, &str)]) -> HashSet<String> {
     let base = format!("http://127.0.0.1:{port}");
     let mut acked = HashSet::new();
     for round in 0..3 {
-        let mut server = start(&dir, port, &[]);
+        let mut server = start(dir, port, env);
         let stop = Arc::new(AtomicBool::new(false));
         let prefix: &'static str = ["r0", "r1", "r2"][round];
-        let sending = tokio::spawn(flood(base.clone(), key.clone(), 8, stop.clone(), prefix));
+        let sending = tokio::spawn(flood(base.clone(), key.to_string(), 8, stop.clone(), prefix));
         tokio::time::sleep(Duration::from_millis(700 + 300 * round as u64)).await;
         server.kill().unwrap(); // SIGKILL, in the middle of the traffic
         stop.store(true, Ordering::Relaxed);
@@ -136,24 +134,30 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
     }
     assert!(acked.len() > 100, "the load was too small to mean anything: {}", acked.len());
     eprintln!("{} events acknowledged across three kill -9s", acked.len());
+    acked
+}
 
-    // Restart and let the processor replay the log.
-    let mut server = start(&dir, port, &[]);
-    let db = dir.0.join("data").join("events.db");
-    let mut conn = SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+/// Waits until every acknowledged id is stored; returns the stored ids (with repeats, if any).
+async fn stored_after_restart<F, Fut>(acked: &HashSet<String>, mut stored: F) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
     let started = Instant::now();
-    let stored: Vec<String> = loop {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT message_id FROM events").fetch_all(&mut conn).await.unwrap();
+    loop {
+        let ids = stored().await;
         let have: HashSet<&String> = ids.iter().collect();
         if acked.iter().all(|a| have.contains(a)) {
-            break ids;
+            return ids;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "acknowledged events missing after restart");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let distinct: HashSet<&String> = stored.iter().collect();
-    assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
+        let missing = acked.iter().filter(|a| !have.contains(a)).count();
+        assert!(started.elapsed() < Duration::from_secs(60), "{missing} acknowledged events missing after restart");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
+/// No profile twice, and `customer.created` exactly once per profile.
+async fn profiles_are_whole(dir: &TempDir) {
     let entities = dir.0.join("data").join("cairn.db");
     let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display())).await.unwrap();
     let dup_profiles: i64 = sqlx::query_scalar(
@@ -169,7 +173,50 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none() {
         .await
         .unwrap();
     assert_eq!(created, profiles, "customer.created exactly once per profile");
-    let _ = server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_sqlite() {
+    let dir = TempDir::new();
+    let key = setup_key(&dir, &[]);
+    let port = free_port();
+    let acked = acked_across_kills(&dir, &key, port, &[]).await;
+    let _server = start(&dir, port, &[]);
+    let db = dir.0.join("data").join("events.db");
+    let conn = Arc::new(tokio::sync::Mutex::new(
+        SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap(),
+    ));
+    let stored = stored_after_restart(&acked, || {
+        let conn = conn.clone();
+        async move {
+            let mut c = conn.lock().await;
+            sqlx::query_scalar("SELECT message_id FROM events").fetch_all(&mut *c).await.unwrap()
+        }
+    })
+    .await;
+    let distinct: HashSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
+    profiles_are_whole(&dir).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_clickhouse() {
+    let ch = FreshClickHouse::new("cairn_kill");
+    let env = [("CAIRN_CLICKHOUSE_URL", ch.url.as_str()), ("CAIRN_CLICKHOUSE_DATABASE", ch.database.as_str())];
+    let dir = TempDir::new();
+    let key = setup_key(&dir, &env);
+    let port = free_port();
+    let acked = acked_across_kills(&dir, &key, port, &env).await;
+    let _server = start(&dir, port, &env);
+    let query = format!("SELECT message_id FROM {}.events FINAL", ch.database);
+    let stored = stored_after_restart(&acked, || {
+        let ids: Vec<String> = ch.query(&query).lines().map(str::to_string).collect();
+        async move { ids }
+    })
+    .await;
+    let distinct: HashSet<&String> = stored.iter().collect();
+    assert_eq!(distinct.len(), stored.len(), "an event counts twice in ClickHouse");
+    profiles_are_whole(&dir).await;
 }
 
 /// A TCP forwarder to ClickHouse that can be switched off (cutting open connections too).
