@@ -249,11 +249,12 @@ impl Processor {
         if self.absent.contains(&key) {
             return Ok(None);
         }
-        let found = match &key.1 {
-            Ident::Email(e) => tx.customer_by_email(tenant, e).await?,
-            Ident::User(u) => tx.customer_by_external_id(tenant, u).await?,
-            Ident::Anon(a) => tx.customer_by_anonymous_id(tenant, a).await?,
+        let (kind, value) = match &key.1 {
+            Ident::Email(e) => (IdentityKind::Email, e),
+            Ident::User(u) => (IdentityKind::ExternalId, u),
+            Ident::Anon(a) => (IdentityKind::AnonymousId, a),
         };
+        let found = tx.customers_by_identities(tenant, kind, std::slice::from_ref(value)).await?.pop().map(|(_, f)| f);
         if let Some(f) = found {
             self.cache.insert(key, f);
         }

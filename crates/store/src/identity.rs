@@ -49,42 +49,6 @@ pub struct PendingMerge {
 }
 
 impl Conn {
-    pub async fn customer_by_email(&mut self, tenant: TenantId, email: &str) -> Result<Option<Found>> {
-        let row: Option<FoundRow> = on!(self, |c| sqlx::query_as(
-            "SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND email = $2"
-        )
-        .bind(tenant.0)
-        .bind(email)
-        .fetch_optional(c)
-        .await)?;
-        Ok(row.map(Into::into))
-    }
-
-    pub async fn customer_by_external_id(&mut self, tenant: TenantId, external_id: &str) -> Result<Option<Found>> {
-        let row: Option<FoundRow> = on!(self, |c| {
-            sqlx::query_as("SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND external_id = $2")
-                .bind(tenant.0)
-                .bind(external_id)
-                .fetch_optional(c)
-                .await
-        })?;
-        Ok(row.map(Into::into))
-    }
-
-    pub async fn customer_by_anonymous_id(&mut self, tenant: TenantId, anonymous_id: &str) -> Result<Option<Found>> {
-        let row: Option<FoundRow> = on!(self, |c| {
-            sqlx::query_as(
-            "SELECT c.id, c.email, c.external_id FROM customer_anonymous_ids a JOIN customers c ON c.id = a.customer_id
-             WHERE a.tenant_id = $1 AND a.anonymous_id = $2"
-        )
-        .bind(tenant.0)
-        .bind(anonymous_id)
-        .fetch_optional(c)
-        .await
-        })?;
-        Ok(row.map(Into::into))
-    }
-
     pub async fn customer_exists(&mut self, tenant: TenantId, id: CustomerId) -> Result<Option<Found>> {
         let row: Option<FoundRow> = on!(self, |c| sqlx::query_as(
             "SELECT id, email, external_id FROM customers WHERE tenant_id = $1 AND id = $2"
