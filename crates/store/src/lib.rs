@@ -18,6 +18,7 @@ pub mod keys;
 pub mod sessions;
 pub mod tenants;
 pub mod users;
+pub mod webhooks;
 
 pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
 

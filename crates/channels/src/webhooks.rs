@@ -1,0 +1,299 @@
+//! The webhook dispatcher: fans the outbox out to subscribed endpoints as durable deliveries,
+//! and sends due deliveries — signed, concurrently (a slow endpoint holds one slot, never the
+//! queue), with a 10-second timeout, no redirects, retried on a schedule of about a day.
+//!
+//! Delivery is at least once: a crash after an endpoint answered but before the result was
+//! recorded sends that delivery again, with the same `webhook-id`, which receivers use to
+//! drop the repeat. A crash can never lose one: deliveries are rows, created in the same
+//! transaction that marks their outbox entry dispatched.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use cairn_domain::Clock;
+use cairn_store::{webhooks::Delivery, Store, StoreError};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use tokio::sync::{watch, Semaphore};
+
+use crate::signing;
+
+/// Seconds to wait after failed attempt N (1-based) before attempt N+1: immediately, then
+/// 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h — eight attempts over about 28 hours.
+pub const RETRY_DELAYS: [i64; 7] = [5, 300, 1800, 7200, 18000, 36000, 36000];
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Allow endpoints on private, loopback and link-local addresses (tests, on-premise).
+    pub allow_private: bool,
+    pub timeout: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings { allow_private: false, timeout: Duration::from_secs(10), concurrency: 64 }
+    }
+}
+
+/// The body every endpoint receives: `{"event", "timestamp", "data"}` (seed 003), compact.
+pub fn body(event: &str, at: DateTime<Utc>, data: &Value) -> String {
+    format!(
+        r#"{{"event":{},"timestamp":{},"data":{}}}"#,
+        Value::String(event.to_string()),
+        Value::String(at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+        data
+    )
+}
+
+/// Whether an address is one a public webhook must not reach (SSRF guard).
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // carrier-grade NAT
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v6.to_ipv4_mapped().is_some_and(|v4| is_private(IpAddr::V4(v4)))
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Store,
+    clock: Clock,
+    http: reqwest::Client,
+    settings: WebhookSettings,
+    slots: Arc<Semaphore>,
+}
+
+/// What one attempt came to.
+struct Outcome {
+    http_status: Option<u16>,
+    error: Option<String>,
+    excerpt: Option<String>,
+    latency_ms: f64,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, clock: Clock, settings: WebhookSettings) -> Result<Dispatcher, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(settings.timeout)
+            .user_agent(concat!("Cairn-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let slots = Arc::new(Semaphore::new(settings.concurrency));
+        Ok(Dispatcher { store, clock, http, settings, slots })
+    }
+
+    /// Runs until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut clock_moved = self.clock.subscribe();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = self.fan_out().await {
+                tracing::warn!(error = %e, "webhook fan-out failed");
+            }
+            if let Err(e) = self.send_due().await {
+                tracing::warn!(error = %e, "claiming webhook deliveries failed");
+            }
+            let moved = async {
+                match clock_moved.as_mut() {
+                    Some(rx) => {
+                        let _ = rx.changed().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = moved => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// Turns undispatched outbox entries into deliveries for every subscribed endpoint.
+    pub async fn fan_out(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        let entries = tx.undispatched_outbox(500).await?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut hooks_by_tenant = std::collections::HashMap::new();
+        for e in &entries {
+            if !hooks_by_tenant.contains_key(&e.tenant_id) {
+                let hooks = tx.active_webhooks(cairn_domain::TenantId(e.tenant_id)).await?;
+                hooks_by_tenant.insert(e.tenant_id, hooks);
+            }
+            let payload = body(&e.event, e.created_at, &e.payload.0);
+            for h in hooks_by_tenant[&e.tenant_id].iter().filter(|h| h.subscribed_to(&e.event)) {
+                tx.insert_delivery(e.tenant_id, h.id, Some(e.id), &e.event, &payload, now).await?;
+            }
+        }
+        let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
+        tx.mark_dispatched(&ids, now).await?;
+        tx.commit().await?;
+        Ok(entries.len())
+    }
+
+    /// Claims due deliveries (as many as there are free slots) and sends each in its own task.
+    pub async fn send_due(&self) -> Result<usize, StoreError> {
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(0);
+        }
+        let now = self.clock.now();
+        let lease = now + chrono::Duration::seconds(self.settings.timeout.as_secs() as i64 + 60);
+        let claimed = {
+            let mut tx = self.store.begin().await?;
+            let d = tx.claim_deliveries(now, lease, free as i64).await?;
+            tx.commit().await?;
+            d
+        };
+        let n = claimed.len();
+        for d in claimed {
+            let Ok(permit) = self.slots.clone().acquire_owned().await else { break };
+            let me = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.deliver(d).await {
+                    tracing::warn!(error = %e, "recording a webhook attempt failed");
+                }
+                drop(permit);
+            });
+        }
+        Ok(n)
+    }
+
+    async fn deliver(&self, d: Delivery) -> Result<(), StoreError> {
+        let webhook = {
+            let mut c = self.store.read().await?;
+            match c.webhook(cairn_domain::TenantId(d.tenant_id), d.webhook_id).await {
+                Ok(w) => w,
+                Err(StoreError::NotFound) => return Ok(()), // deleted meanwhile: its deliveries went too
+                Err(e) => return Err(e),
+            }
+        };
+        let now = self.clock.now();
+        let mut secrets = vec![webhook.secret.as_str()];
+        if let (Some(old), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_until) {
+            if until > now {
+                secrets.push(old.as_str());
+            }
+        }
+        let id = format!("msg_{}", d.id);
+        let outcome = if webhook.status != "active" {
+            Outcome { http_status: None, error: Some("the endpoint is disabled".into()), excerpt: None, latency_ms: 0.0 }
+        } else {
+            self.attempt(&webhook.url, &secrets, &id, &d, now.timestamp()).await
+        };
+        let attempt = d.attempts + 1;
+        let succeeded = outcome.http_status.is_some_and(|s| (200..300).contains(&s));
+        let gone = outcome.http_status == Some(410);
+        let refused = outcome.error.as_deref().is_some_and(|e| e.starts_with("refused"));
+        let (status, next) = if succeeded {
+            ("succeeded", None)
+        } else if gone || refused || webhook.status != "active" || attempt as usize > RETRY_DELAYS.len() {
+            ("failed", None)
+        } else {
+            ("pending", Some(now + chrono::Duration::seconds(RETRY_DELAYS[attempt as usize - 1])))
+        };
+        let mut c = self.store.write().await?;
+        c.record_attempt(
+            d.id,
+            status,
+            outcome.http_status.map(i32::from),
+            outcome.latency_ms,
+            outcome.error.as_deref(),
+            outcome.excerpt.as_deref(),
+            next,
+            self.clock.now(),
+        )
+        .await?;
+        if gone {
+            c.disable_webhook(webhook.id, "the endpoint answered 410 Gone", self.clock.now()).await?;
+        }
+        tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
+        Ok(())
+    }
+
+    async fn attempt(&self, url: &str, secrets: &[&str], id: &str, d: &Delivery, ts: i64) -> Outcome {
+        let started = std::time::Instant::now();
+        let done = |http_status, error: Option<String>, excerpt| Outcome {
+            http_status,
+            error,
+            excerpt,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        };
+        if !self.settings.allow_private {
+            if let Err(e) = self.check_public(url).await {
+                return done(None, Some(e), None);
+            }
+        }
+        let mut req = self.http.post(url).header("content-type", "application/json").body(d.body.clone());
+        for (k, v) in signing::headers(secrets, id, &d.event, ts, &d.body) {
+            req = req.header(k, v);
+        }
+        match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let text = resp.text().await.unwrap_or_default();
+                let excerpt: String = text.chars().take(500).collect();
+                done(Some(status), (!(200..300).contains(&status)).then(|| format!("HTTP {status}")), Some(excerpt))
+            }
+            Err(e) if e.is_timeout() => done(None, Some("timed out".into()), None),
+            Err(e) => done(None, Some(format!("could not deliver: {}", e.without_url())), None),
+        }
+    }
+
+    /// Refuses endpoints that resolve to private, loopback or link-local addresses.
+    async fn check_public(&self, url: &str) -> Result<(), String> {
+        let parsed = url::Url::parse(url).map_err(|_| "refused: not a valid URL".to_string())?;
+        let host = parsed.host_str().ok_or("refused: no host")?.trim_start_matches('[').trim_end_matches(']');
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let addrs = tokio::net::lookup_host((host, port)).await.map_err(|_| format!("could not resolve {host}"))?;
+        for a in addrs {
+            if is_private(a.ip()) {
+                return Err("refused: the endpoint resolves to a private address (CAIRN_WEBHOOK_ALLOW_PRIVATE=1 allows it)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_recognised() {
+        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+            assert!(is_private(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_compact_and_ordered_as_seed_003_shows() {
+        let at: DateTime<Utc> = "2026-03-16T10:00:00Z".parse().unwrap();
+        let b = body("customer.segment_entered", at, &serde_json::json!({"customer_id": 42}));
+        assert_eq!(b, r#"{"event":"customer.segment_entered","timestamp":"2026-03-16T10:00:00Z","data":{"customer_id":42}}"#);
+    }
+
+    #[test]
+    fn the_retry_schedule_spans_about_a_day() {
+        let total: i64 = RETRY_DELAYS.iter().sum();
+        assert_eq!(RETRY_DELAYS.len() + 1, 8, "eight attempts");
+        assert!((24 * 3600..=30 * 3600).contains(&total), "{total}");
+    }
+}
