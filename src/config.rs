@@ -99,6 +99,10 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_INGEST_LOG_BUDGET_MB", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub ingest_log_budget_mb: u64,
+    /// Let webhooks reach private, loopback and link-local addresses (off: SSRF guard).
+    #[arg(long, env = "CAIRN_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set,
+          value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true")]
+    pub webhook_allow_private: bool,
     /// Requests per minute per secret key on the CRM API (seed 004's default).
     #[arg(long, env = "CAIRN_RATE_LIMIT_SECRET", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_limit_secret: u64,

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::Context;
 use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
+use cairn_channels::webhooks::{Dispatcher, WebhookSettings};
 use cairn_domain::Clock;
 use cairn_ingest::{IngestLog, LogConfig, Processor};
 use cairn_service::{accounts::Registration, ServiceSettings, Services};
@@ -37,9 +38,18 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     })
     .with_context(|| format!("CAIRN_DATA_DIR: cannot open the ingest log in {}", store_args.data_dir.display()))?;
     let (stop_processor, processor_stop) = tokio::sync::watch::channel(false);
+    let processor_stop_for_webhooks = processor_stop.clone();
     let processor = tokio::spawn(
         Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone()).run(processor_stop),
     );
+
+    let dispatcher = Dispatcher::new(
+        stores.entities.clone(),
+        svc.clock.clone(),
+        WebhookSettings { allow_private: args.webhook_allow_private, ..WebhookSettings::default() },
+    )
+    .context("could not set up the webhook HTTP client")?;
+    let webhooks = tokio::spawn(dispatcher.run(processor_stop_for_webhooks));
 
     let metrics = Arc::new(Metrics::default());
     let (api_logs, log_writer) = ApiLogSink::start(stores.entities.clone(), metrics.clone());
@@ -98,6 +108,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     if tokio::time::timeout(Duration::from_secs(30), processor).await.is_err() {
         tracing::warn!("the ingest processor did not finish in 30 s; the rest is processed at the next start");
     }
+    // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
+    let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {
         tracing::warn!("the request log did not drain in 10 s");
     }

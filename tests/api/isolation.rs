@@ -39,6 +39,13 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::PUT, "/v1/customers/{id}", "customer", Some(json!({"name": "Changed"}))),
         (Method::DELETE, "/v1/customers/{id}", "customer", None),
         (Method::GET, "/v1/customers/{id}/events", "customer", None),
+        (Method::GET, "/v1/webhooks/{id}", "webhook", None),
+        (Method::PUT, "/v1/webhooks/{id}", "webhook", Some(json!({"status": "disabled"}))),
+        (Method::POST, "/v1/webhooks/{id}/ping", "webhook", None),
+        (Method::POST, "/v1/webhooks/{id}/rotate-secret", "webhook", None),
+        (Method::GET, "/v1/webhooks/{id}/deliveries", "webhook", None),
+        (Method::DELETE, "/v1/webhooks/{id}", "webhook", None),
+        (Method::POST, "/v1/webhooks/deliveries/{id}/redeliver", "delivery", None),
     ]
 }
 
@@ -62,13 +69,24 @@ async fn fixture(app: &TestApp) -> Fixture {
     let customer =
         app.post("/v1/customers", &a_owner, json!({"email": "client@alpha.com", "name": "Alpha Client"})).await;
     let customer_id = customer.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    let hook = app.post("/v1/webhooks", &a_owner, json!({"url": "http://127.0.0.1:9/alpha", "events": ["*"]})).await;
+    let webhook_id = hook.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    let ping = app.post(&format!("/v1/webhooks/{webhook_id}/ping"), &a_owner, json!({})).await;
+    let delivery_id = ping.assert_ok(202)["data"]["delivery_id"].as_i64().unwrap();
 
     let b_session = app.register("owner@beta.com", "Beta").await;
     let (_, b_key) = app.create_key(&b_session, json!({"name": "b", "type": "secret"})).await;
     Fixture {
         a_owner,
         a_key,
-        ids: vec![("api_key", a_key_id), ("user", member_id), ("invitation", pending_id), ("customer", customer_id)],
+        ids: vec![
+            ("api_key", a_key_id),
+            ("user", member_id),
+            ("invitation", pending_id),
+            ("customer", customer_id),
+            ("webhook", webhook_id),
+            ("delivery", delivery_id),
+        ],
         b_session,
         b_key,
     }

@@ -13,3 +13,4 @@ mod openapi;
 mod segment;
 mod team;
 mod track;
+mod webhooks;

@@ -33,6 +33,7 @@ pub struct TestApp {
     _dir: TempDir,
     server: tokio::task::JoinHandle<()>,
     processor: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -40,6 +41,7 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
         self.processor.abort();
+        self.webhooks.abort();
     }
 }
 
@@ -81,8 +83,16 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     })
     .expect("open ingest log");
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let processor =
-        tokio::spawn(cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone()).run(stopped));
+    let processor = tokio::spawn(
+        cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone()).run(stopped.clone()),
+    );
+    let dispatcher = cairn_channels::webhooks::Dispatcher::new(
+        store.clone(),
+        clock.clone(),
+        cairn_channels::webhooks::WebhookSettings { allow_private: true, ..Default::default() },
+    )
+    .expect("webhook client");
+    let webhooks = tokio::spawn(dispatcher.run(stopped.clone()));
     let metrics = Arc::new(Metrics::default());
     let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
     let state = AppState::new(Inner {
@@ -112,6 +122,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         _dir: dir,
         server,
         processor,
+        webhooks,
         _stop: stop,
     }
 }

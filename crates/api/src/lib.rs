@@ -147,6 +147,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::customers::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())
+        .merge(routes::webhooks::router())
         .merge(routes::team::router())
         .merge(routes::workspace::router())
         .merge(routes::logs::router());

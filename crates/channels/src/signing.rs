@@ -36,7 +36,10 @@ fn standard_key(secret: &str) -> Vec<u8> {
 
 pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &str) -> String {
     let ts = timestamp.to_string();
-    format!("v1,{}", STANDARD.encode(hmac(&standard_key(secret), &[id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()])))
+    format!(
+        "v1,{}",
+        STANDARD.encode(hmac(&standard_key(secret), &[id.as_bytes(), b".", ts.as_bytes(), b".", body.as_bytes()]))
+    )
 }
 
 pub fn entercrm_signature(secret: &str, body: &str) -> String {

@@ -50,7 +50,11 @@ pub fn body(event: &str, at: DateTime<Utc>, data: &Value) -> String {
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            v4.is_private() || v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
                 || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1]) // carrier-grade NAT
         }
         IpAddr::V6(v6) => {
@@ -191,7 +195,12 @@ impl Dispatcher {
         }
         let id = format!("msg_{}", d.id);
         let outcome = if webhook.status != "active" {
-            Outcome { http_status: None, error: Some("the endpoint is disabled".into()), excerpt: None, latency_ms: 0.0 }
+            Outcome {
+                http_status: None,
+                error: Some("the endpoint is disabled".into()),
+                excerpt: None,
+                latency_ms: 0.0,
+            }
         } else {
             self.attempt(&webhook.url, &secrets, &id, &d, now.timestamp()).await
         };
@@ -262,7 +271,10 @@ impl Dispatcher {
         let addrs = tokio::net::lookup_host((host, port)).await.map_err(|_| format!("could not resolve {host}"))?;
         for a in addrs {
             if is_private(a.ip()) {
-                return Err("refused: the endpoint resolves to a private address (CAIRN_WEBHOOK_ALLOW_PRIVATE=1 allows it)".into());
+                return Err(
+                    "refused: the endpoint resolves to a private address (CAIRN_WEBHOOK_ALLOW_PRIVATE=1 allows it)"
+                        .into(),
+                );
             }
         }
         Ok(())
@@ -275,7 +287,19 @@ mod tests {
 
     #[test]
     fn private_addresses_are_recognised() {
-        for ip in ["10.1.2.3", "172.16.0.1", "192.168.1.1", "127.0.0.1", "169.254.169.254", "0.0.0.0", "100.64.0.1", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1"] {
+        for ip in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "127.0.0.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
             assert!(is_private(ip.parse().unwrap()), "{ip}");
         }
         for ip in ["93.184.216.34", "2606:2800:220:1::1", "100.128.0.1"] {
@@ -287,7 +311,10 @@ mod tests {
     fn bodies_are_compact_and_ordered_as_seed_003_shows() {
         let at: DateTime<Utc> = "2026-03-16T10:00:00Z".parse().unwrap();
         let b = body("customer.segment_entered", at, &serde_json::json!({"customer_id": 42}));
-        assert_eq!(b, r#"{"event":"customer.segment_entered","timestamp":"2026-03-16T10:00:00Z","data":{"customer_id":42}}"#);
+        assert_eq!(
+            b,
+            r#"{"event":"customer.segment_entered","timestamp":"2026-03-16T10:00:00Z","data":{"customer_id":42}}"#
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod keys;
 pub mod password;
 pub mod team;
+pub mod webhooks;
 
 use std::{
     collections::HashMap,

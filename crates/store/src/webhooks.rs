@@ -24,7 +24,9 @@ pub struct Webhook {
 impl Webhook {
     pub fn subscribed_to(&self, event: &str) -> bool {
         self.events.split_whitespace().any(|p| {
-            p == "*" || p == event || p.strip_suffix(".*").is_some_and(|cat| event.starts_with(cat) && event[cat.len()..].starts_with('.'))
+            p == "*"
+                || p == event
+                || p.strip_suffix(".*").is_some_and(|cat| event.starts_with(cat) && event[cat.len()..].starts_with('.'))
         })
     }
 }
@@ -64,12 +66,26 @@ const DELIVERY_COLS: &str = "id, tenant_id, webhook_id, outbox_id, event, body, 
                              last_status, last_latency_ms, last_error, response_excerpt, created_at, delivered_at";
 
 impl Conn {
-    pub async fn insert_webhook(&mut self, tenant: TenantId, url: &str, events: &str, secret: &str, now: DateTime<Utc>) -> Result<Webhook> {
+    pub async fn insert_webhook(
+        &mut self,
+        tenant: TenantId,
+        url: &str,
+        events: &str,
+        secret: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Webhook> {
         let sql = format!(
             "INSERT INTO webhooks (tenant_id, url, events, secret, status, created_at, updated_at)
              VALUES ($1, $2, $3, $4, 'active', $5, $5) RETURNING {WEBHOOK_COLS}"
         );
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(url).bind(events).bind(secret).bind(now).fetch_one(c).await)?)
+        Ok(on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(url)
+            .bind(events)
+            .bind(secret)
+            .bind(now)
+            .fetch_one(c)
+            .await)?)
     }
 
     pub async fn webhook(&mut self, tenant: TenantId, id: i64) -> Result<Webhook> {
@@ -80,9 +96,12 @@ impl Conn {
 
     pub async fn list_webhooks(&mut self, tenant: TenantId, limit: i64, offset: i64) -> Result<(Vec<Webhook>, i64)> {
         let sql = format!("SELECT {WEBHOOK_COLS} FROM webhooks WHERE tenant_id = $1 ORDER BY id LIMIT $2 OFFSET $3");
-        let rows: Vec<Webhook> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
-        let total: i64 =
-            on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant_id = $1").bind(tenant.0).fetch_one(c).await)?;
+        let rows: Vec<Webhook> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_one(c)
+            .await)?;
         Ok((rows, total))
     }
 
@@ -126,13 +145,15 @@ impl Conn {
     }
 
     pub async fn disable_webhook(&mut self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<()> {
-        on!(self, |c| sqlx::query("UPDATE webhooks SET status = 'disabled', disabled_reason = $1, updated_at = $2 WHERE id = $3")
-            .bind(reason)
-            .bind(now)
-            .bind(id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query(
+            "UPDATE webhooks SET status = 'disabled', disabled_reason = $1, updated_at = $2 WHERE id = $3"
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -167,7 +188,8 @@ impl Conn {
         body: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<i64>> {
-        Ok(on!(self, |c| sqlx::query_scalar(
+        Ok(on!(self, |c| {
+            sqlx::query_scalar(
             "INSERT INTO webhook_deliveries (tenant_id, webhook_id, outbox_id, event, body, status, next_attempt_at, created_at)
              VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (webhook_id, outbox_id) DO NOTHING RETURNING id"
         )
@@ -178,11 +200,17 @@ impl Conn {
         .bind(body)
         .bind(now)
         .fetch_optional(c)
-        .await)?)
+        .await
+        })?)
     }
 
     /// Claims due deliveries for `lease_until` (another worker takes them over after that).
-    pub async fn claim_deliveries(&mut self, now: DateTime<Utc>, lease_until: DateTime<Utc>, limit: i64) -> Result<Vec<Delivery>> {
+    pub async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
         let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN (
@@ -206,7 +234,8 @@ impl Conn {
         next: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on!(self, |c| sqlx::query(
+        on!(self, |c| {
+            sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, last_status = $2, last_latency_ms = $3,
                  last_error = $4, response_excerpt = $5, next_attempt_at = COALESCE($6, next_attempt_at), locked_until = NULL,
                  delivered_at = CASE WHEN $1 = 'succeeded' THEN $7 ELSE delivered_at END
@@ -222,16 +251,28 @@ impl Conn {
         .bind(id)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 
-    pub async fn list_deliveries(&mut self, tenant: TenantId, webhook: i64, limit: i64, offset: i64) -> Result<(Vec<Delivery>, i64)> {
+    pub async fn list_deliveries(
+        &mut self,
+        tenant: TenantId,
+        webhook: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Delivery>, i64)> {
         let sql = format!(
             "SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE tenant_id = $1 AND webhook_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
-        let rows: Vec<Delivery> =
-            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(webhook).bind(limit).bind(offset).fetch_all(c).await)?;
+        let rows: Vec<Delivery> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(webhook)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
         let total: i64 = on!(self, |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM webhook_deliveries WHERE tenant_id = $1 AND webhook_id = $2"
         )
@@ -244,7 +285,8 @@ impl Conn {
 
     pub async fn delivery(&mut self, tenant: TenantId, id: i64) -> Result<Delivery> {
         let sql = format!("SELECT {DELIVERY_COLS} FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2");
-        let row: Option<Delivery> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
+        let row: Option<Delivery> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound)
     }
 

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod segment;
 pub mod team;
 pub mod track;
+pub mod webhooks;
 pub mod workspace;
 
 use axum::http::StatusCode;
