@@ -134,9 +134,8 @@ impl Dispatcher {
         }
         let mut hooks_by_tenant = std::collections::HashMap::new();
         for e in &entries {
-            if !hooks_by_tenant.contains_key(&e.tenant_id) {
-                let hooks = tx.active_webhooks(cairn_domain::TenantId(e.tenant_id)).await?;
-                hooks_by_tenant.insert(e.tenant_id, hooks);
+            if let std::collections::hash_map::Entry::Vacant(slot) = hooks_by_tenant.entry(e.tenant_id) {
+                slot.insert(tx.active_webhooks(cairn_domain::TenantId(e.tenant_id)).await?);
             }
             let payload = body(&e.event, e.created_at, &e.payload.0);
             for h in hooks_by_tenant[&e.tenant_id].iter().filter(|h| h.subscribed_to(&e.event)) {
