@@ -22,6 +22,7 @@ crate::on_both_backends!(
     a_slow_endpoint_does_not_delay_the_others,
     ping_rotation_and_redelivery,
     subscriptions_are_validated_against_the_catalogue,
+    an_endpoint_failing_for_a_day_is_disabled_after_the_last_retry,
 );
 
 #[derive(Clone, Default)]
@@ -222,4 +223,30 @@ async fn subscriptions_are_validated_against_the_catalogue(app: TestApp) {
     assert_eq!(r.body["field"], "url");
     let (_, key) = app.create_key(&token, json!({"name": "k", "type": "secret", "scopes": ["leads:read"]})).await;
     app.get("/v1/webhooks", &key).await.assert_error(403, "FORBIDDEN");
+}
+
+async fn an_endpoint_failing_for_a_day_is_disabled_after_the_last_retry(app: TestApp) {
+    let token = app.register("you@company.com", "Acme").await;
+    let (url, rx) = receiver().await;
+    *rx.script.lock().unwrap() = vec![500; 8];
+    let (id, _) = create_hook(&app, &token, &url, json!(["*"])).await;
+    app.post("/v1/customers", &token, json!({"email": "a@example.com"})).await.assert_ok(201);
+    for (n, delay) in std::iter::once(0).chain(cairn_channels::webhooks::RETRY_DELAYS).enumerate() {
+        app.clock.advance(chrono::Duration::seconds(delay + 1));
+        rx.wait_for(n + 1).await;
+    }
+    let mut hook = Value::Null;
+    for _ in 0..100 {
+        hook = app.get(&format!("/v1/webhooks/{id}"), &token).await.body;
+        if hook["data"]["status"] == "disabled" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(hook["data"]["status"], "disabled", "{hook}");
+    assert!(hook["data"]["disabled_reason"].as_str().unwrap().contains("more than a day"));
+    let log = app.get(&format!("/v1/webhooks/{id}/deliveries"), &token).await;
+    assert_eq!(log.body["data"][0]["status"], "failed");
+    assert_eq!(log.body["data"][0]["attempts"], 8);
+    assert_eq!(rx.got.lock().unwrap().len(), 8, "eight attempts, no more");
 }

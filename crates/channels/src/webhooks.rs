@@ -228,6 +228,19 @@ impl Dispatcher {
         .await?;
         if gone {
             c.disable_webhook(webhook.id, "the endpoint answered 410 Gone", self.clock.now()).await?;
+        } else if status == "failed" && !refused && webhook.status == "active" {
+            // A delivery exhausted its day of retries: if nothing got through for a day either,
+            // the endpoint is gone in all but name.
+            let last = c.last_webhook_success(webhook.id).await?;
+            if last.is_none_or(|t| t < now - chrono::Duration::days(1)) {
+                let reason = "every delivery failed for more than a day; fix the endpoint, then set status to active";
+                c.disable_webhook(webhook.id, reason, self.clock.now()).await?;
+                tracing::warn!(
+                    webhook.id = webhook.id,
+                    tenant.id = d.tenant_id,
+                    "webhook endpoint disabled after a day of failures"
+                );
+            }
         }
         tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
         Ok(())

@@ -144,6 +144,16 @@ impl Conn {
         Ok(n > 0)
     }
 
+    /// When the endpoint last accepted a delivery.
+    pub async fn last_webhook_success(&mut self, webhook: i64) -> Result<Option<DateTime<Utc>>> {
+        Ok(on!(self, |c| sqlx::query_scalar(
+            "SELECT MAX(delivered_at) FROM webhook_deliveries WHERE webhook_id = $1 AND status = 'succeeded'"
+        )
+        .bind(webhook)
+        .fetch_one(c)
+        .await)?)
+    }
+
     pub async fn disable_webhook(&mut self, id: i64, reason: &str, now: DateTime<Utc>) -> Result<()> {
         on!(self, |c| sqlx::query(
             "UPDATE webhooks SET status = 'disabled', disabled_reason = $1, updated_at = $2 WHERE id = $3"
