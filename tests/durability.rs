@@ -325,3 +325,78 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
     assert_eq!(send_batch(1000, 0).await.unwrap().status(), 200, "accepting again once the backlog drained");
     let _ = server.kill();
 }
+
+/// Webhooks: a SIGKILL while deliveries are in flight loses none; a delivery may arrive twice
+/// (at least once), but then with the same `webhook-id`, so receivers can drop the repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_webhook_delivery_loses_none_and_repeats_are_recognisable() {
+    use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+    async fn receive(State(seen): State<Seen>, h: HeaderMap, body: Bytes) -> &'static str {
+        // Slow enough that the kill below lands while a batch of deliveries is in flight.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let id = h.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        seen.lock().unwrap().push((id, v["data"]["customer_email"].as_str().unwrap_or_default().to_string()));
+        "ok"
+    }
+    let seen: Seen = Arc::default();
+    let app = Router::new().route("/hook", post(receive)).with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = TempDir::new();
+    let env = [("CAIRN_WEBHOOK_ALLOW_PRIVATE", "1"), ("CAIRN_RATE_LIMIT_SECRET", "1000000")];
+    let key = setup_key(&dir, &env);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut server = start(&dir, port, &env);
+    let r = client
+        .post(format!("{base}/v1/webhooks"))
+        .header("X-API-Key", &key)
+        .json(&json!({"url": hook_url, "events": ["customer.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let total = 150;
+    for i in 0..total {
+        let r = client
+            .post(format!("{base}/v1/customers"))
+            .header("X-API-Key", &key)
+            .json(&json!({"email": format!("c{i}@example.com")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    // Let some deliveries through, then kill the server while others are in flight.
+    let started = Instant::now();
+    while seen.lock().unwrap().len() < 20 {
+        assert!(started.elapsed() < Duration::from_secs(20), "no deliveries before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    server.kill().unwrap();
+    let before_restart = seen.lock().unwrap().len();
+    assert!(before_restart < total, "the kill came too late to mean anything");
+    let _server = start(&dir, port, &env);
+    let started = Instant::now();
+    loop {
+        let got = seen.lock().unwrap().clone();
+        let emails: HashSet<&String> = got.iter().map(|(_, e)| e).collect();
+        if emails.len() == total {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{} of {total} deliveries arrived", emails.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Any repeat carries the same webhook-id as the first copy.
+    let got = seen.lock().unwrap().clone();
+    let mut id_of: std::collections::HashMap<&String, &String> = Default::default();
+    for (id, email) in &got {
+        assert_eq!(*id_of.entry(email).or_insert(id), id, "a repeat of {email} came with another webhook-id");
+    }
+    eprintln!("{before_restart} of {total} delivered before the kill; {} copies received in all", got.len());
+}

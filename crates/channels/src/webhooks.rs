@@ -155,7 +155,9 @@ impl Dispatcher {
             return Ok(0);
         }
         let now = self.clock.now();
-        let lease = now + chrono::Duration::seconds(self.settings.timeout.as_secs() as i64 + 60);
+        // Long enough for one attempt (the HTTP timeout) and its bookkeeping; after that a
+        // crashed instance's claimed deliveries are taken over by whoever runs next.
+        let lease = now + chrono::Duration::seconds(self.settings.timeout.as_secs() as i64 + 5);
         let claimed = {
             let mut tx = self.store.begin().await?;
             let d = tx.claim_deliveries(now, lease, free as i64).await?;
