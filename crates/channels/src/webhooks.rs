@@ -28,11 +28,13 @@ pub struct WebhookSettings {
     pub timeout: Duration,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Deliveries in flight at once to one endpoint.
+    pub per_endpoint: usize,
 }
 
 impl Default for WebhookSettings {
     fn default() -> Self {
-        WebhookSettings { allow_private: false, timeout: Duration::from_secs(10), concurrency: 64 }
+        WebhookSettings { allow_private: false, timeout: Duration::from_secs(10), concurrency: 64, per_endpoint: 16 }
     }
 }
 
@@ -74,6 +76,9 @@ pub struct Dispatcher {
     http: reqwest::Client,
     settings: WebhookSettings,
     slots: Arc<Semaphore>,
+    /// Deliveries in flight per endpoint: each may hold at most `per_endpoint` slots, so a
+    /// slow endpoint can never take the whole pool from the others.
+    in_flight: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
 }
 
 /// What one attempt came to.
@@ -92,7 +97,7 @@ impl Dispatcher {
             .user_agent(concat!("Cairn-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let slots = Arc::new(Semaphore::new(settings.concurrency));
-        Ok(Dispatcher { store, clock, http, settings, slots })
+        Ok(Dispatcher { store, clock, http, settings, slots, in_flight: Default::default() })
     }
 
     /// Runs until `stop` turns true.
@@ -158,19 +163,43 @@ impl Dispatcher {
         // Long enough for one attempt (the HTTP timeout) and its bookkeeping; after that a
         // crashed instance's claimed deliveries are taken over by whoever runs next.
         let lease = now + chrono::Duration::seconds(self.settings.timeout.as_secs() as i64 + 5);
-        let claimed = {
-            let mut tx = self.store.begin().await?;
-            let d = tx.claim_deliveries(now, lease, free as i64).await?;
-            tx.commit().await?;
-            d
+        let busy: Vec<i64> = {
+            let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            in_flight.iter().filter(|(_, n)| **n >= self.settings.per_endpoint).map(|(id, _)| *id).collect()
         };
-        let n = claimed.len();
-        for d in claimed {
+        let mut tx = self.store.begin().await?;
+        let claimed = tx.claim_deliveries(now, lease, free as i64, &busy).await?;
+        // Keep each endpoint within its share; give the rest back for the next round.
+        let (mut keep, mut give_back) = (Vec::new(), Vec::new());
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            for d in claimed {
+                let n = in_flight.entry(d.webhook_id).or_insert(0);
+                if *n < self.settings.per_endpoint {
+                    *n += 1;
+                    keep.push(d);
+                } else {
+                    give_back.push(d.id);
+                }
+            }
+        }
+        tx.release_deliveries(&give_back).await?;
+        tx.commit().await?;
+        let n = keep.len();
+        for d in keep {
             let Ok(permit) = self.slots.clone().acquire_owned().await else { break };
             let me = self.clone();
             tokio::spawn(async move {
+                let webhook = d.webhook_id;
                 if let Err(e) = me.deliver(d).await {
                     tracing::warn!(error = %e, "recording a webhook attempt failed");
+                }
+                let mut in_flight = me.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(n) = in_flight.get_mut(&webhook) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        in_flight.remove(&webhook);
+                    }
                 }
                 drop(permit);
             });

@@ -214,21 +214,53 @@ impl Conn {
         })?)
     }
 
-    /// Claims due deliveries for `lease_until` (another worker takes them over after that).
+    /// Claims due deliveries for `lease_until` (another worker takes them over after that),
+    /// skipping endpoints listed in `busy` (those with as many deliveries in flight as they may
+    /// have).
     pub async fn claim_deliveries(
         &mut self,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: i64,
+        busy: &[i64],
     ) -> Result<Vec<Delivery>> {
-        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
-        let sql = format!(
-            "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN (
-                 SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= $2
-                   AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at, id LIMIT $3 {lock})
-             RETURNING {DELIVERY_COLS}"
-        );
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(c).await)?)
+        let lock = if self.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        on!(self, |c| {
+            let mut qb = sqlx::QueryBuilder::new("UPDATE webhook_deliveries SET locked_until = ");
+            qb.push_bind(lease_until);
+            qb.push(" WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= ");
+            qb.push_bind(now);
+            qb.push(" AND (locked_until IS NULL OR locked_until < ");
+            qb.push_bind(now);
+            qb.push(")");
+            if !busy.is_empty() {
+                qb.push(" AND webhook_id NOT IN (");
+                let mut list = qb.separated(", ");
+                for id in busy {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+            }
+            qb.push(" ORDER BY next_attempt_at, id LIMIT ");
+            qb.push_bind(limit);
+            qb.push(lock);
+            qb.push(") RETURNING ");
+            qb.push(DELIVERY_COLS);
+            qb.build_query_as().fetch_all(c).await
+        })
+        .map_err(Into::into)
+    }
+
+    /// Gives claimed deliveries back unsent (they go to the next claim).
+    pub async fn release_deliveries(&mut self, ids: &[i64]) -> Result<()> {
+        for id in ids {
+            on!(self, |c| sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE id = $1")
+                .bind(*id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        Ok(())
     }
 
     /// Records one attempt's outcome: `next` is when to retry, `None` when done.
