@@ -10,7 +10,10 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use cairn_domain::Clock;
-use cairn_store::{webhooks::Delivery, Store, StoreError};
+use cairn_store::{
+    webhooks::{Delivery, Webhook},
+    Store, StoreError,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use tokio::sync::{watch, Semaphore};
@@ -79,6 +82,7 @@ pub struct Dispatcher {
     /// Deliveries in flight per endpoint: each may hold at most `per_endpoint` slots, so a
     /// slow endpoint can never take the whole pool from the others.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+    finished: Arc<tokio::sync::Notify>,
 }
 
 /// What one attempt came to.
@@ -97,7 +101,15 @@ impl Dispatcher {
             .user_agent(concat!("Cairn-Webhooks/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let slots = Arc::new(Semaphore::new(settings.concurrency));
-        Ok(Dispatcher { store, clock, http, settings, slots, in_flight: Default::default() })
+        Ok(Dispatcher {
+            store,
+            clock,
+            http,
+            settings,
+            slots,
+            in_flight: Default::default(),
+            finished: Default::default(),
+        })
     }
 
     /// Runs until `stop` turns true.
@@ -107,11 +119,18 @@ impl Dispatcher {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = self.fan_out().await {
+            let fanned = self.fan_out().await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "webhook fan-out failed");
-            }
-            if let Err(e) = self.send_due().await {
+                0
+            });
+            let sent = self.send_due().await.unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "claiming webhook deliveries failed");
+                0
+            });
+            if fanned > 0 || sent > 0 {
+                // More may be waiting: go round again at once (after letting the sends start).
+                tokio::task::yield_now().await;
+                continue;
             }
             let moved = async {
                 match clock_moved.as_mut() {
@@ -125,6 +144,8 @@ impl Dispatcher {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = moved => {}
                 _ = stop.changed() => {}
+                // A delivery finished: its slot (and its endpoint's share) is free again.
+                _ = self.finished.notified() => {}
             }
         }
     }
@@ -186,12 +207,28 @@ impl Dispatcher {
         tx.release_deliveries(&give_back).await?;
         tx.commit().await?;
         let n = keep.len();
+        // The endpoints of this round, read once (not once per delivery).
+        let mut hooks: std::collections::HashMap<i64, Option<Arc<Webhook>>> = Default::default();
+        {
+            let mut c = self.store.read().await?;
+            for d in &keep {
+                if let std::collections::hash_map::Entry::Vacant(slot) = hooks.entry(d.webhook_id) {
+                    let w = match c.webhook(cairn_domain::TenantId(d.tenant_id), d.webhook_id).await {
+                        Ok(w) => Some(Arc::new(w)),
+                        Err(StoreError::NotFound) => None, // deleted meanwhile: its deliveries went too
+                        Err(e) => return Err(e),
+                    };
+                    slot.insert(w);
+                }
+            }
+        }
         for d in keep {
             let Ok(permit) = self.slots.clone().acquire_owned().await else { break };
             let me = self.clone();
+            let hook = hooks.get(&d.webhook_id).cloned().flatten();
             tokio::spawn(async move {
                 let webhook = d.webhook_id;
-                if let Err(e) = me.deliver(d).await {
+                if let Err(e) = me.deliver(d, hook).await {
                     tracing::warn!(error = %e, "recording a webhook attempt failed");
                 }
                 let mut in_flight = me.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,20 +239,14 @@ impl Dispatcher {
                     }
                 }
                 drop(permit);
+                me.finished.notify_one();
             });
         }
         Ok(n)
     }
 
-    async fn deliver(&self, d: Delivery) -> Result<(), StoreError> {
-        let webhook = {
-            let mut c = self.store.read().await?;
-            match c.webhook(cairn_domain::TenantId(d.tenant_id), d.webhook_id).await {
-                Ok(w) => w,
-                Err(StoreError::NotFound) => return Ok(()), // deleted meanwhile: its deliveries went too
-                Err(e) => return Err(e),
-            }
-        };
+    async fn deliver(&self, d: Delivery, webhook: Option<Arc<Webhook>>) -> Result<(), StoreError> {
+        let Some(webhook) = webhook else { return Ok(()) };
         let now = self.clock.now();
         let mut secrets = vec![webhook.secret.as_str()];
         if let (Some(old), Some(until)) = (&webhook.previous_secret, webhook.previous_secret_until) {
