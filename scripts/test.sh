@@ -70,7 +70,7 @@ log "building and running every test"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 set +e
-cargo test --workspace --locked --lib --bins --tests "$@" 2>&1 | tee "$out"
+cargo test --workspace --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over every test binary.

@@ -215,7 +215,7 @@ impl Conn {
     }
 
     /// Claims due deliveries for `lease_until` (another worker takes them over after that),
-    /// skipping endpoints listed in `busy` (those with as many deliveries in flight as they may
+    /// leaving out endpoints listed in `busy` (those with as many deliveries in flight as they may
     /// have).
     pub async fn claim_deliveries(
         &mut self,
