@@ -72,6 +72,24 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+/// A resolver that only returns public addresses (the SSRF guard for host names; IP literals
+/// are checked before sending, since they are never resolved).
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> = addrs.into_iter().filter(|a| !is_private(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("refused: {host} resolves only to private addresses").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Store,
@@ -95,7 +113,13 @@ struct Outcome {
 
 impl Dispatcher {
     pub fn new(store: Store, clock: Clock, settings: WebhookSettings) -> Result<Dispatcher, reqwest::Error> {
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder();
+        if !settings.allow_private {
+            // Resolve through the guard, so the address connected to is the address checked
+            // (no second lookup that DNS rebinding could answer differently).
+            http = http.dns_resolver(Arc::new(PublicOnly));
+        }
+        let http = http
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .user_agent(concat!("Cairn-Webhooks/", env!("CARGO_PKG_VERSION")))
