@@ -237,6 +237,7 @@ pub fn parse_segment(
     let user_id = f.id("userId")?;
     let anonymous_id = f.id("anonymousId")?;
     let traits_in = f.object("traits")?;
+    // `properties` is an object: `Fields::object` returns only objects, the default is one.
     let props = properties.as_object_mut().expect("properties is an object");
     let mut email = None;
     let (name, traits, profile_name, profile_phone, previous_id) = match kind {
@@ -331,6 +332,7 @@ pub fn parse_seed(
             (name, None, None, None)
         }
         "page" => {
+            // `properties` is an object: `Fields::object` returns only objects, the default is one.
             let props = properties.as_object_mut().expect("properties is an object");
             for key in ["url", "title", "referrer", "path"] {
                 if let Some(v) = f.string(key, 2048)? {
