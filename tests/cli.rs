@@ -330,46 +330,17 @@ fn json_logs_are_one_object_per_line() {
 async fn an_operator_adds_people_from_the_cli_and_can_close_registration() {
     let dir = TempDir::new();
     run_ok(cairn(&dir).args(["tenants", "create", "--name", "Acme"]));
-    let out = run_ok(cairn(&dir).args([
-        "users",
-        "create",
-        "--tenant",
-        "acme",
-        "--email",
-        "Ops@Example.com",
-        "--name",
-        "Ops",
-        "--password",
-        "ops password 1",
-        "--role",
-        "admin",
-    ]));
+    let users_create = |email: &str, password: &str, extra: &[&str]| {
+        let mut c = cairn(&dir);
+        c.args(["users", "create", "--tenant", "acme", "--email", email, "--name", "Ops", "--password", password]);
+        c.args(extra);
+        c
+    };
+    let out = run_ok(&mut users_create("Ops@Example.com", "ops password 1", &["--role", "admin"]));
     assert!(out.contains("as admin"), "{out}");
-    let err = run_err(cairn(&dir).args([
-        "users",
-        "create",
-        "--tenant",
-        "acme",
-        "--email",
-        "ops@example.com",
-        "--name",
-        "Ops",
-        "--password",
-        "ops password 1",
-    ]));
+    let err = run_err(&mut users_create("ops@example.com", "ops password 1", &[]));
     assert!(err.contains("--email"), "a second membership is refused and names the option: {err}");
-    let err = run_err(cairn(&dir).args([
-        "users",
-        "create",
-        "--tenant",
-        "acme",
-        "--email",
-        "x@example.com",
-        "--name",
-        "X",
-        "--password",
-        "short",
-    ]));
+    let err = run_err(&mut users_create("x@example.com", "short", &[]));
     assert!(err.contains("--password"), "{err}");
 
     let mut cmd = cairn(&dir);
