@@ -10,7 +10,10 @@ use cairn_domain::{CustomerId, TenantId};
 use clickhouse::{Client, Compression, Row};
 use serde::{Deserialize, Serialize};
 
-use crate::{from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, EventStoreError, Result};
+use crate::{
+    from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore, EventStoreError,
+    PurchaseSummary, Result,
+};
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
 const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -38,6 +41,19 @@ struct ChEventId {
     tenant_id: u64,
     message_id: String,
     received_at: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ChSummary {
+    customer_id: u64,
+    purchases: u64,
+    days: u64,
+    first_day: u32,
+    last_day: u32,
+    last_at: u64,
+    gross: f64,
+    first_day_gross: f64,
+    refunds: f64,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -367,6 +383,63 @@ impl EventStore for ClickHouseStore {
             .execute()
             .await?;
         self.await_mutations().await
+    }
+
+    async fn purchase_summaries(
+        &self,
+        tenant: TenantId,
+        customers: Customers<'_>,
+        tz: chrono_tz::Tz,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PurchaseSummary>> {
+        let only = match customers {
+            Customers::All => String::new(),
+            Customers::Only([]) => return Ok(Vec::new()),
+            Customers::Only(ids) => {
+                format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(","))
+            }
+        };
+        // Per customer and day first (a day is one transaction), then per customer. The inner
+        // columns have names of their own: ClickHouse aliases are global to the query.
+        let sql = format!(
+            "SELECT customer_id, sum(n) AS purchases, countIf(n > 0) AS days, minIf(day, n > 0) AS first_day,
+                    maxIf(day, n > 0) AS last_day, max(day_last) AS last_at, sum(day_gross) AS gross,
+                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds
+             FROM (
+                 SELECT customer_id, toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)) AS day,
+                        countIf(name = 'purchase') AS n,
+                        sumIf(assumeNotNull(amount), name = 'purchase') AS day_gross,
+                        sumIf(assumeNotNull(amount), name = 'refund') AS day_refunds,
+                        maxIf(timestamp, name = 'purchase') AS day_last
+                 FROM events FINAL
+                 WHERE tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?{only}
+                 GROUP BY customer_id, day
+             )
+             GROUP BY customer_id HAVING purchases > 0 ORDER BY customer_id"
+        );
+        let rows: Vec<ChSummary> = self
+            .client
+            .query(&sql)
+            .bind(tz.name())
+            .bind(tenant.0 as u64)
+            .bind(to_millis(until).max(0) as u64)
+            .fetch_all()
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PurchaseSummary {
+                    customer_id: CustomerId(r.customer_id as i64),
+                    purchases: r.purchases,
+                    days: r.days,
+                    first_day: r.first_day as i64,
+                    last_day: r.last_day as i64,
+                    last_at: from_millis(r.last_at as i64)?,
+                    gross: r.gross,
+                    first_day_gross: r.first_day_gross,
+                    refunds: r.refunds,
+                })
+            })
+            .collect()
     }
 }
 

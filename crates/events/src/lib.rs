@@ -43,6 +43,33 @@ pub struct Event {
     pub currency: Option<String>,
 }
 
+/// One customer's purchases and refunds, summed per calendar day of the workspace's time zone:
+/// what scoring reads. Days are counted from 1970-01-01 in that zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PurchaseSummary {
+    pub customer_id: CustomerId,
+    /// `purchase` events with an amount.
+    pub purchases: u64,
+    /// Distinct days with a purchase.
+    pub days: u64,
+    pub first_day: i64,
+    pub last_day: i64,
+    pub last_at: DateTime<Utc>,
+    /// The sum of purchase amounts.
+    pub gross: f64,
+    /// The sum of purchase amounts on the first purchase day.
+    pub first_day_gross: f64,
+    /// The sum of refund amounts.
+    pub refunds: f64,
+}
+
+/// Whose purchases to summarise.
+#[derive(Debug, Clone, Copy)]
+pub enum Customers<'a> {
+    All,
+    Only(&'a [CustomerId]),
+}
+
 /// Which of a customer's events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -105,6 +132,86 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// Erases every event of a customer (right to erasure). When it returns, no read sees them.
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()>;
+
+    /// The purchase summaries of customers with at least one purchase at or before `until`,
+    /// ordered by customer id. Days are calendar days in the IANA time zone `tz`.
+    async fn purchase_summaries(
+        &self,
+        tenant: TenantId,
+        customers: Customers<'_>,
+        tz: chrono_tz::Tz,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<PurchaseSummary>>;
+}
+
+/// Folds a customer-ordered stream of (customer, timestamp ms, is purchase, amount) into
+/// purchase summaries: the embedded store's way, where SQLite has no time-zone database.
+pub(crate) struct SummaryFold {
+    tz: chrono_tz::Tz,
+    out: Vec<PurchaseSummary>,
+    current: Option<PurchaseSummary>,
+}
+
+impl SummaryFold {
+    pub(crate) fn new(tz: chrono_tz::Tz) -> SummaryFold {
+        SummaryFold { tz, out: Vec::new(), current: None }
+    }
+
+    pub(crate) fn day_of(tz: chrono_tz::Tz, ms: i64) -> Result<i64> {
+        let local = from_millis(ms)?.with_timezone(&tz).date_naive();
+        Ok(local.signed_duration_since(chrono::NaiveDate::default()).num_days())
+    }
+
+    /// Rows of one customer must come in time order, customers one after the other.
+    pub(crate) fn push(&mut self, customer: i64, ms: i64, purchase: bool, amount: f64) -> Result<()> {
+        if self.current.as_ref().is_some_and(|c| c.customer_id.0 != customer) {
+            self.flush();
+        }
+        let day = Self::day_of(self.tz, ms)?;
+        let c = self.current.get_or_insert_with(|| PurchaseSummary {
+            customer_id: CustomerId(customer),
+            purchases: 0,
+            days: 0,
+            first_day: day,
+            last_day: day,
+            last_at: DateTime::<Utc>::MIN_UTC,
+            gross: 0.0,
+            first_day_gross: 0.0,
+            refunds: 0.0,
+        });
+        if !purchase {
+            c.refunds += amount;
+            return Ok(());
+        }
+        if c.purchases == 0 {
+            c.first_day = day;
+            c.last_day = day;
+            c.days = 1;
+        } else if day != c.last_day {
+            c.days += 1;
+            c.last_day = day;
+        }
+        if day == c.first_day {
+            c.first_day_gross += amount;
+        }
+        c.purchases += 1;
+        c.gross += amount;
+        c.last_at = from_millis(ms)?;
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(c) = self.current.take() {
+            if c.purchases > 0 {
+                self.out.push(c);
+            }
+        }
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<PurchaseSummary> {
+        self.flush();
+        self.out
+    }
 }
 
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
@@ -180,5 +287,15 @@ impl<S: EventStore> EventStore for Timed<S> {
 
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
         timed(&INSERT_LATENCY, self.0.delete_customer(tenant, customer)).await
+    }
+
+    async fn purchase_summaries(
+        &self,
+        tenant: TenantId,
+        customers: Customers<'_>,
+        tz: chrono_tz::Tz,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<PurchaseSummary>> {
+        timed(&READ_LATENCY, self.0.purchase_summaries(tenant, customers, tz, until)).await
     }
 }

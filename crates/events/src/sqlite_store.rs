@@ -10,7 +10,10 @@ use sqlx::{
     QueryBuilder, SqlitePool,
 };
 
-use crate::{from_millis, non_empty, parse_json, to_millis, Event, EventFilter, EventStore, Result};
+use crate::{
+    from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore, PurchaseSummary, Result,
+    SummaryFold,
+};
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
 
@@ -206,5 +209,33 @@ impl EventStore for SqliteEventStore {
             .execute(&self.write)
             .await?;
         Ok(())
+    }
+
+    async fn purchase_summaries(
+        &self,
+        tenant: TenantId,
+        customers: Customers<'_>,
+        tz: chrono_tz::Tz,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<PurchaseSummary>> {
+        use futures::TryStreamExt;
+        let only = match customers {
+            Customers::All => String::new(),
+            Customers::Only([]) => return Ok(Vec::new()),
+            Customers::Only(ids) => {
+                format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(","))
+            }
+        };
+        let sql = format!(
+            "SELECT customer_id, timestamp, name = 'purchase', amount FROM events
+             WHERE tenant_id = $1 AND name IN ('purchase', 'refund') AND amount IS NOT NULL AND timestamp <= $2{only}
+             ORDER BY customer_id, timestamp"
+        );
+        let mut fold = SummaryFold::new(tz);
+        let mut rows = sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql).bind(tenant.0).bind(to_millis(until)).fetch(&self.read);
+        while let Some((customer, ms, purchase, amount)) = rows.try_next().await? {
+            fold.push(customer, ms, purchase, amount)?;
+        }
+        Ok(fold.finish())
     }
 }

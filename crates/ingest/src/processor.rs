@@ -63,12 +63,44 @@ pub struct Processor {
     /// Identities known not to exist, for the current batch only.
     absent: std::collections::HashSet<(i64, Ident)>,
     epoch: u64,
+    /// Woken when customers were marked for re-scoring.
+    scoring_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Processor {
     pub fn new(reader: LogReader, store: Store, events: Arc<dyn EventStore>, clock: Clock) -> Processor {
         let epoch = store.identity_epoch();
-        Processor { reader, store, events, clock, cache: HashMap::new(), absent: Default::default(), epoch }
+        Processor {
+            reader,
+            store,
+            events,
+            clock,
+            cache: HashMap::new(),
+            absent: Default::default(),
+            epoch,
+            scoring_wake: None,
+        }
+    }
+
+    /// Wakes the scorer whenever a batch changed someone's purchases.
+    pub fn with_scoring_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Processor {
+        self.scoring_wake = Some(wake);
+        self
+    }
+
+    /// Marks customers whose purchases or refunds changed for re-scoring, after their events are
+    /// stored (a crash in between reprocesses the batch, so the mark is never lost).
+    async fn mark_for_scoring(&mut self, mut marks: Vec<(TenantId, CustomerId)>) -> Result<(), ProcessError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        marks.sort_unstable_by_key(|(t, c)| (t.0, c.0));
+        marks.dedup();
+        self.store.write().await?.mark_scoring_dirty(&marks, self.clock.now()).await?;
+        if let Some(wake) = &self.scoring_wake {
+            wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Runs until `stop` turns true, then processes what is left and returns.
@@ -220,6 +252,12 @@ impl Processor {
         self.apply_pending_merges().await?;
         let t_committed = t0.elapsed();
         self.events.insert(&events).await?;
+        let marks = events
+            .iter()
+            .filter(|e| e.amount.is_some() && (e.name == "purchase" || e.name == "refund"))
+            .map(|e| (e.tenant_id, e.customer_id))
+            .collect();
+        self.mark_for_scoring(marks).await?;
         tracing::debug!(
             messages = events.len(),
             prefetch_ms = t_prefetch.as_millis() as u64,
@@ -235,7 +273,10 @@ impl Processor {
     async fn apply_pending_merges(&mut self) -> Result<(), ProcessError> {
         let pending = self.store.read().await?.pending_merges(100).await?;
         for m in pending {
-            self.events.reassign_customer(TenantId(m.tenant_id), CustomerId(m.from_id), CustomerId(m.into_id)).await?;
+            let (tenant, into) = (TenantId(m.tenant_id), CustomerId(m.into_id));
+            self.events.reassign_customer(tenant, CustomerId(m.from_id), into).await?;
+            // The surviving profile's purchases may have grown; the merged one is gone.
+            self.mark_for_scoring(vec![(tenant, into)]).await?;
             self.store.write().await?.mark_merge_applied(m.id, self.clock.now()).await?;
         }
         Ok(())

@@ -285,6 +285,26 @@ impl Conn {
         })?)
     }
 
+    /// Adds many entries of one workspace in few statements (a recompute can change thousands
+    /// of customers at once).
+    pub async fn insert_outbox_many(
+        &mut self,
+        tenant: TenantId,
+        entries: &[(&str, Value)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        for chunk in entries.chunks(1_000) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (tenant_id, event, payload, created_at) ");
+                qb.push_values(chunk, |mut b, (event, payload)| {
+                    b.push_bind(tenant.0).push_bind(*event).push_bind(Json(payload)).push_bind(now);
+                });
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
     /// A workspace's outbox entries after `after_id`, oldest first.
     pub async fn outbox_after(&mut self, tenant: TenantId, after_id: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
         let rows: Vec<OutboxRow> = on!(self, |c| sqlx::query_as(

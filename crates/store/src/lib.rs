@@ -15,6 +15,7 @@ pub mod identity;
 pub mod invitations;
 pub mod jobs;
 pub mod keys;
+pub mod scores;
 pub mod sessions;
 pub mod tenants;
 pub mod users;

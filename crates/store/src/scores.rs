@@ -1,0 +1,276 @@
+//! Scores: each customer's purchase summary, RFM scores and CLV (`customer_scores`), the
+//! workspace's scoring model (`scoring_models`), customers waiting to be re-scored
+//! (`scoring_dirty`) and which instance scores which workspace (`scoring_locks`).
+
+use cairn_domain::{CustomerId, TenantId};
+use chrono::{DateTime, Utc};
+
+use crate::{Conn, Result};
+
+/// One customer's scores and the purchase summary they were computed from.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct ScoreRow {
+    pub customer_id: i64,
+    /// Distinct purchase days (the models' transactions).
+    pub transactions: i64,
+    /// Days since 1970-01-01 in the workspace's time zone.
+    pub first_purchase_day: i64,
+    pub last_purchase_day: i64,
+    pub last_purchase_at: DateTime<Utc>,
+    pub gross: f64,
+    pub first_day_gross: f64,
+    pub refunds: f64,
+    pub rfm_recency: i64,
+    pub rfm_frequency: i64,
+    pub rfm_monetary: i64,
+    pub rfm_score: i64,
+    pub rfm_segment: String,
+    pub clv_total: f64,
+    pub clv_order_count: i64,
+    pub clv_average_order: f64,
+    pub clv_predicted: f64,
+    pub p_alive: Option<f64>,
+    pub clv_method: String,
+}
+
+const COLS: &str = "customer_id, transactions, first_purchase_day, last_purchase_day, last_purchase_at, gross, \
+                    first_day_gross, refunds, rfm_recency, rfm_frequency, rfm_monetary, rfm_score, rfm_segment, \
+                    clv_total, clv_order_count, clv_average_order, clv_predicted, p_alive, clv_method";
+
+/// A customer waiting to be re-scored, with the version of the mark (bumped by every new mark,
+/// so a mark made while the customer was being scored survives the clean-up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct DirtyMark {
+    pub customer_id: i64,
+    pub version: i64,
+}
+
+/// How many customers each (R, F) cell and each named segment holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RfmCounts {
+    pub cells: Vec<(i64, i64, i64)>,
+    pub segments: Vec<(String, i64)>,
+    pub scored: i64,
+}
+
+impl Conn {
+    /// Scores of the given customers (those that have any).
+    pub async fn scores_for(&mut self, tenant: TenantId, ids: &[CustomerId]) -> Result<Vec<ScoreRow>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = chunk.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT {COLS} FROM customer_scores WHERE tenant_id = $1 AND customer_id IN ({list})");
+            let rows: Vec<ScoreRow> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    /// Scores of the customers with `after < id <= upto` (bounds optional), by id.
+    pub async fn scores_in_range(
+        &mut self,
+        tenant: TenantId,
+        after: Option<i64>,
+        upto: Option<i64>,
+    ) -> Result<Vec<ScoreRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM customer_scores WHERE tenant_id = $1
+             AND ($2 IS NULL OR customer_id > $2) AND ($3 IS NULL OR customer_id <= $3) ORDER BY customer_id"
+        );
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(after).bind(upto).fetch_all(c).await)?)
+    }
+
+    /// Writes scores, skipping customers that no longer exist (merged away or erased meanwhile).
+    pub async fn upsert_scores(&mut self, tenant: TenantId, rows: &[ScoreRow], now: DateTime<Utc>) -> Result<()> {
+        // 22 parameters a row; SQLite allows 32,766 in a statement.
+        for chunk in rows.chunks(1_000) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO customer_scores (tenant_id, {COLS}, updated_at) SELECT * FROM ("
+                ));
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(tenant.0)
+                        .push_bind(r.customer_id)
+                        .push_bind(r.transactions)
+                        .push_bind(r.first_purchase_day)
+                        .push_bind(r.last_purchase_day)
+                        .push_bind(r.last_purchase_at)
+                        .push_bind(r.gross)
+                        .push_bind(r.first_day_gross)
+                        .push_bind(r.refunds)
+                        .push_bind(r.rfm_recency)
+                        .push_bind(r.rfm_frequency)
+                        .push_bind(r.rfm_monetary)
+                        .push_bind(r.rfm_score)
+                        .push_bind(r.rfm_segment.as_str())
+                        .push_bind(r.clv_total)
+                        .push_bind(r.clv_order_count)
+                        .push_bind(r.clv_average_order)
+                        .push_bind(r.clv_predicted)
+                        .push_bind(r.p_alive)
+                        .push_bind(r.clv_method.as_str())
+                        .push_bind(now);
+                });
+                qb.push(
+                    ") AS v WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.column2) \
+                     ON CONFLICT (tenant_id, customer_id) DO UPDATE SET \
+                     transactions = excluded.transactions, first_purchase_day = excluded.first_purchase_day, \
+                     last_purchase_day = excluded.last_purchase_day, last_purchase_at = excluded.last_purchase_at, \
+                     gross = excluded.gross, first_day_gross = excluded.first_day_gross, refunds = excluded.refunds, \
+                     rfm_recency = excluded.rfm_recency, rfm_frequency = excluded.rfm_frequency, \
+                     rfm_monetary = excluded.rfm_monetary, rfm_score = excluded.rfm_score, \
+                     rfm_segment = excluded.rfm_segment, clv_total = excluded.clv_total, \
+                     clv_order_count = excluded.clv_order_count, clv_average_order = excluded.clv_average_order, \
+                     clv_predicted = excluded.clv_predicted, p_alive = excluded.p_alive, \
+                     clv_method = excluded.clv_method, updated_at = excluded.updated_at",
+                );
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn delete_scores(&mut self, tenant: TenantId, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!("DELETE FROM customer_scores WHERE tenant_id = $1 AND customer_id IN ({list})");
+            on!(self, |c| sqlx::query(&sql).bind(tenant.0).execute(c).await.map(|r| r.rows_affected()))?;
+        }
+        Ok(())
+    }
+
+    /// The workspace's scoring model (JSON) and the recompute job that wrote it.
+    pub async fn scoring_model(&mut self, tenant: TenantId) -> Result<Option<(String, Option<i64>)>> {
+        Ok(on!(self, |c| sqlx::query_as("SELECT model, job_id FROM scoring_models WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_optional(c)
+            .await)?)
+    }
+
+    pub async fn save_scoring_model(
+        &mut self,
+        tenant: TenantId,
+        model: &str,
+        job_id: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on!(self, |c| sqlx::query(
+            "INSERT INTO scoring_models (tenant_id, model, job_id, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (tenant_id) DO UPDATE SET model = excluded.model, job_id = excluded.job_id,
+                 updated_at = excluded.updated_at"
+        )
+        .bind(tenant.0)
+        .bind(model)
+        .bind(job_id)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Marks customers for re-scoring (after their purchases changed).
+    pub async fn mark_scoring_dirty(&mut self, marks: &[(TenantId, CustomerId)], now: DateTime<Utc>) -> Result<()> {
+        for chunk in marks.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("INSERT INTO scoring_dirty (tenant_id, customer_id, version, marked_at) ");
+                qb.push_values(chunk, |mut b, (t, id)| {
+                    b.push_bind(t.0).push_bind(id.0).push_bind(1i64).push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (tenant_id, customer_id) DO UPDATE SET version = scoring_dirty.version + 1, \
+                     marked_at = excluded.marked_at",
+                );
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Workspaces with customers waiting to be re-scored.
+    pub async fn scoring_dirty_tenants(&mut self) -> Result<Vec<TenantId>> {
+        let ids: Vec<i64> =
+            on!(self, |c| sqlx::query_scalar("SELECT DISTINCT tenant_id FROM scoring_dirty").fetch_all(c).await)?;
+        Ok(ids.into_iter().map(TenantId).collect())
+    }
+
+    pub async fn scoring_dirty(&mut self, tenant: TenantId, limit: i64) -> Result<Vec<DirtyMark>> {
+        Ok(on!(self, |c| sqlx::query_as(
+            "SELECT customer_id, version FROM scoring_dirty WHERE tenant_id = $1 ORDER BY marked_at, customer_id LIMIT $2"
+        )
+        .bind(tenant.0)
+        .bind(limit)
+        .fetch_all(c)
+        .await)?)
+    }
+
+    /// Removes marks that were not renewed since they were read.
+    pub async fn clear_scoring_dirty(&mut self, tenant: TenantId, marks: &[DirtyMark]) -> Result<()> {
+        for chunk in marks.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("DELETE FROM scoring_dirty WHERE tenant_id = ");
+                qb.push_bind(tenant.0);
+                qb.push(" AND (customer_id, version) IN (");
+                qb.push_values(chunk, |mut b, m| {
+                    b.push_bind(m.customer_id).push_bind(m.version);
+                });
+                qb.push(")");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Takes or renews the right to score a workspace until `until`. False when another
+    /// instance holds it and its lease has not run out.
+    pub async fn lock_scoring(
+        &mut self,
+        tenant: TenantId,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let n = on!(self, |c| sqlx::query(
+            "INSERT INTO scoring_locks (tenant_id, holder, locked_until) VALUES ($1, $2, $3)
+             ON CONFLICT (tenant_id) DO UPDATE SET holder = excluded.holder, locked_until = excluded.locked_until
+             WHERE scoring_locks.holder = excluded.holder OR scoring_locks.locked_until < $4"
+        )
+        .bind(tenant.0)
+        .bind(holder)
+        .bind(until)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    pub async fn unlock_scoring(&mut self, tenant: TenantId, holder: &str) -> Result<()> {
+        on!(self, |c| sqlx::query("DELETE FROM scoring_locks WHERE tenant_id = $1 AND holder = $2")
+            .bind(tenant.0)
+            .bind(holder)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    /// The R×F grid and the named segments' sizes.
+    pub async fn rfm_counts(&mut self, tenant: TenantId) -> Result<RfmCounts> {
+        let cells: Vec<(i64, i64, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT rfm_recency, rfm_frequency, COUNT(*) FROM customer_scores WHERE tenant_id = $1
+             GROUP BY rfm_recency, rfm_frequency ORDER BY rfm_recency, rfm_frequency"
+        )
+        .bind(tenant.0)
+        .fetch_all(c)
+        .await)?;
+        let segments: Vec<(String, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT rfm_segment, COUNT(*) FROM customer_scores WHERE tenant_id = $1 GROUP BY rfm_segment"
+        )
+        .bind(tenant.0)
+        .fetch_all(c)
+        .await)?;
+        let scored = cells.iter().map(|c| c.2).sum();
+        Ok(RfmCounts { cells, segments, scored })
+    }
+}
