@@ -103,6 +103,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set,
           value_parser = parse_bool, num_args = 0..=1, default_missing_value = "true")]
     pub webhook_allow_private: bool,
+    /// How far ahead `clv_predicted` looks, in months.
+    #[arg(long, env = "CAIRN_CLV_HORIZON_MONTHS", default_value_t = 12,
+          value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub clv_horizon_months: u64,
+    /// When RFM cut points are refreshed and every customer re-scored (cron: 5 fields, or 6
+    /// with seconds first; the injected clock's time, UTC).
+    #[arg(long, env = "CAIRN_SCORING_BOUNDARIES_CRON", default_value = "*/10 * * * *", value_parser = parse_cron)]
+    pub scoring_boundaries_cron: cron::Schedule,
+    /// When the CLV models are refitted (cron, as above).
+    #[arg(long, env = "CAIRN_SCORING_FIT_CRON", default_value = "0 3 * * *", value_parser = parse_cron)]
+    pub scoring_fit_cron: cron::Schedule,
     /// Requests per minute per secret key on the CRM API (seed 004's default).
     #[arg(long, env = "CAIRN_RATE_LIMIT_SECRET", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub rate_limit_secret: u64,
@@ -248,6 +259,10 @@ fn parse_identifier(s: &str) -> Result<String, String> {
     } else {
         Err("CAIRN_CLICKHOUSE_DATABASE must be letters, digits and underscores".into())
     }
+}
+
+fn parse_cron(s: &str) -> Result<cron::Schedule, String> {
+    cairn_scoring::parse_schedule(s)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {

@@ -13,6 +13,7 @@ use cairn_api::{ApiLogSink, ApiSettings, AppState, Inner, Metrics, RateLimiter};
 use cairn_channels::webhooks::{Dispatcher, WebhookSettings};
 use cairn_domain::Clock;
 use cairn_ingest::{IngestLog, LogConfig, Processor};
+use cairn_scoring::{Scorer, ScoringSettings};
 use cairn_service::{accounts::Registration, ServiceSettings, Services};
 
 use crate::{
@@ -39,9 +40,23 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     .with_context(|| format!("CAIRN_DATA_DIR: cannot open the ingest log in {}", store_args.data_dir.display()))?;
     let (stop_processor, processor_stop) = tokio::sync::watch::channel(false);
     let processor_stop_for_webhooks = processor_stop.clone();
+    let scorer = Arc::new(Scorer::new(
+        stores.entities.clone(),
+        stores.events.clone(),
+        svc.clock.clone(),
+        ScoringSettings {
+            horizon_months: args.clv_horizon_months as f64,
+            boundaries_schedule: args.scoring_boundaries_cron.clone(),
+            fit_schedule: args.scoring_fit_cron.clone(),
+            ..ScoringSettings::default()
+        },
+    ));
     let processor = tokio::spawn(
-        Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone()).run(processor_stop),
+        Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone())
+            .with_scoring_wake(scorer.wake())
+            .run(processor_stop.clone()),
     );
+    let scoring = tokio::spawn(scorer.run(processor_stop.clone()));
 
     let dispatcher = Dispatcher::new(
         stores.entities.clone(),
@@ -108,6 +123,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     if tokio::time::timeout(Duration::from_secs(30), processor).await.is_err() {
         tracing::warn!("the ingest processor did not finish in 30 s; the rest is processed at the next start");
     }
+    // A recompute stopped mid-way resumes from its last committed chunk at the next start.
+    let _ = tokio::time::timeout(Duration::from_secs(5), scoring).await;
     // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {

@@ -277,7 +277,7 @@ async fn health_readiness_and_metrics_answer(app: TestApp) {
     let ready = app.call(Method::GET, "/readyz", None, None).await;
     let expected = match app.backend {
         Backend::Sqlite => "sqlite",
-        Backend::Postgres => "postgres",
+        Backend::Postgres | Backend::PostgresClickHouse => "postgres",
     };
     assert_eq!(ready.assert_ok(200)["entity_store"], expected);
     let text = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();

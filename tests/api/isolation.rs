@@ -39,6 +39,8 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::PUT, "/v1/customers/{id}", "customer", Some(json!({"name": "Changed"}))),
         (Method::DELETE, "/v1/customers/{id}", "customer", None),
         (Method::GET, "/v1/customers/{id}/events", "customer", None),
+        (Method::GET, "/v1/customers/{id}/scores/explain", "customer", None),
+        (Method::GET, "/v1/scoring/jobs/{id}", "scoring_job", None),
         (Method::GET, "/v1/webhooks/{id}", "webhook", None),
         (Method::PUT, "/v1/webhooks/{id}", "webhook", Some(json!({"status": "disabled"}))),
         (Method::POST, "/v1/webhooks/{id}/ping", "webhook", None),
@@ -74,6 +76,9 @@ async fn fixture(app: &TestApp) -> Fixture {
     let ping = app.post(&format!("/v1/webhooks/{webhook_id}/ping"), &a_owner, json!({})).await;
     let delivery_id = ping.assert_ok(202)["data"]["delivery_id"].as_i64().unwrap();
 
+    let recompute = app.post("/v1/scoring/recompute", &a_owner, json!({})).await;
+    let scoring_job_id = recompute.assert_ok(202)["data"]["id"].as_i64().unwrap();
+
     let b_session = app.register("owner@beta.com", "Beta").await;
     let (_, b_key) = app.create_key(&b_session, json!({"name": "b", "type": "secret"})).await;
     Fixture {
@@ -86,6 +91,7 @@ async fn fixture(app: &TestApp) -> Fixture {
             ("customer", customer_id),
             ("webhook", webhook_id),
             ("delivery", delivery_id),
+            ("scoring_job", scoring_job_id),
         ],
         b_session,
         b_key,

@@ -10,6 +10,7 @@ mod customers;
 mod isolation;
 mod keys;
 mod openapi;
+mod scoring;
 mod segment;
 mod team;
 mod track;

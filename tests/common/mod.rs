@@ -15,11 +15,15 @@ use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Backend {
+    /// The embedded default: SQLite for entities and events.
     Sqlite,
+    /// PostgreSQL entities, SQLite events.
     Postgres,
+    /// PostgreSQL entities, ClickHouse events: the scale-out combination.
+    PostgresClickHouse,
 }
 
-pub use cairn_testkit::{FreshPg, TempDir};
+pub use cairn_testkit::{FreshClickHouse, FreshPg, TempDir};
 
 /// A running server and a client for it.
 pub struct TestApp {
@@ -29,11 +33,14 @@ pub struct TestApp {
     pub clock: Clock,
     pub store: Store,
     pub events: Arc<dyn cairn_events::EventStore>,
+    pub scorer: Arc<cairn_scoring::Scorer>,
     _pg: Option<FreshPg>,
+    _ch: Option<FreshClickHouse>,
     _dir: TempDir,
     server: tokio::task::JoinHandle<()>,
     processor: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
+    scoring: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -42,6 +49,7 @@ impl Drop for TestApp {
         self.server.abort();
         self.processor.abort();
         self.webhooks.abort();
+        self.scoring.abort();
     }
 }
 
@@ -55,16 +63,26 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     let dir = TempDir::new();
     let (config, pg) = match backend {
         Backend::Sqlite => (StoreConfig::Sqlite { path: dir.0.join("cairn.db") }, None),
-        Backend::Postgres => {
+        Backend::Postgres | Backend::PostgresClickHouse => {
             let pg = FreshPg::create().await;
             (StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }, Some(pg))
         }
     };
     let store = Store::connect(&config).await.expect("connect store");
     store.migrate().await.expect("migrate store");
-    let events = SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open event store");
-    cairn_events::EventStore::migrate(&events).await.expect("migrate event store");
-    let events: Arc<dyn cairn_events::EventStore> = Arc::new(events);
+    let (events, ch): (Arc<dyn cairn_events::EventStore>, _) = if backend == Backend::PostgresClickHouse {
+        let ch = FreshClickHouse::new("cairn_api");
+        let events = cairn_events::ClickHouseStore::new(cairn_events::ClickHouseConfig {
+            url: ch.url.clone(),
+            database: ch.database.clone(),
+            user: None,
+            password: None,
+        });
+        (Arc::new(events), Some(ch))
+    } else {
+        (Arc::new(SqliteEventStore::open(&dir.0.join("events.db")).await.expect("open event store")), None)
+    };
+    events.migrate().await.expect("migrate event store");
     let clock = Clock::test();
     let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default());
     let mut settings = ApiSettings {
@@ -83,9 +101,18 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     })
     .expect("open ingest log");
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let scorer = Arc::new(cairn_scoring::Scorer::new(
+        store.clone(),
+        events.clone(),
+        clock.clone(),
+        cairn_scoring::ScoringSettings { chunk: 50, poll: std::time::Duration::from_millis(50), ..Default::default() },
+    ));
     let processor = tokio::spawn(
-        cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone()).run(stopped.clone()),
+        cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone())
+            .with_scoring_wake(scorer.wake())
+            .run(stopped.clone()),
     );
+    let scoring = tokio::spawn(scorer.clone().run(stopped.clone()));
     let dispatcher = cairn_channels::webhooks::Dispatcher::new(
         store.clone(),
         clock.clone(),
@@ -118,11 +145,14 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         clock,
         store,
         events,
+        scorer,
         _pg: pg,
+        _ch: ch,
         _dir: dir,
         server,
         processor,
         webhooks,
+        scoring,
         _stop: stop,
     }
 }
@@ -236,6 +266,24 @@ macro_rules! on_both_backends {
         mod postgres {
             $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
               async fn $name() { super::$name($crate::common::spawn($crate::common::Backend::Postgres).await).await })*
+        }
+    };
+}
+
+/// Runs each listed async test function on both backend combinations: SQLite + SQLite, and
+/// PostgreSQL + ClickHouse.
+#[macro_export]
+macro_rules! on_both_combinations {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name($crate::common::spawn($crate::common::Backend::Sqlite).await).await })*
+        }
+        mod postgres_clickhouse {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() {
+                  super::$name($crate::common::spawn($crate::common::Backend::PostgresClickHouse).await).await
+              })*
         }
     };
 }

@@ -145,6 +145,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::auth::router())
         .merge(routes::keys::router())
         .merge(routes::customers::router())
+        .merge(routes::scoring::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())
         .merge(routes::webhooks::router())

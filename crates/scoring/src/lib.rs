@@ -59,6 +59,13 @@ pub struct Model {
     pub gamma_gamma: Option<GammaGamma>,
     pub boundaries: Boundaries,
     pub boundaries_at: Option<DateTime<Utc>>,
+    /// The horizon `clv_predicted` was computed over.
+    #[serde(default = "default_horizon")]
+    pub horizon_months: f64,
+}
+
+fn default_horizon() -> f64 {
+    12.0
 }
 
 impl Default for Model {
@@ -71,6 +78,7 @@ impl Default for Model {
             gamma_gamma: None,
             boundaries: Boundaries::default(),
             boundaries_at: None,
+            horizon_months: default_horizon(),
         }
     }
 }

@@ -286,6 +286,7 @@ impl Scorer {
                 let mut model = stored.map(|(m, _)| m).unwrap_or_default();
                 model.boundaries = Boundaries::compute(&summaries.iter().map(rfm_inputs).collect::<Vec<_>>());
                 model.boundaries_at = Some(now);
+                model.horizon_months = self.settings.horizon_months;
                 if request.fit || model.fitted_at.is_none() {
                     model.fit(&summaries, today, now);
                 }

@@ -169,14 +169,33 @@ async fn insert_tenant(tx: &mut Conn, name: &str, now: DateTime<Utc>) -> Result<
 }
 
 impl Services {
-    /// Renames the caller's workspace (its slug stays, so URLs and CLI references keep working).
-    pub async fn rename_workspace(&self, p: &Principal, name: &str) -> Result<Tenant> {
+    /// Renames the caller's workspace (its slug stays, so URLs and CLI references keep working)
+    /// and sets its time zone (an IANA name; scoring's calendar days follow it, so a change
+    /// queues a recompute).
+    pub async fn update_workspace(&self, p: &Principal, name: Option<&str>, time_zone: Option<&str>) -> Result<Tenant> {
         p.require_private()?;
         p.require(cairn_domain::Scope::SettingsManage)?;
-        let name = text::required("name", name, MAX_NAME)?;
+        let name = name.map(|n| text::required("name", n, MAX_NAME)).transpose()?;
+        let tz = time_zone
+            .map(|z| {
+                z.parse::<chrono_tz::Tz>().map_err(|_| {
+                    ServiceError::invalid("time_zone", "must be an IANA time zone name such as UTC or Europe/Zagreb")
+                })
+            })
+            .transpose()?;
         let mut c = self.store.write().await?;
-        found(c.rename_tenant(p.tenant_id, &name).await, "workspace")?;
-        found(c.tenant(p.tenant_id).await, "workspace")
+        let before = found(c.tenant(p.tenant_id).await, "workspace")?;
+        if let Some(name) = &name {
+            found(c.rename_tenant(p.tenant_id, name).await, "workspace")?;
+        }
+        if let Some(tz) = tz {
+            c.set_tenant_time_zone(p.tenant_id, tz.name()).await?;
+        }
+        drop(c);
+        if tz.is_some_and(|z| z.name() != before.time_zone) {
+            cairn_scoring::enqueue_recompute(&self.store, p.tenant_id, true, None).await?;
+        }
+        found(self.store.read().await?.tenant(p.tenant_id).await, "workspace")
     }
 
     /// The request log of the caller's workspace (`keys:manage`).

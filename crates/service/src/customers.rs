@@ -2,7 +2,10 @@
 
 use cairn_domain::{text, CustomerId, Email, Scope};
 use cairn_events::{Event, EventFilter};
-use cairn_store::customers::{Customer, CustomerFields, CustomerSort};
+use cairn_store::{
+    customers::{Customer, CustomerFields, CustomerFilter, CustomerSort},
+    scores::ScoreRow,
+};
 use serde_json::{json, Value};
 
 use crate::{found, Principal, Result, ServiceError, Services};
@@ -27,6 +30,8 @@ pub struct CustomerPatch {
 /// A customer with what the detail view adds.
 pub struct CustomerDetail {
     pub customer: Customer,
+    /// RFM and CLV, when the customer has purchased.
+    pub scores: Option<ScoreRow>,
     /// Events by name, most frequent first.
     pub event_counts: Vec<(String, u64)>,
 }
@@ -115,24 +120,38 @@ impl Services {
         p.require(Scope::CustomersRead)?;
         let customer = found(self.store.read().await?.customer(p.tenant_id, id).await, "customer")?;
         let event_counts = self.events.customer_event_counts(p.tenant_id, id).await?;
-        Ok(CustomerDetail { customer, event_counts })
+        let scores = self.store.read().await?.scores_for(p.tenant_id, &[id]).await?.pop();
+        Ok(CustomerDetail { customer, scores, event_counts })
     }
 
+    /// A page of profiles, each with its scores.
     pub async fn customers(
         &self,
         p: &Principal,
-        search: Option<&str>,
+        filter: CustomerFilter<'_>,
         sort: CustomerSort,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<Customer>, i64)> {
+    ) -> Result<(Vec<(Customer, Option<ScoreRow>)>, i64)> {
         p.require_private()?;
         p.require(Scope::CustomersRead)?;
-        let search = search.map(str::trim).filter(|s| !s.is_empty());
+        let search = filter.search.map(str::trim).filter(|s| !s.is_empty());
         if search.is_some_and(|s| s.chars().count() > 200) {
             return Err(ServiceError::invalid("search", "must be at most 200 characters"));
         }
-        Ok(self.store.read().await?.list_customers(p.tenant_id, search, sort, limit, offset).await?)
+        if let Some(segment) = filter.rfm_segment {
+            if !cairn_scoring::rfm::SEGMENTS.contains(&segment) {
+                return Err(ServiceError::invalid("rfm_segment", "must be Champions, Loyal Customers, At Risk or Lost"));
+            }
+        }
+        let filter = CustomerFilter { search, ..filter };
+        let mut conn = self.store.read().await?;
+        let (customers, total) = conn.list_customers(p.tenant_id, &filter, sort, limit, offset).await?;
+        let ids: Vec<CustomerId> = customers.iter().map(|c| c.id).collect();
+        let mut scores: std::collections::HashMap<i64, ScoreRow> =
+            conn.scores_for(p.tenant_id, &ids).await?.into_iter().map(|s| (s.customer_id, s)).collect();
+        let rows = customers.into_iter().map(|c| { let s = scores.remove(&c.id.0); (c, s) }).collect();
+        Ok((rows, total))
     }
 
     /// `PUT /v1/customers/{id}`: changes the fields given, leaves the others.

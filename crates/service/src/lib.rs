@@ -7,6 +7,7 @@ pub mod auth;
 pub mod customers;
 pub mod keys;
 pub mod password;
+pub mod scoring;
 pub mod team;
 pub mod webhooks;
 
@@ -94,6 +95,16 @@ pub enum ServiceError {
     /// 500: something else failed on our side (a panicked blocking task, a hashing error).
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<cairn_scoring::ScoringError> for ServiceError {
+    fn from(e: cairn_scoring::ScoringError) -> Self {
+        match e {
+            cairn_scoring::ScoringError::Store(s) => s.into(),
+            cairn_scoring::ScoringError::Events(e) => ServiceError::Events(e),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl From<StoreError> for ServiceError {

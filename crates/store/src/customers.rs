@@ -136,6 +136,17 @@ impl CustomerSort {
     }
 }
 
+/// Which profiles a list shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomerFilter<'a> {
+    /// Part of the name or email, case-insensitively.
+    pub search: Option<&'a str>,
+    pub rfm_segment: Option<&'a str>,
+    /// Net spend bounds (inclusive); customers without purchases have spent 0.
+    pub clv_total_min: Option<f64>,
+    pub clv_total_max: Option<f64>,
+}
+
 /// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE '%…%' ESCAPE '\'`.
 fn like_pattern(term: &str) -> String {
     let mut p = String::from("%");
@@ -191,29 +202,43 @@ impl Conn {
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
-    /// A page of profiles, optionally matching `search` in the name or email.
+    /// A page of profiles matching `filter`.
     pub async fn list_customers(
         &mut self,
         tenant: TenantId,
-        search: Option<&str>,
+        filter: &CustomerFilter<'_>,
         sort: CustomerSort,
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<Customer>, i64)> {
-        let pattern = search.map(like_pattern);
-        let filter = "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')";
-        let sql =
-            format!("SELECT {COLS} FROM customers WHERE {filter} ORDER BY {} LIMIT $3 OFFSET $4", sort.order_by());
+        let pattern = filter.search.map(like_pattern);
+        let score = "FROM customer_scores s WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id";
+        let clv = format!("COALESCE((SELECT s.clv_total {score}), 0)");
+        let cond = format!(
+            "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')
+             AND ($3 IS NULL OR EXISTS (SELECT 1 {score} AND s.rfm_segment = $3))
+             AND ($4 IS NULL OR {clv} >= $4) AND ($5 IS NULL OR {clv} <= $5)"
+        );
+        let sql = format!("SELECT {COLS} FROM customers WHERE {cond} ORDER BY {} LIMIT $6 OFFSET $7", sort.order_by());
         let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
             .bind(tenant.0)
             .bind(pattern.as_deref())
+            .bind(filter.rfm_segment)
+            .bind(filter.clv_total_min)
+            .bind(filter.clv_total_max)
             .bind(limit)
             .bind(offset)
             .fetch_all(c)
             .await)?;
-        let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {filter}");
-        let total: i64 =
-            on!(self, |c| sqlx::query_scalar(&count_sql).bind(tenant.0).bind(pattern.as_deref()).fetch_one(c).await)?;
+        let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {cond}");
+        let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql)
+            .bind(tenant.0)
+            .bind(pattern.as_deref())
+            .bind(filter.rfm_segment)
+            .bind(filter.clv_total_min)
+            .bind(filter.clv_total_max)
+            .fetch_one(c)
+            .await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
     }
 

@@ -187,4 +187,14 @@ impl Conn {
         }
         Ok(())
     }
+
+    pub async fn set_tenant_time_zone(&mut self, id: TenantId, time_zone: &str) -> Result<()> {
+        on!(self, |c| sqlx::query("UPDATE tenants SET time_zone = $1 WHERE id = $2")
+            .bind(time_zone)
+            .bind(id.0)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
 }

@@ -1,6 +1,6 @@
 //! Customers (seed 003): `GET/POST /v1/customers`, `GET/PUT/DELETE /v1/customers/{id}`,
-//! `GET /v1/customers/{id}/events`. Score fields (RFM, CLV) and segments are present as null
-//! until the scoring and segment issues fill them.
+//! `GET /v1/customers/{id}/events`, with each profile's RFM and CLV scores (docs/scoring.md).
+//! Segments are present as null until the segment issue fills them.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +8,10 @@ use axum::{extract::State, response::IntoResponse, Json};
 use cairn_domain::CustomerId;
 use cairn_events::{Event, EventFilter};
 use cairn_service::customers::{CustomerDetail, CustomerPatch};
-use cairn_store::customers::{Customer, CustomerSort};
+use cairn_store::{
+    customers::{Customer, CustomerFilter, CustomerSort},
+    scores::ScoreRow,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -94,21 +97,37 @@ pub struct CustomerView {
     last_seen_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// R, F and M scores (1–5); null until scored.
-    rfm_recency: Option<u8>,
-    rfm_frequency: Option<u8>,
-    rfm_monetary: Option<u8>,
-    rfm_score: Option<u8>,
+    /// R, F and M scores (1–5, 5 best); null without a purchase.
+    rfm_recency: Option<i64>,
+    rfm_frequency: Option<i64>,
+    rfm_monetary: Option<i64>,
+    /// R + F + M (3–15).
+    rfm_score: Option<i64>,
+    /// Champions (13–15), Loyal Customers (9–12), At Risk (5–8), Lost (3–4).
     rfm_segment: Option<String>,
-    clv_total: Option<f64>,
-    clv_order_count: Option<u64>,
+    /// Net spend: purchases minus refunds (0 without a purchase).
+    clv_total: f64,
+    /// Purchases.
+    clv_order_count: i64,
+    /// Gross purchase amount / purchases.
     clv_average_order: Option<f64>,
+    /// Expected spend over the configured horizon (12 months by default).
     clv_predicted: Option<f64>,
+    /// The probability that the customer is still active (BG/NBD); null with the simple method.
     p_alive: Option<f64>,
+    /// `bgnbd_gamma_gamma` or `simple`: what produced `clv_predicted`.
+    clv_method: Option<String>,
+    last_purchase_at: Option<DateTime<Utc>>,
 }
 
 impl From<Customer> for CustomerView {
     fn from(c: Customer) -> Self {
+        CustomerView::from((c, None))
+    }
+}
+
+impl From<(Customer, Option<ScoreRow>)> for CustomerView {
+    fn from((c, s): (Customer, Option<ScoreRow>)) -> Self {
         CustomerView {
             id: c.id,
             email: c.email,
@@ -122,16 +141,18 @@ impl From<Customer> for CustomerView {
             last_seen_at: c.last_seen_at,
             created_at: c.created_at,
             updated_at: c.updated_at,
-            rfm_recency: None,
-            rfm_frequency: None,
-            rfm_monetary: None,
-            rfm_score: None,
-            rfm_segment: None,
-            clv_total: None,
-            clv_order_count: None,
-            clv_average_order: None,
-            clv_predicted: None,
-            p_alive: None,
+            rfm_recency: s.as_ref().map(|s| s.rfm_recency),
+            rfm_frequency: s.as_ref().map(|s| s.rfm_frequency),
+            rfm_monetary: s.as_ref().map(|s| s.rfm_monetary),
+            rfm_score: s.as_ref().map(|s| s.rfm_score),
+            rfm_segment: s.as_ref().map(|s| s.rfm_segment.clone()),
+            clv_total: s.as_ref().map_or(0.0, |s| s.clv_total),
+            clv_order_count: s.as_ref().map_or(0, |s| s.clv_order_count),
+            clv_average_order: s.as_ref().map(|s| s.clv_average_order),
+            clv_predicted: s.as_ref().map(|s| s.clv_predicted),
+            p_alive: s.as_ref().and_then(|s| s.p_alive),
+            clv_method: s.as_ref().map(|s| s.clv_method.clone()),
+            last_purchase_at: s.as_ref().map(|s| s.last_purchase_at),
         }
     }
 }
@@ -152,7 +173,7 @@ impl From<CustomerDetail> for CustomerDetailView {
     fn from(d: CustomerDetail) -> Self {
         let events_total = d.event_counts.iter().map(|(_, n)| n).sum();
         CustomerDetailView {
-            customer: d.customer.into(),
+            customer: (d.customer, d.scores).into(),
             event_counts: d.event_counts.into_iter().collect(),
             events_total,
             segments: None,
@@ -172,6 +193,12 @@ pub struct ListQuery {
     sort: Option<String>,
     /// Members of a segment (arrives with segments).
     segment_id: Option<i64>,
+    /// Customers in this RFM segment: Champions, Loyal Customers, At Risk, Lost.
+    rfm_segment: Option<String>,
+    /// Net spend at least this (customers without purchases have spent 0).
+    clv_total_min: Option<f64>,
+    /// Net spend at most this.
+    clv_total_max: Option<f64>,
 }
 
 /// Customer profiles, newest first unless `sort` says otherwise.
@@ -196,7 +223,13 @@ pub async fn list_customers(
         })?,
     };
     let page = PageQuery { page: q.page, per_page: q.per_page };
-    let (rows, total) = st.svc.customers(&p, q.search.as_deref(), sort, page.limit(), page.offset()).await?;
+    let filter = CustomerFilter {
+        search: q.search.as_deref(),
+        rfm_segment: q.rfm_segment.as_deref(),
+        clv_total_min: q.clv_total_min,
+        clv_total_max: q.clv_total_max,
+    };
+    let (rows, total) = st.svc.customers(&p, filter, sort, page.limit(), page.offset()).await?;
     Ok(page.wrap(rows.into_iter().map(CustomerView::from).collect(), total))
 }
 

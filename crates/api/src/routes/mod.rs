@@ -6,6 +6,7 @@ pub mod customers;
 pub mod keys;
 pub mod logs;
 pub mod ops;
+pub mod scoring;
 pub mod segment;
 pub mod team;
 pub mod track;

@@ -28,10 +28,12 @@ pub async fn get_workspace(State(st): State<AppState>, Auth(p): Auth) -> ApiResu
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWorkspaceRequest {
-    name: String,
+    name: Option<String>,
+    /// An IANA time zone name (`UTC`, `Europe/Zagreb`): scoring counts calendar days in it.
+    time_zone: Option<String>,
 }
 
-/// Rename the workspace (`settings:manage`).
+/// Rename the workspace or set its time zone (`settings:manage`).
 #[utoipa::path(put, path = "/v1/workspace", tag = "workspace", request_body = UpdateWorkspaceRequest,
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<TenantView>), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
@@ -40,5 +42,5 @@ pub async fn update_workspace(
     Auth(p): Auth,
     ApiJson(r): ApiJson<UpdateWorkspaceRequest>,
 ) -> ApiResult<Json<Data<TenantView>>> {
-    Ok(data(st.svc.rename_workspace(&p, &r.name).await?.into()))
+    Ok(data(st.svc.update_workspace(&p, r.name.as_deref(), r.time_zone.as_deref()).await?.into()))
 }
