@@ -66,12 +66,15 @@ async fn seed_003s_create_body_works_verbatim(app: TestApp) {
         "rfm_monetary",
         "rfm_score",
         "rfm_segment",
-        "clv_total",
+        "clv_average_order",
         "clv_predicted",
         "p_alive",
+        "clv_method",
+        "last_purchase_at",
     ] {
-        assert!(d[score].is_null(), "{score} is null until scoring exists");
+        assert!(d[score].is_null(), "{score} is null before the first purchase");
     }
+    assert_eq!((d["clv_total"].as_f64(), d["clv_order_count"].as_i64()), (Some(0.0), Some(0)), "nothing spent yet");
     let got = app.get(&format!("/v1/customers/{}", d["id"]), &token).await;
     assert_eq!(got.assert_ok(200)["data"]["email"], "marko@example.com");
 }

@@ -184,18 +184,25 @@ impl Scorer {
                 busy |= self.score_dirty(tenant).await? == DIRTY_BATCH as usize;
             }
         }
+        busy |= self.work_one(None).await?.is_some();
+        Ok(busy)
+    }
+
+    /// Claims the next due recompute job (a new one, or one whose worker's lease ran out) and
+    /// runs it; returns its id. `max_chunks` as in [`Scorer::run_job`].
+    pub async fn work_one(&self, max_chunks: Option<usize>) -> Result<Option<i64>> {
         let now = Utc::now();
         let lease = now + self.settings.lease;
-        let jobs = self.store.write().await?.claim_jobs(RECOMPUTE_JOB, &self.holder, now, lease, 1).await?;
-        for job in jobs {
-            busy = true;
-            if let Err(e) = self.run_job(job.id, None).await {
-                tracing::warn!(job.id = job.id, error = %e, "scoring recompute failed; will retry");
-                let retry = Utc::now() + Duration::from_secs(5);
-                self.store.write().await?.fail_job(job.id, &self.holder, &e.to_string(), Some(retry), Utc::now()).await?;
-            }
+        let Some(job) = self.store.write().await?.claim_jobs(RECOMPUTE_JOB, &self.holder, now, lease, 1).await?.pop()
+        else {
+            return Ok(None);
+        };
+        if let Err(e) = self.run_job(job.id, max_chunks).await {
+            tracing::warn!(job.id = job.id, error = %e, "scoring recompute failed; will retry");
+            let retry = Utc::now() + Duration::from_secs(5);
+            self.store.write().await?.fail_job(job.id, &self.holder, &e.to_string(), Some(retry), Utc::now()).await?;
         }
-        Ok(busy)
+        Ok(Some(job.id))
     }
 
     async fn lock(&self, tenant: TenantId) -> Result<bool> {

@@ -1,0 +1,143 @@
+//! The scoring worker on real stores (SQLite + SQLite, PostgreSQL + ClickHouse): a recompute
+//! stopped half-way leaves every written row whole, no other instance can touch the workspace
+//! while the lease holds, and after it runs out another instance resumes from the last
+//! committed chunk with the same model.
+
+use std::{sync::Arc, time::Duration};
+
+use cairn_domain::{Clock, CustomerId, TenantId};
+use cairn_events::{ClickHouseConfig, ClickHouseStore, Event, EventStore, SqliteEventStore};
+use cairn_scoring::{enqueue_recompute, load_model, Progress, Scorer, ScoringSettings};
+use cairn_store::{customers::CustomerFields, Store, StoreConfig};
+use cairn_testkit::{FreshClickHouse, FreshPg, TempDir};
+use chrono::{TimeZone, Utc};
+
+struct Stores {
+    store: Store,
+    events: Arc<dyn EventStore>,
+    _pg: Option<FreshPg>,
+    _ch: Option<FreshClickHouse>,
+    _dir: TempDir,
+}
+
+async fn embedded() -> Stores {
+    let dir = TempDir::new();
+    let store = Store::connect(&StoreConfig::Sqlite { path: dir.0.join("cairn.db") }).await.unwrap();
+    let events: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&dir.0.join("events.db")).await.unwrap());
+    Stores { store, events, _pg: None, _ch: None, _dir: dir }
+}
+
+async fn scale_out() -> Stores {
+    let pg = FreshPg::create().await;
+    let store = Store::connect(&StoreConfig::Postgres { url: pg.url.clone(), max_connections: 4 }).await.unwrap();
+    let ch = FreshClickHouse::new("cairn_scoring");
+    let config = ClickHouseConfig { url: ch.url.clone(), database: ch.database.clone(), user: None, password: None };
+    let events: Arc<dyn EventStore> = Arc::new(ClickHouseStore::new(config));
+    Stores { store, events, _pg: Some(pg), _ch: Some(ch), _dir: TempDir::new() }
+}
+
+/// 120 customers, customer k with 1 + k % 4 purchases over the spring.
+async fn populate(s: &Stores, clock: &Clock) -> TenantId {
+    s.store.migrate().await.unwrap();
+    s.events.migrate().await.unwrap();
+    let now = clock.now();
+    let mut conn = s.store.write().await.unwrap();
+    let tenant = conn.insert_tenant("Acme", "acme", now).await.unwrap().id;
+    let mut events = Vec::new();
+    for k in 0..120i64 {
+        let fields = CustomerFields {
+            email: Some(format!("c{k}@example.com")),
+            traits: serde_json::json!({}),
+            ..Default::default()
+        };
+        let customer = conn.insert_customer(tenant, &fields, now).await.unwrap().id;
+        for j in 0..(1 + k % 4) {
+            let at = Utc.with_ymd_and_hms(2026, 3, 1 + (k % 28) as u32, 10, 0, 0).unwrap() + chrono::Duration::days(j * 20);
+            events.push(event(tenant, customer, &format!("m{k}-{j}"), at, 5.0 + (k * 7 % 50) as f64));
+        }
+    }
+    drop(conn);
+    s.events.insert(&events).await.unwrap();
+    tenant
+}
+
+fn event(tenant: TenantId, customer: CustomerId, id: &str, at: chrono::DateTime<Utc>, amount: f64) -> Event {
+    Event {
+        tenant_id: tenant,
+        message_id: id.into(),
+        customer_id: customer,
+        anonymous_id: None,
+        user_id: None,
+        kind: "track".into(),
+        name: "purchase".into(),
+        properties: serde_json::json!({"amount": amount}),
+        context: serde_json::json!({}),
+        timestamp: at,
+        sent_at: None,
+        received_at: at,
+        amount: Some(amount),
+        currency: Some("EUR".into()),
+    }
+}
+
+fn settings() -> ScoringSettings {
+    ScoringSettings { chunk: 25, lease: Duration::from_secs(1), ..ScoringSettings::default() }
+}
+
+async fn progress(store: &Store, job: i64) -> (String, Progress) {
+    let j = store.read().await.unwrap().job(job).await.unwrap();
+    (j.status, serde_json::from_str(j.progress.as_deref().unwrap_or("{}")).unwrap_or_default())
+}
+
+async fn a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(s: Stores) {
+    let clock = Clock::test();
+    clock.set(Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap());
+    let tenant = populate(&s, &clock).await;
+    let a = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), settings());
+    let b = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), settings());
+
+    let job = enqueue_recompute(&s.store, tenant, true, None).await.unwrap();
+    // Instance A dies after two chunks of 25: its rows and cursor are committed, the rest is not.
+    assert_eq!(a.work_one(Some(2)).await.unwrap(), Some(job));
+    let (status, p) = progress(&s.store, job).await;
+    assert_eq!((status.as_str(), p.scored, p.customers), ("running", 50, 120), "{p:?}");
+    let written = s.store.read().await.unwrap().scores_in_range(tenant, None, None).await.unwrap();
+    assert_eq!(written.len(), 50);
+    assert_eq!(p.cursor, Some(written.last().unwrap().customer_id));
+    let (model, model_job) = load_model(&mut s.store.read().await.unwrap(), tenant).await.unwrap().unwrap();
+    assert_eq!(model_job, Some(job));
+
+    // While A's lease holds, B can neither take the job nor score the workspace.
+    assert_eq!(b.work_one(None).await.unwrap(), None);
+    let now = Utc::now();
+    let locked = s.store.write().await.unwrap().lock_scoring(tenant, "someone-else", now, now).await.unwrap();
+    assert!(!locked, "the workspace is A's until its lease runs out");
+
+    // After it runs out, B resumes after the cursor with A's model and finishes.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(b.work_one(None).await.unwrap(), Some(job));
+    let (status, p) = progress(&s.store, job).await;
+    assert_eq!((status.as_str(), p.scored, p.phase.as_str()), ("done", 120, "done"), "{p:?}");
+    let (after, _) = load_model(&mut s.store.read().await.unwrap(), tenant).await.unwrap().unwrap();
+    assert_eq!(after, model, "the resumed job scored with the model it started with");
+    let all = s.store.read().await.unwrap().scores_in_range(tenant, None, None).await.unwrap();
+    assert_eq!(all.len(), 120);
+    assert_eq!(&all[..50], &written[..], "rows written before the crash were right and are untouched");
+
+    // A fresh recompute with the same cut points finds nothing to change: every row was whole.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let again = enqueue_recompute(&s.store, tenant, false, None).await.unwrap();
+    assert_eq!(a.work_one(None).await.unwrap(), Some(again));
+    let (status, p) = progress(&s.store, again).await;
+    assert_eq!((status.as_str(), p.changed), ("done", 0), "{p:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_recompute_resumes() {
+    a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_recompute_resumes() {
+    a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(scale_out().await).await;
+}
