@@ -36,22 +36,47 @@ pub struct GammaGamma {
 }
 
 impl BgNbd {
-    /// Fits the model to customers, grouped first by their (x, t_x, T) so that a million
-    /// customers cost as much as their distinct histories. `None` when the fit does not converge
-    /// to finite, usable parameters.
+    /// Fits the model to customers. Identical histories are counted once, and the terms that
+    /// depend only on the number of repeat transactions are computed once per distinct count,
+    /// so an evaluation costs two logarithms per distinct history.
     pub fn fit(customers: &[Rft]) -> Option<BgNbd> {
-        let mut groups: HashMap<(u64, u64, u64), f64> = HashMap::new();
+        let mut groups: HashMap<u64, HashMap<(u64, u64), f64>> = HashMap::new();
         for c in customers {
-            *groups.entry((c.x.to_bits(), c.t_x.to_bits(), c.t.to_bits())).or_default() += 1.0;
+            *groups.entry(c.x.to_bits()).or_default().entry((c.t_x.to_bits(), c.t.to_bits())).or_default() += 1.0;
         }
-        let groups: Vec<(Rft, f64)> = groups
+        let groups: Vec<(f64, f64, Vec<(f64, f64, f64)>)> = groups
             .into_iter()
-            .map(|((x, t_x, t), n)| (Rft { x: f64::from_bits(x), t_x: f64::from_bits(t_x), t: f64::from_bits(t) }, n))
+            .map(|(x, members)| {
+                let members: Vec<(f64, f64, f64)> =
+                    members.into_iter().map(|((t_x, t), n)| (f64::from_bits(t_x), f64::from_bits(t), n)).collect();
+                let count = members.iter().map(|m| m.2).sum();
+                (f64::from_bits(x), count, members)
+            })
             .collect();
-        let total: f64 = groups.iter().map(|g| g.1).sum();
+        let total = customers.len() as f64;
         let objective = |p: &[f64]| {
-            let m = BgNbd { r: p[0].exp(), alpha: p[1].exp(), a: p[2].exp(), b: p[3].exp() };
-            -groups.iter().map(|(c, n)| n * m.log_likelihood(c)).sum::<f64>() / total
+            let (r, alpha, a, b) = (p[0].exp(), p[1].exp(), p[2].exp(), p[3].exp());
+            let mut ll = 0.0;
+            for (x, count, members) in &groups {
+                let x = *x;
+                let head = lgamma(r + x) - lgamma(r) + r * alpha.ln() + lgamma(a + b) + lgamma(b + x)
+                    - lgamma(b)
+                    - lgamma(a + b + x);
+                ll += count * head;
+                let repeat = (x > 0.0).then(|| a.ln() - (b + x - 1.0).ln());
+                for &(t_x, t, n) in members {
+                    let a3 = -(r + x) * (alpha + t).ln();
+                    ll += n * match repeat {
+                        Some(k) => {
+                            let a4 = k - (r + x) * (alpha + t_x).ln();
+                            let hi = a3.max(a4);
+                            hi + ((a3 - hi).exp() + (a4 - hi).exp()).ln()
+                        }
+                        None => a3,
+                    };
+                }
+            }
+            -ll / total
         };
         let best = minimize(objective, &[0.0; 4])?;
         let m = BgNbd { r: best[0].exp(), alpha: best[1].exp(), a: best[2].exp(), b: best[3].exp() };
@@ -152,9 +177,9 @@ fn minimize(f: impl Fn(&[f64]) -> f64, start: &[f64]) -> Option<Vec<f64>> {
     if !best_value.is_finite() {
         return None;
     }
-    for _ in 0..10 {
+    for _ in 0..4 {
         let (point, value) = nelder_mead(&f, &best);
-        let improved = best_value - value > 1e-12 * best_value.abs().max(1.0);
+        let improved = best_value - value > 1e-10 * best_value.abs().max(1.0);
         if value < best_value {
             best = point;
             best_value = value;
@@ -184,11 +209,12 @@ fn nelder_mead(f: &impl Fn(&[f64]) -> f64, start: &[f64]) -> (Vec<f64>, f64) {
         let v = eval(&p);
         simplex.push((p, v));
     }
-    for _ in 0..20_000 {
+    for _ in 0..5_000 {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (lo, hi) = (simplex[0].1, simplex[n].1);
         let size = simplex.iter().skip(1).flat_map(|(p, _)| p.iter().zip(&simplex[0].0).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max);
-        if (hi - lo).abs() <= 1e-13 * lo.abs().max(1e-10) && size < 1e-9 {
+        // Parameters are logarithms: 1e-7 here is a relative precision of 1e-7 in each.
+        if (hi - lo).abs() <= 1e-11 * lo.abs().max(1e-10) && size < 1e-7 {
             break;
         }
         let centroid: Vec<f64> = (0..n).map(|i| simplex[..n].iter().map(|(p, _)| p[i]).sum::<f64>() / n as f64).collect();

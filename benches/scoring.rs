@@ -1,0 +1,350 @@
+//! Scoring benchmark (issue 4): `cargo bench --bench scoring`.
+//!
+//! 1. Full recompute at scale, in process, on real stores:
+//!    - PostgreSQL + ClickHouse: 1,000,000 customers, 20,000,000 purchase events;
+//!    - the embedded default (SQLite + SQLite): 100,000 customers, 2,000,000 purchase events.
+//!    Each is timed twice: the first recompute (every customer new: 1 row and one
+//!    `customer.rfm_changed` each) and a second one (cut points refreshed, nothing changed).
+//!    Beside them, in the same run, the bare ClickHouse aggregation
+//!    `SELECT customer_id, max(timestamp), count(), sum(amount) … GROUP BY customer_id`.
+//! 2. Freshness through the real binary: `cairn serve` on PostgreSQL + ClickHouse, purchases
+//!    posted at 1,000 events/s to `/v1/track/event`, and for a probe every 100 ms the time from
+//!    the acknowledgement until the probe customer's scores are in the entity store.
+//!
+//! `CAIRN_BENCH_SCALE` (default 1.0) scales the data sizes down for a quick run;
+//! `CAIRN_BENCH_ONLY=scale|freshness` runs one part.
+
+use std::{
+    process::Stdio,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use cairn_domain::{Clock, TenantId};
+use cairn_events::{ClickHouseConfig, ClickHouseStore, EventStore, SqliteEventStore};
+use cairn_scoring::{enqueue_recompute, Progress, Scorer, ScoringSettings};
+use cairn_store::{Store, StoreConfig};
+use cairn_testkit::{FreshClickHouse, FreshPg, TempDir};
+use serde_json::{json, Value};
+
+fn scale() -> f64 {
+    std::env::var("CAIRN_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1));
+    kb.and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
+}
+
+/// Generates `events` purchases over `customers` customers in ClickHouse, spread over a year.
+fn fill_clickhouse(ch: &FreshClickHouse, customers: u64, events: u64) {
+    ch.query(&format!(
+        "INSERT INTO {db}.events SELECT 1, concat('m', toString(number)), (number % {customers}) + 1, '', '', 'track',
+             'purchase', '{{}}', '{{}}', 1735689600000 + intHash64(number) % 31536000000, 0, 1767225600000,
+             toNullable(toFloat64(5 + intHash64(number * 3) % 200)), 'EUR'
+         FROM system.numbers LIMIT {events}",
+        db = ch.database
+    ));
+}
+
+async fn time_job(store: &Store, scorer: &Scorer, tenant: TenantId, fit: bool) -> (f64, Progress) {
+    let started = Instant::now();
+    let job = enqueue_recompute(store, tenant, fit, None).await.unwrap();
+    assert_eq!(scorer.work_one(None).await.unwrap(), Some(job));
+    let elapsed = started.elapsed().as_secs_f64();
+    let j = store.read().await.unwrap().job(job).await.unwrap();
+    assert_eq!(j.status, "done", "{:?}", j.last_error);
+    (elapsed, serde_json::from_str(j.progress.as_deref().unwrap()).unwrap())
+}
+
+async fn scale_out(customers: u64, events: u64) {
+    println!("== PostgreSQL + ClickHouse: {customers} customers, {events} purchase events");
+    let pg = FreshPg::create().await;
+    let store = Store::connect(&StoreConfig::Postgres { url: pg.url.clone(), max_connections: 8 }).await.unwrap();
+    store.migrate().await.unwrap();
+    let ch = FreshClickHouse::new("cairn_bench_scoring");
+    let config = ClickHouseConfig { url: ch.url.clone(), database: ch.database.clone(), user: None, password: None };
+    let events_store: Arc<dyn EventStore> = Arc::new(ClickHouseStore::new(config));
+    events_store.migrate().await.unwrap();
+
+    let t = Instant::now();
+    let admin = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    sqlx::query("INSERT INTO tenants (name, slug, created_at) VALUES ('Bench', 'bench', now())")
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO customers (tenant_id, email, traits, created_at, updated_at)
+         SELECT 1, 'c' || g || '@bench.test', '{}', now(), now() FROM generate_series(1, $1) g",
+    )
+    .bind(customers as i64)
+    .execute(&admin)
+    .await
+    .unwrap();
+    let ch2 = FreshClickHouse { url: ch.url.clone(), database: ch.database.clone() };
+    tokio::task::spawn_blocking(move || {
+        fill_clickhouse(&ch2, customers, events);
+        std::mem::forget(ch2); // the original drops the database
+    })
+    .await
+    .unwrap();
+    println!("   data generated in {:.1} s", t.elapsed().as_secs_f64());
+
+    let bare = |sql: String| {
+        let ch = FreshClickHouse { url: ch.url.clone(), database: ch.database.clone() };
+        async move {
+            let started = Instant::now();
+            let out = tokio::task::spawn_blocking(move || {
+                let out = ch.query(&sql);
+                std::mem::forget(ch);
+                out
+            })
+            .await
+            .unwrap();
+            assert!(!out.contains("Exception"), "{out}");
+            started.elapsed().as_secs_f64()
+        }
+    };
+    let db = ch.database.clone();
+    let bare_s = bare(format!(
+        "SELECT customer_id, max(timestamp), count(), sum(amount) FROM {db}.events
+         WHERE tenant_id = 1 AND name = 'purchase' GROUP BY customer_id FORMAT Null"
+    ))
+    .await;
+    println!("   bare ClickHouse aggregation (GROUP BY customer): {bare_s:.2} s");
+
+    let clock = Clock::system();
+    let summarise = Instant::now();
+    let n = events_store
+        .purchase_summaries(TenantId(1), cairn_events::Customers::All, chrono_tz::UTC, clock.now())
+        .await
+        .unwrap()
+        .len();
+    println!(
+        "   Cairn's summary query alone (FINAL, per day then per customer, into Rust): {:.2} s, {n} customers",
+        summarise.elapsed().as_secs_f64()
+    );
+    let scorer = Scorer::new(store.clone(), events_store.clone(), clock, ScoringSettings::default());
+    let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
+    println!(
+        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}]",
+        p.changed, p.method
+    );
+    let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
+    println!("   second full recompute (cut points refreshed, {} changed): {second:.2} s", p.changed);
+    println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+    drop(admin);
+}
+
+async fn embedded(customers: u64, events: u64) {
+    println!("== SQLite + SQLite: {customers} customers, {events} purchase events");
+    let dir = TempDir::new();
+    let store = Store::connect(&StoreConfig::Sqlite { path: dir.0.join("cairn.db") }).await.unwrap();
+    store.migrate().await.unwrap();
+    let events_path = dir.0.join("events.db");
+    let events_store: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&events_path).await.unwrap());
+    events_store.migrate().await.unwrap();
+
+    let t = Instant::now();
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.0.join("cairn.db").display())).await.unwrap();
+    sqlx::query("INSERT INTO tenants (name, slug, created_at) VALUES ('Bench', 'bench', '2026-01-01T00:00:00Z')")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < $1)
+         INSERT INTO customers (tenant_id, email, traits, created_at, updated_at)
+         SELECT 1, 'c' || n || '@bench.test', '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' FROM g",
+    )
+    .bind(customers as i64)
+    .execute(&db)
+    .await
+    .unwrap();
+    let ev = sqlx::SqlitePool::connect(&format!("sqlite://{}", events_path.display())).await.unwrap();
+    sqlx::query(
+        "WITH RECURSIVE g(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM g WHERE n < $1 - 1)
+         INSERT INTO events (tenant_id, message_id, customer_id, kind, name, properties, context, timestamp,
+                             received_at, amount, currency)
+         SELECT 1, 'm' || n, (n % $2) + 1, 'track', 'purchase', '{}', '{}',
+                1735689600000 + ((n * 2654435761) % 31536000000), 1767225600000, 5 + ((n * 40503) % 200), 'EUR'
+         FROM g",
+    )
+    .bind(events as i64)
+    .bind(customers as i64)
+    .execute(&ev)
+    .await
+    .unwrap();
+    println!("   data generated in {:.1} s", t.elapsed().as_secs_f64());
+
+    let scorer = Scorer::new(store.clone(), events_store.clone(), Clock::system(), ScoringSettings::default());
+    let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
+    println!(
+        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}]",
+        p.changed, p.method
+    );
+    let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
+    println!("   second full recompute (cut points refreshed, {} changed): {second:.2} s", p.changed);
+    println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Posts purchases at `rate`/s for `secs` to a running binary and measures, for one probe
+/// every 100 ms, the time from acknowledgement to the probe's scores being stored.
+async fn freshness(rate: u64, secs: u64) {
+    println!("== freshness: `cairn serve` on PostgreSQL + ClickHouse, {rate} purchase events/s for {secs} s");
+    let pg = FreshPg::create().await;
+    let ch = FreshClickHouse::new("cairn_bench_fresh");
+    let dir = TempDir::new();
+    let port = 20_000 + (std::process::id() % 20_000) as u16;
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("serve")
+        .env("CAIRN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CAIRN_DATA_DIR", &dir.0)
+        .env("CAIRN_DATABASE_URL", &pg.url)
+        .env("CAIRN_CLICKHOUSE_URL", &ch.url)
+        .env("CAIRN_CLICKHOUSE_DATABASE", &ch.database)
+        .env("CAIRN_ALLOW_REGISTRATION", "true")
+        .env("CAIRN_RATE_LIMIT_SECRET", "1000000")
+        .env("CAIRN_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start cairn");
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{base}/readyz")).send().await.map(|r| !r.status().is_success()).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(30), "cairn did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reg: Value = http
+        .post(format!("{base}/v1/auth/register"))
+        .json(&json!({"email": "bench@example.com", "password": "bench password 1", "name": "B", "workspace": "Bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = reg["token"].as_str().expect("token").to_string();
+    let key: Value = http
+        .post(format!("{base}/v1/api-keys"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "bench", "type": "secret"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["data"]["key"].as_str().expect("key").to_string();
+    let send = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        move |email: String, amount: f64| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}/v1/track/event"))
+                    .header("X-API-Key", &key)
+                    .json(&json!({"customer_email": email, "event": "purchase",
+                                  "properties": {"amount": amount, "currency": "EUR"}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success(), "{}", r.status());
+            }
+        }
+    };
+    // A base of 2,000 customers with purchases and a first recompute, so cut points exist.
+    let mut warm = Vec::new();
+    for i in 0..2_000 {
+        warm.push(tokio::spawn(send(format!("base{i}@bench.test"), 10.0 + (i % 90) as f64)));
+    }
+    for w in warm {
+        w.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let pool = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let load = {
+        let send = send.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            let per_tick = rate / 100;
+            let mut n = 0u64;
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                tick.tick().await;
+                for _ in 0..per_tick {
+                    n += 1;
+                    tokio::spawn(send(format!("base{}@bench.test", n % 2_000), 1.0 + (n % 50) as f64));
+                }
+            }
+            n
+        })
+    };
+    let mut probes = Vec::new();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut i = 0;
+    while Instant::now() < end {
+        i += 1;
+        let (send, pool) = (send.clone(), pool.clone());
+        probes.push(tokio::spawn(async move {
+            let email = format!("probe{i}@bench.test");
+            send(email.clone(), 42.0).await;
+            let acked = Instant::now();
+            loop {
+                let found: Option<i64> = sqlx::query_scalar(
+                    "SELECT s.clv_order_count FROM customer_scores s JOIN customers c ON c.id = s.customer_id
+                     WHERE c.email = $1",
+                )
+                .bind(&email)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+                if found == Some(1) {
+                    return acked.elapsed().as_secs_f64() * 1e3;
+                }
+                if acked.elapsed() > Duration::from_secs(30) {
+                    return f64::INFINITY;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = load.await.unwrap();
+    let mut lat: Vec<f64> = Vec::new();
+    for p in probes {
+        lat.push(p.await.unwrap());
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "   {sent} load events + {} probes; ack → scores stored: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+        lat.len(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    let _ = child.kill().await;
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let only = std::env::var("CAIRN_BENCH_ONLY").unwrap_or_default();
+    let s = scale();
+    if only.is_empty() || only == "scale" {
+        scale_out((1_000_000.0 * s) as u64, (20_000_000.0 * s) as u64).await;
+        embedded((100_000.0 * s) as u64, (2_000_000.0 * s) as u64).await;
+    }
+    if only.is_empty() || only == "freshness" {
+        freshness(1_000, 30).await;
+    }
+}
