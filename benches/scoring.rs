@@ -37,13 +37,15 @@ fn peak_rss_mb() -> f64 {
     kb.and_then(|k| k.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0
 }
 
-/// Generates `events` purchases over `customers` customers in ClickHouse, spread over a year.
+/// Generates `events` purchases over `customers` customers in ClickHouse. Each customer is
+/// active from a start day in the first half of 2025 for 1 to 365 days (some stop buying, as
+/// real customers do) and buys within that span, around an average order value of its own.
 fn fill_clickhouse(ch: &FreshClickHouse, customers: u64, events: u64) {
     ch.query(&format!(
-        "INSERT INTO {db}.events SELECT 1, concat('m', toString(number)), (number % {customers}) + 1, '', '', 'track',
-             'purchase', '{{}}', '{{}}', 1735689600000 + intHash64(number) % 31536000000, 0, 1767225600000,
-             toNullable(toFloat64(5 + intHash64(number * 3) % 200)), 'EUR'
-         FROM system.numbers LIMIT {events}",
+        "INSERT INTO {db}.events SELECT 1, concat('m', toString(number)), c, '', '', 'track', 'purchase', '{{}}', '{{}}',
+             1735689600000 + (intHash64(c) % 180) * 86400000 + intHash64(number) % ((1 + intHash64(c * 7) % 365) * 86400000),
+             0, 1767225600000, toNullable(toFloat64((5 + intHash64(c * 3) % 100) * (50 + intHash64(number * 3) % 100) / 100)), 'EUR'
+         FROM (SELECT number, (number % {customers}) + 1 AS c FROM system.numbers LIMIT {events})",
         db = ch.database
     ));
 }
@@ -128,8 +130,8 @@ async fn scale_out(customers: u64, events: u64) {
     let scorer = Scorer::new(store.clone(), events_store.clone(), clock, ScoringSettings::default());
     let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
     println!(
-        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}]",
-        p.changed, p.method
+        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}; summaries {} ms, fit {} ms, score+write {} ms]",
+        p.changed, p.method, p.summarise_ms, p.fit_ms, p.write_ms
     );
     let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
     println!("   second full recompute (cut points refreshed, {} changed): {second:.2} s", p.changed);
@@ -167,7 +169,9 @@ async fn embedded(customers: u64, events: u64) {
          INSERT INTO events (tenant_id, message_id, customer_id, kind, name, properties, context, timestamp,
                              received_at, amount, currency)
          SELECT 1, 'm' || n, (n % $2) + 1, 'track', 'purchase', '{}', '{}',
-                1735689600000 + ((n * 2654435761) % 31536000000), 1767225600000, 5 + ((n * 40503) % 200), 'EUR'
+                1735689600000 + (((n % $2) * 7919) % 180) * 86400000
+                    + ((n * 2654435761) % ((1 + ((n % $2) * 104729) % 365) * 86400000)),
+                1767225600000, (5 + ((n % $2) * 40503) % 100) * (50 + (n * 7907) % 100) / 100.0, 'EUR'
          FROM g",
     )
     .bind(events as i64)
@@ -180,8 +184,8 @@ async fn embedded(customers: u64, events: u64) {
     let scorer = Scorer::new(store.clone(), events_store.clone(), Clock::system(), ScoringSettings::default());
     let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
     println!(
-        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}]",
-        p.changed, p.method
+        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}; summaries {} ms, fit {} ms, score+write {} ms]",
+        p.changed, p.method, p.summarise_ms, p.fit_ms, p.write_ms
     );
     let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
     println!("   second full recompute (cut points refreshed, {} changed): {second:.2} s", p.changed);

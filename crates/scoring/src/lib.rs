@@ -108,7 +108,7 @@ pub fn repeat_average(s: &PurchaseSummary) -> f64 {
 }
 
 pub fn rfm_inputs(s: &PurchaseSummary) -> RfmInputs {
-    RfmInputs { last_purchase_day: s.last_day, frequency: s.purchases, monetary: s.gross - s.refunds }
+    RfmInputs { last_purchase_day: s.last_day, frequency: s.purchases, monetary: money(s.gross) - money(s.refunds) }
 }
 
 impl Model {

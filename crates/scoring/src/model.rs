@@ -131,9 +131,24 @@ impl GammaGamma {
             return None;
         }
         let n = usable.len() as f64;
+        // Grouped by x: the log-gamma terms depend on x alone, and ln(m_x) on nothing fitted.
+        let mut by_x: HashMap<u64, Vec<(f64, f64)>> = HashMap::new();
+        for &(x, m) in &usable {
+            by_x.entry(x.to_bits()).or_default().push((m, m.ln()));
+        }
+        let by_x: Vec<(f64, Vec<(f64, f64)>)> = by_x.into_iter().map(|(x, ms)| (f64::from_bits(x), ms)).collect();
         let objective = |p: &[f64]| {
-            let m = GammaGamma { p: p[0].exp(), q: p[1].exp(), gamma: p[2].exp() };
-            -usable.iter().map(|&(x, mx)| m.log_likelihood(x, mx)).sum::<f64>() / n
+            let (p, q, gamma) = (p[0].exp(), p[1].exp(), p[2].exp());
+            let mut ll = 0.0;
+            for (x, ms) in &by_x {
+                let px = p * x;
+                let head = lgamma(px + q) - lgamma(px) - lgamma(q) + q * gamma.ln() + px * x.ln();
+                ll += ms.len() as f64 * head;
+                for &(m, ln_m) in ms {
+                    ll += (px - 1.0) * ln_m - (px + q) * (gamma + x * m).ln();
+                }
+            }
+            -ll / n
         };
         let best = minimize(objective, &[0.0; 3])?;
         let m = GammaGamma { p: best[0].exp(), q: best[1].exp(), gamma: best[2].exp() };
@@ -177,7 +192,7 @@ fn minimize(f: impl Fn(&[f64]) -> f64, start: &[f64]) -> Option<Vec<f64>> {
     if !best_value.is_finite() {
         return None;
     }
-    for _ in 0..4 {
+    for _ in 0..3 {
         let (point, value) = nelder_mead(&f, &best);
         let improved = best_value - value > 1e-10 * best_value.abs().max(1.0);
         if value < best_value {
@@ -193,7 +208,12 @@ fn minimize(f: impl Fn(&[f64]) -> f64, start: &[f64]) -> Option<Vec<f64>> {
 
 fn nelder_mead(f: &impl Fn(&[f64]) -> f64, start: &[f64]) -> (Vec<f64>, f64) {
     let n = start.len();
+    // Parameters are logarithms; beyond e^±15 a model is degenerate (no one ever drops out,
+    // say), and the search stops pushing that way instead of wandering off.
     let eval = |p: &[f64]| {
+        if p.iter().any(|v| v.abs() > 15.0) {
+            return f64::INFINITY;
+        }
         let v = f(p);
         if v.is_finite() {
             v
@@ -209,8 +229,18 @@ fn nelder_mead(f: &impl Fn(&[f64]) -> f64, start: &[f64]) -> (Vec<f64>, f64) {
         let v = eval(&p);
         simplex.push((p, v));
     }
-    for _ in 0..5_000 {
+    let mut checkpoint = f64::INFINITY;
+    for iteration in 0..2_000 {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+        // Stagnation: 100 iterations that improved the best value by less than a billionth.
+        // A degenerate optimum (spend that does not vary between customers, say) lies at
+        // infinity, and the simplex would otherwise creep towards it along a flat valley.
+        if iteration % 100 == 0 {
+            if checkpoint - simplex[0].1 <= 1e-9 * simplex[0].1.abs().max(1e-10) {
+                break;
+            }
+            checkpoint = simplex[0].1;
+        }
         let (lo, hi) = (simplex[0].1, simplex[n].1);
         let size = simplex.iter().skip(1).flat_map(|(p, _)| p.iter().zip(&simplex[0].0).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max);
         // Parameters are logarithms: 1e-7 here is a relative precision of 1e-7 in each.

@@ -98,6 +98,13 @@ pub struct Progress {
     pub cursor: Option<i64>,
     pub method: Option<String>,
     pub took_ms: Option<u64>,
+    /// Where the time went: reading the summaries, fitting, scoring and writing.
+    #[serde(default)]
+    pub summarise_ms: u64,
+    #[serde(default)]
+    pub fit_ms: u64,
+    #[serde(default)]
+    pub write_ms: u64,
 }
 
 pub struct Scorer {
@@ -284,6 +291,7 @@ impl Scorer {
         let now = self.clock.now();
         let today = day_number(now, tz);
         let summaries = self.events.purchase_summaries(tenant, Customers::All, tz, now).await?;
+        let summarise_ms = started.elapsed().as_millis() as u64;
 
         // The model this job scores with: saved once, before the first chunk, and reused on resume.
         let model = match stored {
@@ -294,16 +302,20 @@ impl Scorer {
                 model.boundaries = Boundaries::compute(&summaries.iter().map(rfm_inputs).collect::<Vec<_>>());
                 model.boundaries_at = Some(now);
                 model.horizon_months = self.settings.horizon_months;
+                let fitting = std::time::Instant::now();
                 if request.fit || model.fitted_at.is_none() {
                     model.fit(&summaries, today, now);
                 }
+                progress.fit_ms = fitting.elapsed().as_millis() as u64;
                 let json = serde_json::to_string(&model).expect("serialisable");
                 self.store.write().await?.save_scoring_model(tenant, &json, Some(job_id), now).await?;
-                progress = Progress::default();
+                progress = Progress { fit_ms: progress.fit_ms, ..Progress::default() };
                 model
             }
         };
         progress.phase = "scoring".into();
+        progress.summarise_ms = summarise_ms;
+        let writing = std::time::Instant::now();
         progress.customers = summaries.len() as u64;
         progress.method = Some(model.method.as_str().into());
 
@@ -337,6 +349,7 @@ impl Scorer {
             }
         }
         progress.phase = "done".into();
+        progress.write_ms += writing.elapsed().as_millis() as u64;
         progress.took_ms = Some(started.elapsed().as_millis() as u64);
         let mut conn = self.store.write().await?;
         conn.heartbeat_job(job_id, &self.holder, Utc::now(), Some(&serde_json::to_string(&progress).expect("json")), Utc::now())
