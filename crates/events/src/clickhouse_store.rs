@@ -54,6 +54,7 @@ struct ChSummary {
     gross: f64,
     first_day_gross: f64,
     refunds: f64,
+    duplicated: u8,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -385,6 +386,11 @@ impl EventStore for ClickHouseStore {
         self.await_mutations().await
     }
 
+    /// Per customer and day first (a day is one transaction), then per customer. For a few
+    /// customers the read uses `FINAL` (a primary-key range, cheap). For the whole workspace
+    /// `FINAL` would serialise the scan (3× slower on 18.16), so the query instead flags any
+    /// (customer, day) whose rows outnumber its distinct message ids — a retried insert not yet
+    /// collapsed by the merge — and those customers alone are read again with `FINAL`.
     async fn purchase_summaries(
         &self,
         tenant: TenantId,
@@ -392,26 +398,29 @@ impl EventStore for ClickHouseStore {
         tz: chrono_tz::Tz,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
-        let only = match customers {
-            Customers::All => String::new(),
+        let (only, final_, dup) = match customers {
+            Customers::All => (String::new(), "", "count() != uniqExact(sipHash64(message_id))"),
             Customers::Only([]) => return Ok(Vec::new()),
-            Customers::Only(ids) => {
-                format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(","))
-            }
+            Customers::Only(ids) => (
+                format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(",")),
+                "FINAL",
+                "0",
+            ),
         };
-        // Per customer and day first (a day is one transaction), then per customer. The inner
-        // columns have names of their own: ClickHouse aliases are global to the query.
+        // The inner columns have names of their own: ClickHouse aliases are global to the query.
         let sql = format!(
             "SELECT customer_id, sum(n) AS purchases, countIf(n > 0) AS days, minIf(day, n > 0) AS first_day,
                     maxIf(day, n > 0) AS last_day, max(day_last) AS last_at, sum(day_gross) AS gross,
-                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds
+                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds,
+                    toUInt8(max(dup)) AS duplicated
              FROM (
                  SELECT customer_id, toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)) AS day,
                         countIf(name = 'purchase') AS n,
                         sumIf(assumeNotNull(amount), name = 'purchase') AS day_gross,
                         sumIf(assumeNotNull(amount), name = 'refund') AS day_refunds,
-                        maxIf(timestamp, name = 'purchase') AS day_last
-                 FROM events FINAL
+                        maxIf(timestamp, name = 'purchase') AS day_last,
+                        {dup} AS dup
+                 FROM events {final_}
                  WHERE tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?{only}
                  GROUP BY customer_id, day
              )
@@ -425,7 +434,11 @@ impl EventStore for ClickHouseStore {
             .bind(to_millis(until).max(0) as u64)
             .fetch_all()
             .await?;
-        rows.into_iter()
+        let duplicated: Vec<CustomerId> =
+            rows.iter().filter(|r| r.duplicated != 0).map(|r| CustomerId(r.customer_id as i64)).collect();
+        let mut out = rows
+            .into_iter()
+            .filter(|r| r.duplicated == 0)
             .map(|r| {
                 Ok(PurchaseSummary {
                     customer_id: CustomerId(r.customer_id as i64),
@@ -439,7 +452,14 @@ impl EventStore for ClickHouseStore {
                     refunds: r.refunds,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if !duplicated.is_empty() {
+            for chunk in duplicated.chunks(1_000) {
+                out.extend(self.purchase_summaries(tenant, Customers::Only(chunk), tz, until).await?);
+            }
+            out.sort_by_key(|s| s.customer_id.0);
+        }
+        Ok(out)
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use cairn_domain::{CustomerId, TenantId};
-use cairn_events::{ClickHouseConfig, ClickHouseStore, Event, EventFilter, EventStore, SqliteEventStore};
+use cairn_events::{
+    ClickHouseConfig, ClickHouseStore, Customers, Event, EventFilter, EventStore, PurchaseSummary, SqliteEventStore,
+};
 use cairn_testkit::{FreshClickHouse, TempDir};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -81,6 +83,7 @@ on_every_store!(
     event_counts_by_name_count_each_message_once,
     reassigning_moves_every_event_once_even_when_repeated,
     a_retry_with_another_time_or_customer_still_counts_once,
+    purchase_summaries_merge_days_subtract_refunds_and_stop_at_now,
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -215,4 +218,79 @@ async fn a_retry_with_another_time_or_customer_still_counts_once(s: Fresh) {
     let (on_six, _) =
         s.store.customer_events(TenantId(1), CustomerId(6), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(on_six.is_empty(), "the retry was not stored again");
+}
+
+fn money(tenant: i64, customer: i64, id: &str, name: &str, at: &str, amount: f64) -> Event {
+    Event { amount: Some(amount), ..event(tenant, customer, id, name, t(at)) }
+}
+
+/// What scoring reads: per customer, purchases, distinct purchase days (in the time zone),
+/// first and last day, gross, the first day's gross, refunds — only up to `until`.
+async fn purchase_summaries_merge_days_subtract_refunds_and_stop_at_now(s: Fresh) {
+    s.store
+        .insert(&[
+            money(1, 7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0),
+            money(1, 7, "b", "purchase", "2026-03-01T23:30:00Z", 5.0),
+            money(1, 7, "c", "purchase", "2026-03-04T09:00:00Z", 20.0),
+            money(1, 7, "d", "refund", "2026-03-05T09:00:00Z", 4.0),
+            money(1, 7, "e", "purchase", "2026-04-01T09:00:00Z", 99.0), // after `until`
+            money(1, 8, "f", "refund", "2026-03-02T09:00:00Z", 1.0),    // refunds only: not scored
+            money(1, 9, "g", "pageview", "2026-03-02T09:00:00Z", 1.0),  // not money
+            money(2, 7, "h", "purchase", "2026-03-02T09:00:00Z", 1.0),  // another workspace
+        ])
+        .await
+        .unwrap();
+    let until = t("2026-03-31T00:00:00Z");
+    let day = |s: &str| s.parse::<chrono::NaiveDate>().unwrap().signed_duration_since(Default::default()).num_days();
+    let want = |first: &str, second: &str, first_day_gross: f64| PurchaseSummary {
+        customer_id: CustomerId(7),
+        purchases: 3,
+        days: 2 + (first_day_gross == 10.0) as u64,
+        first_day: day(first),
+        last_day: day(second),
+        last_at: t("2026-03-04T09:00:00Z"),
+        gross: 35.0,
+        first_day_gross,
+        refunds: 4.0,
+    };
+    let utc = s.store.purchase_summaries(TenantId(1), Customers::All, chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(utc, vec![want("2026-03-01", "2026-03-04", 15.0)]);
+    // In Zagreb 23:30 UTC is the next day: three purchase days, the first worth 10.
+    let zagreb = chrono_tz::Europe::Zagreb;
+    let local = s.store.purchase_summaries(TenantId(1), Customers::All, zagreb, until).await.unwrap();
+    assert_eq!(local, vec![want("2026-03-01", "2026-03-04", 10.0)]);
+    let only = [CustomerId(7), CustomerId(8)];
+    let some = s.store.purchase_summaries(TenantId(1), Customers::Only(&only), chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(some, utc);
+    let none = s.store.purchase_summaries(TenantId(1), Customers::Only(&[]), chrono_tz::UTC, until).await.unwrap();
+    assert!(none.is_empty());
+}
+
+/// A retried insert that ClickHouse has not collapsed yet (two parts holding one message) is
+/// counted once by the whole-workspace scan, which reads without FINAL.
+#[tokio::test]
+async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
+    let ch = FreshClickHouse::new("cairn_test");
+    let store = ClickHouseStore::new(ClickHouseConfig {
+        url: ch.url.clone(),
+        database: ch.database.clone(),
+        user: None,
+        password: None,
+    });
+    store.migrate().await.unwrap();
+    store.insert(&[money(1, 7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0)]).await.unwrap();
+    store.insert(&[money(1, 8, "b", "purchase", "2026-03-01T10:00:00Z", 3.0)]).await.unwrap();
+    // The crash window: the event row written again, its id never recorded.
+    let copy = ch.query(&format!(
+        "INSERT INTO {db}.events SELECT * FROM {db}.events WHERE message_id = 'a'",
+        db = ch.database
+    ));
+    assert!(copy.trim().is_empty(), "{copy}");
+    let rows = ch.query(&format!("SELECT count() FROM {}.events WHERE message_id = 'a'", ch.database));
+    assert_eq!(rows.trim(), "2", "two physical rows");
+    let until = t("2026-03-31T00:00:00Z");
+    let all = store.purchase_summaries(TenantId(1), Customers::All, chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!((all[0].customer_id, all[0].purchases, all[0].gross), (CustomerId(7), 1, 10.0));
+    assert_eq!((all[1].customer_id, all[1].purchases, all[1].gross), (CustomerId(8), 1, 3.0));
 }
