@@ -50,7 +50,7 @@ impl Default for ScoringSettings {
             horizon_months: 12.0,
             boundaries_schedule: parse_schedule("*/10 * * * *").expect("valid default"),
             fit_schedule: parse_schedule("0 3 * * *").expect("valid default"),
-            chunk: 5_000,
+            chunk: 10_000,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(250),
         }

@@ -318,6 +318,23 @@ impl Conn {
         entries: &[(&str, Value)],
         now: DateTime<Utc>,
     ) -> Result<()> {
+        if let crate::db::Raw::Postgres(c) = self.raw() {
+            for chunk in entries.chunks(10_000) {
+                let started = std::time::Instant::now();
+                sqlx::query(
+                    "INSERT INTO outbox (tenant_id, event, payload, created_at)
+                     SELECT $1, e, p::jsonb, $4 FROM UNNEST($2::text[], $3::text[]) AS u(e, p)",
+                )
+                .bind(tenant.0)
+                .bind(chunk.iter().map(|(e, _)| e.to_string()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                crate::db::QUERY_LATENCY.observe(started.elapsed());
+            }
+            return Ok(());
+        }
         for chunk in entries.chunks(1_000) {
             on!(self, |c| {
                 let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (tenant_id, event, payload, created_at) ");

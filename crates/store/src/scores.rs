@@ -37,6 +37,16 @@ const COLS: &str = "customer_id, transactions, first_purchase_day, last_purchase
                     first_day_gross, refunds, rfm_recency, rfm_frequency, rfm_monetary, rfm_score, rfm_segment, \
                     clv_total, clv_order_count, clv_average_order, clv_predicted, p_alive, clv_method";
 
+const UPSERT: &str = "ON CONFLICT (tenant_id, customer_id) DO UPDATE SET \
+     transactions = excluded.transactions, first_purchase_day = excluded.first_purchase_day, \
+     last_purchase_day = excluded.last_purchase_day, last_purchase_at = excluded.last_purchase_at, \
+     gross = excluded.gross, first_day_gross = excluded.first_day_gross, refunds = excluded.refunds, \
+     rfm_recency = excluded.rfm_recency, rfm_frequency = excluded.rfm_frequency, \
+     rfm_monetary = excluded.rfm_monetary, rfm_score = excluded.rfm_score, rfm_segment = excluded.rfm_segment, \
+     clv_total = excluded.clv_total, clv_order_count = excluded.clv_order_count, \
+     clv_average_order = excluded.clv_average_order, clv_predicted = excluded.clv_predicted, \
+     p_alive = excluded.p_alive, clv_method = excluded.clv_method, updated_at = excluded.updated_at";
+
 /// A customer waiting to be re-scored, with the version of the mark (bumped by every new mark,
 /// so a mark made while the customer was being scored survives the clean-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -82,7 +92,49 @@ impl Conn {
 
     /// Writes scores, skipping customers that no longer exist (merged away or erased meanwhile).
     pub async fn upsert_scores(&mut self, tenant: TenantId, rows: &[ScoreRow], now: DateTime<Utc>) -> Result<()> {
-        // 22 parameters a row; SQLite allows 32,766 in a statement.
+        if let crate::db::Raw::Postgres(c) = self.raw() {
+            // PostgreSQL: one array per column, 10,000 rows a statement — a recompute writes
+            // a million rows, and per-row parameters would cost more in parsing than in writing.
+            for chunk in rows.chunks(10_000) {
+                let col = |f: &dyn Fn(&ScoreRow) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+                let real = |f: &dyn Fn(&ScoreRow) -> f64| chunk.iter().map(f).collect::<Vec<f64>>();
+                let started = std::time::Instant::now();
+                sqlx::query(&format!(
+                    "INSERT INTO customer_scores (tenant_id, {COLS}, updated_at)
+                     SELECT $1, v.*, $21 FROM UNNEST($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                         $6::timestamptz[], $7::float8[], $8::float8[], $9::float8[], $10::bigint[], $11::bigint[],
+                         $12::bigint[], $13::bigint[], $14::text[], $15::float8[], $16::bigint[], $17::float8[],
+                         $18::float8[], $19::float8[], $20::text[]) AS v({COLS})
+                     WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.customer_id) {UPSERT}"
+                ))
+                .bind(tenant.0)
+                .bind(col(&|r| r.customer_id))
+                .bind(col(&|r| r.transactions))
+                .bind(col(&|r| r.first_purchase_day))
+                .bind(col(&|r| r.last_purchase_day))
+                .bind(chunk.iter().map(|r| r.last_purchase_at).collect::<Vec<_>>())
+                .bind(real(&|r| r.gross))
+                .bind(real(&|r| r.first_day_gross))
+                .bind(real(&|r| r.refunds))
+                .bind(col(&|r| r.rfm_recency))
+                .bind(col(&|r| r.rfm_frequency))
+                .bind(col(&|r| r.rfm_monetary))
+                .bind(col(&|r| r.rfm_score))
+                .bind(chunk.iter().map(|r| r.rfm_segment.clone()).collect::<Vec<_>>())
+                .bind(real(&|r| r.clv_total))
+                .bind(col(&|r| r.clv_order_count))
+                .bind(real(&|r| r.clv_average_order))
+                .bind(real(&|r| r.clv_predicted))
+                .bind(chunk.iter().map(|r| r.p_alive).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.clv_method.clone()).collect::<Vec<_>>())
+                .bind(now)
+                .execute(&mut *c)
+                .await?;
+                crate::db::QUERY_LATENCY.observe(started.elapsed());
+            }
+            return Ok(());
+        }
+        // SQLite: 22 parameters a row; it allows 32,766 in a statement.
         for chunk in rows.chunks(1_000) {
             on!(self, |c| {
                 let mut qb = sqlx::QueryBuilder::new(format!(
@@ -111,19 +163,8 @@ impl Conn {
                         .push_bind(r.clv_method.as_str())
                         .push_bind(now);
                 });
-                qb.push(
-                    ") AS v WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.column2) \
-                     ON CONFLICT (tenant_id, customer_id) DO UPDATE SET \
-                     transactions = excluded.transactions, first_purchase_day = excluded.first_purchase_day, \
-                     last_purchase_day = excluded.last_purchase_day, last_purchase_at = excluded.last_purchase_at, \
-                     gross = excluded.gross, first_day_gross = excluded.first_day_gross, refunds = excluded.refunds, \
-                     rfm_recency = excluded.rfm_recency, rfm_frequency = excluded.rfm_frequency, \
-                     rfm_monetary = excluded.rfm_monetary, rfm_score = excluded.rfm_score, \
-                     rfm_segment = excluded.rfm_segment, clv_total = excluded.clv_total, \
-                     clv_order_count = excluded.clv_order_count, clv_average_order = excluded.clv_average_order, \
-                     clv_predicted = excluded.clv_predicted, p_alive = excluded.p_alive, \
-                     clv_method = excluded.clv_method, updated_at = excluded.updated_at",
-                );
+                qb.push(") AS v WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.column2) ");
+                qb.push(UPSERT);
                 qb.build().execute(c).await.map(|r| r.rows_affected())
             })?;
         }
