@@ -14,6 +14,7 @@ crate::on_both_combinations!(
     each_purchase_rescores_its_customer_and_emits_rfm_changed,
     days_are_counted_in_the_workspace_time_zone,
     bad_scoring_requests_are_refused,
+    cut_points_refresh_on_their_schedule_as_the_clock_moves,
 );
 
 async fn setup(app: &TestApp) -> (String, String) {
@@ -311,4 +312,35 @@ async fn bad_scoring_requests_are_refused(app: TestApp) {
         app.create_key(&token, json!({"name": "in", "type": "secret", "scopes": ["events:write"]})).await;
     app.get("/v1/analytics/rfm", &ingest_only).await.assert_error(403, "FORBIDDEN");
     app.post("/v1/scoring/recompute", &ingest_only, json!({})).await.assert_error(403, "FORBIDDEN");
+}
+
+/// The default schedule refreshes cut points every 10 minutes of the injected clock: moving the
+/// clock past a slot queues and runs a recompute, which re-scores a customer whose recency has
+/// aged without any new event.
+async fn cut_points_refresh_on_their_schedule_as_the_clock_moves(app: TestApp) {
+    let (token, key) = setup(&app).await;
+    app.clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 12, 1, 0).unwrap());
+    let mut events = Vec::new();
+    for k in 1..=5u32 {
+        events.push(purchase(&format!("s{k}"), &format!("2026-06-{:02}T10:00:00Z", 20 + k), 10.0, &format!("s{k}")));
+    }
+    ingest(&app, &key, 1, events, 0).await;
+    recompute(&app, &token, true).await;
+    let before = app.get("/v1/analytics/rfm", &token).await.body["data"]["boundaries_at"].clone();
+    assert_eq!(before, "2026-06-30T12:01:00Z");
+    // Let the scorer notice the current time, then cross the 12:10 slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.clock.advance(chrono::Duration::minutes(10));
+    let started = Instant::now();
+    loop {
+        let rfm = app.get("/v1/analytics/rfm", &token).await.body["data"].clone();
+        if rfm["boundaries_at"] == "2026-06-30T12:11:00Z" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no scheduled recompute: {rfm}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The models are refitted by their own (nightly) schedule, not by this one.
+    let m = app.get("/v1/analytics/clv/model", &token).await.body["data"].clone();
+    assert_eq!(m["fitted_at"], "2026-06-30T12:01:00Z");
 }
