@@ -26,8 +26,6 @@ CREATE TABLE customer_scores (
     updated_at          TEXT NOT NULL,
     PRIMARY KEY (tenant_id, customer_id)
 );
-CREATE INDEX customer_scores_segment ON customer_scores (tenant_id, rfm_segment);
-CREATE INDEX customer_scores_clv ON customer_scores (tenant_id, clv_total);
 
 CREATE TABLE scoring_models (
     tenant_id   INTEGER PRIMARY KEY,

@@ -105,6 +105,11 @@ pub struct Progress {
     pub fit_ms: u64,
     #[serde(default)]
     pub write_ms: u64,
+    /// Of the scoring and writing: computing scores, and reading the stored rows to compare.
+    #[serde(default)]
+    pub score_ms: u64,
+    #[serde(default)]
+    pub read_ms: u64,
 }
 
 pub struct Scorer {
@@ -330,9 +335,13 @@ impl Scorer {
             }
             let after = progress.cursor;
             let upto = if i == last { None } else { part.last().map(|s| s.customer_id.0) };
+            let t = std::time::Instant::now();
             let existing = self.store.read().await?.scores_in_range(tenant, after, upto).await?;
+            progress.read_ms += t.elapsed().as_millis() as u64;
+            let t = std::time::Instant::now();
             let fresh: Vec<ScoreRow> =
                 part.iter().map(|s| model.score(s, today, self.settings.horizon_months)).collect();
+            progress.score_ms += t.elapsed().as_millis() as u64;
             let mut tx = self.store.begin().await?;
             let changed = apply(&mut tx, tenant, existing, fresh, now).await?;
             progress.scored += part.len() as u64;
