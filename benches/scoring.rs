@@ -134,7 +134,7 @@ async fn scale_out(customers: u64, events: u64) {
         .unwrap()
         .len();
     println!(
-        "   Cairn's summary query alone (FINAL, per day then per customer, into Rust): {:.2} s, {n} customers",
+        "   Cairn's summaries alone (per day then per customer, duplicate check, into Rust): {:.2} s, {n} customers",
         summarise.elapsed().as_secs_f64()
     );
     let scorer = Scorer::new(store.clone(), events_store.clone(), clock, ScoringSettings::default());

@@ -165,8 +165,13 @@ async fn rfm_and_clv_follow_the_definitions(app: TestApp) {
     assert_eq!(one["clv_total"], 10.0);
     assert_eq!(one["last_purchase_at"], "2026-06-21T10:00:00Z");
 
-    // The explanation shows the inputs, the cut points and the method.
+    // An edit answers with the scores too.
     let id = five["id"].as_i64().unwrap();
+    let edited = app.put(&format!("/v1/customers/{id}"), &token, json!({"name": "Five"})).await;
+    assert_eq!(edited.assert_ok(200)["data"]["clv_total"], 237.0);
+    assert_eq!(edited.body["data"]["rfm_segment"], "Champions");
+
+    // The explanation shows the inputs, the cut points and the method.
     let e = app.get(&format!("/v1/customers/{id}/scores/explain"), &token).await;
     let e = &e.assert_ok(200)["data"];
     assert_eq!(e["recency"]["days_since_last_purchase"], 5);

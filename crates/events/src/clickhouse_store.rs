@@ -54,7 +54,6 @@ struct ChSummary {
     gross: f64,
     first_day_gross: f64,
     refunds: f64,
-    duplicated: u8,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -388,9 +387,11 @@ impl EventStore for ClickHouseStore {
 
     /// Per customer and day first (a day is one transaction), then per customer. For a few
     /// customers the read uses `FINAL` (a primary-key range, cheap). For the whole workspace
-    /// `FINAL` would serialise the scan (3× slower on 18.16), so the query instead flags any
-    /// (customer, day) whose rows outnumber its distinct message ids — a retried insert not yet
-    /// collapsed by the merge — and those customers alone are read again with `FINAL`.
+    /// `FINAL` would serialise the scan (3× slower on 18.16), so the summary reads without it,
+    /// and a second, cheaper query *afterwards* finds the customers whose rows outnumber their
+    /// distinct message ids — a retried insert not yet collapsed by a merge. Those alone are
+    /// read again with `FINAL`. The order matters: a duplicate the summary saw exists when the
+    /// check runs, so it is caught; one written after the check was not in the summary either.
     async fn purchase_summaries(
         &self,
         tenant: TenantId,
@@ -398,30 +399,28 @@ impl EventStore for ClickHouseStore {
         tz: chrono_tz::Tz,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
-        let (only, final_, dup) = match customers {
-            Customers::All => (String::new(), "", "count() != uniqExact(sipHash64(message_id))"),
+        let (only, final_) = match customers {
+            Customers::All => (String::new(), ""),
             Customers::Only([]) => return Ok(Vec::new()),
             Customers::Only(ids) => (
                 format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(",")),
                 "FINAL",
-                "0",
             ),
         };
+        let filter = "tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?";
         // The inner columns have names of their own: ClickHouse aliases are global to the query.
         let sql = format!(
             "SELECT customer_id, sum(n) AS purchases, countIf(n > 0) AS days, minIf(day, n > 0) AS first_day,
                     maxIf(day, n > 0) AS last_day, max(day_last) AS last_at, sum(day_gross) AS gross,
-                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds,
-                    toUInt8(max(dup)) AS duplicated
+                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds
              FROM (
                  SELECT customer_id, toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)) AS day,
                         countIf(name = 'purchase') AS n,
                         sumIf(assumeNotNull(amount), name = 'purchase') AS day_gross,
                         sumIf(assumeNotNull(amount), name = 'refund') AS day_refunds,
-                        maxIf(timestamp, name = 'purchase') AS day_last,
-                        {dup} AS dup
+                        maxIf(timestamp, name = 'purchase') AS day_last
                  FROM events {final_}
-                 WHERE tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?{only}
+                 WHERE {filter}{only}
                  GROUP BY customer_id, day
              )
              GROUP BY customer_id HAVING purchases > 0 ORDER BY customer_id"
@@ -434,11 +433,24 @@ impl EventStore for ClickHouseStore {
             .bind(to_millis(until).max(0) as u64)
             .fetch_all()
             .await?;
-        let duplicated: Vec<CustomerId> =
-            rows.iter().filter(|r| r.duplicated != 0).map(|r| CustomerId(r.customer_id as i64)).collect();
+        let duplicated: std::collections::HashSet<u64> = if matches!(customers, Customers::All) {
+            self.client
+                .query(&format!(
+                    "SELECT customer_id FROM events WHERE {filter}
+                     GROUP BY customer_id HAVING count() != uniqExact(cityHash64(message_id))"
+                ))
+                .bind(tenant.0 as u64)
+                .bind(to_millis(until).max(0) as u64)
+                .fetch_all::<u64>()
+                .await?
+                .into_iter()
+                .collect()
+        } else {
+            Default::default()
+        };
         let mut out = rows
             .into_iter()
-            .filter(|r| r.duplicated == 0)
+            .filter(|r| !duplicated.contains(&r.customer_id))
             .map(|r| {
                 Ok(PurchaseSummary {
                     customer_id: CustomerId(r.customer_id as i64),
@@ -454,6 +466,7 @@ impl EventStore for ClickHouseStore {
             })
             .collect::<Result<Vec<_>>>()?;
         if !duplicated.is_empty() {
+            let duplicated: Vec<CustomerId> = duplicated.iter().map(|c| CustomerId(*c as i64)).collect();
             for chunk in duplicated.chunks(1_000) {
                 out.extend(self.purchase_summaries(tenant, Customers::Only(chunk), tz, until).await?);
             }

@@ -155,7 +155,13 @@ impl Services {
     }
 
     /// `PUT /v1/customers/{id}`: changes the fields given, leaves the others.
-    pub async fn update_customer(&self, p: &Principal, id: CustomerId, patch: CustomerPatch) -> Result<Customer> {
+    /// Returns the profile with its scores (unchanged by an edit).
+    pub async fn update_customer(
+        &self,
+        p: &Principal,
+        id: CustomerId,
+        patch: CustomerPatch,
+    ) -> Result<(Customer, Option<ScoreRow>)> {
         p.require_private()?;
         p.require(Scope::CustomersWrite)?;
         let mut tx = self.store.begin().await?;
@@ -178,7 +184,8 @@ impl Services {
             r => r.map_err(duplicate)?,
         };
         tx.commit().await?;
-        Ok(updated)
+        let scores = self.store.read().await?.scores_for(p.tenant_id, &[id]).await?.pop();
+        Ok((updated, scores))
     }
 
     /// `DELETE /v1/customers/{id}`: the right to erasure. Events go first, then the profile:
