@@ -83,10 +83,15 @@ impl Conn {
         after: Option<i64>,
         upto: Option<i64>,
     ) -> Result<Vec<ScoreRow>> {
-        let sql = format!(
-            "SELECT {COLS} FROM customer_scores WHERE tenant_id = $1
-             AND ($2 IS NULL OR customer_id > $2) AND ($3 IS NULL OR customer_id <= $3) ORDER BY customer_id"
-        );
+        // Spelled out per case so that both databases use the primary key's range (an
+        // `$2 IS NULL OR …` condition would scan the workspace's rows for every chunk).
+        let range = match (after, upto) {
+            (Some(_), Some(_)) => "AND customer_id > $2 AND customer_id <= $3",
+            (Some(_), None) => "AND customer_id > $2 AND $3 IS NULL",
+            (None, Some(_)) => "AND $2 IS NULL AND customer_id <= $3",
+            (None, None) => "AND $2 IS NULL AND $3 IS NULL",
+        };
+        let sql = format!("SELECT {COLS} FROM customer_scores WHERE tenant_id = $1 {range} ORDER BY customer_id");
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(after).bind(upto).fetch_all(c).await)?)
     }
 
