@@ -1,7 +1,8 @@
 //! Durability of ingestion, against the built binary: a kill -9 at any moment loses no
 //! acknowledged event and duplicates none; with ClickHouse down, ingestion keeps
 //! acknowledging, answers 503 with Retry-After once the local log reaches its budget, and
-//! every acknowledged event arrives when ClickHouse is back.
+//! every acknowledged event arrives when ClickHouse is back; after the kills, every stored
+//! purchase is in its customer's scores exactly once.
 
 use std::{
     collections::HashSet,
@@ -175,6 +176,30 @@ async fn profiles_are_whole(dir: &TempDir) {
     assert_eq!(created, profiles, "customer.created exactly once per profile");
 }
 
+/// Every stored purchase is in its customer's scores once the restarted server has caught up:
+/// marks for re-scoring survive the kills (each is written after its events and before the log
+/// checkpoint), and no purchase is counted twice.
+async fn scores_count_every_purchase_once(dir: &TempDir, purchases: usize) {
+    let entities = dir.0.join("data").join("cairn.db");
+    let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display())).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let (orders, total): (Option<i64>, Option<f64>) =
+            sqlx::query_as("SELECT SUM(clv_order_count), SUM(clv_total) FROM customer_scores")
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        if orders == Some(purchases as i64) {
+            assert_eq!(total, Some(1.5 * purchases as f64), "each purchase is worth 1.5");
+            let dirty: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scoring_dirty").fetch_one(&mut c).await.unwrap();
+            assert_eq!(dirty, 0, "nothing left to score");
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "scores count {orders:?} of {purchases} purchases");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_sqlite() {
     let dir = TempDir::new();
@@ -197,6 +222,7 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_sqlite() {
     let distinct: HashSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
     profiles_are_whole(&dir).await;
+    scores_count_every_purchase_once(&dir, stored.len()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,6 +243,7 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_clickhouse(
     let distinct: HashSet<&String> = stored.iter().collect();
     assert_eq!(distinct.len(), stored.len(), "an event counts twice in ClickHouse");
     profiles_are_whole(&dir).await;
+    scores_count_every_purchase_once(&dir, stored.len()).await;
 }
 
 /// A TCP forwarder to ClickHouse that can be switched off (cutting open connections too).
