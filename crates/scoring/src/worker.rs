@@ -349,13 +349,13 @@ impl Scorer {
             progress.cursor = upto.or(part.last().map(|s| s.customer_id.0)).or(after);
             let json = serde_json::to_string(&progress).expect("serialisable");
             let lease = Utc::now() + self.settings.lease;
-            if !tx.heartbeat_job(job_id, &self.holder, lease, Some(&json), Utc::now()).await? {
+            // The job's lease and the workspace's are renewed in the chunk's own transaction.
+            if !tx.heartbeat_job(job_id, &self.holder, lease, Some(&json), Utc::now()).await?
+                || !tx.lock_scoring(tenant, &self.holder, Utc::now(), lease).await?
+            {
                 return Err(ScoringError::LeaseLost);
             }
             tx.commit().await?;
-            if !self.lock(tenant).await? {
-                return Err(ScoringError::LeaseLost);
-            }
         }
         progress.phase = "done".into();
         progress.write_ms += writing.elapsed().as_millis() as u64;
