@@ -194,6 +194,15 @@ async fn rfm_and_clv_follow_the_definitions(app: TestApp) {
     let nobody = nobody.expect("listed");
     assert!(nobody["rfm_segment"].is_null() && nobody["rfm_score"].is_null() && nobody["clv_total"] == 0.0);
 
+    // Sorted by value: the biggest spender first, those without purchases last in RFM order.
+    let by_spend = app.get("/v1/customers?sort=-clv_total&per_page=3", &token).await;
+    let emails: Vec<&str> =
+        by_spend.assert_ok(200)["data"].as_array().unwrap().iter().map(|c| c["email"].as_str().unwrap()).collect();
+    assert_eq!(emails, ["rfm-5@example.com", "rfm-4@example.com", "rfm-3@example.com"]);
+    let by_rfm = app.get("/v1/customers?sort=rfm_score", &token).await;
+    let scores: Vec<Value> = by_rfm.body["data"].as_array().unwrap().iter().map(|c| c["rfm_score"].clone()).collect();
+    assert_eq!(scores, [json!(3), json!(6), json!(9), json!(12), json!(15), Value::Null]);
+
     // The grid and the segment sizes.
     let rfm = app.get("/v1/analytics/rfm", &token).await;
     let rfm = &rfm.assert_ok(200)["data"];

@@ -238,6 +238,11 @@ impl Scorer {
             let Some(slot) = schedule.after(&last).next().filter(|s| *s <= now) else { continue };
             let tenants = self.store.read().await?.list_tenants().await?;
             for t in tenants {
+                // A workspace without a model has never had a purchase: nothing to refresh (its
+                // first purchase queues its first recompute).
+                if self.store.read().await?.scoring_model(t.id).await?.is_none() {
+                    continue;
+                }
                 let key = format!("scoring:{}:{}:{}", if fit { "fit" } else { "cuts" }, t.id.0, slot.timestamp());
                 enqueue_recompute(&self.store, t.id, fit, Some(&key)).await?;
             }

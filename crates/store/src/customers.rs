@@ -104,6 +104,12 @@ pub enum CustomerSort {
     EmailDesc,
     LastSeenDesc,
     LastSeenAsc,
+    ClvTotalDesc,
+    ClvTotalAsc,
+    ClvPredictedDesc,
+    ClvPredictedAsc,
+    RfmScoreDesc,
+    RfmScoreAsc,
 }
 
 impl CustomerSort {
@@ -118,6 +124,12 @@ impl CustomerSort {
             "-email" => CustomerSort::EmailDesc,
             "-last_seen_at" => CustomerSort::LastSeenDesc,
             "last_seen_at" => CustomerSort::LastSeenAsc,
+            "-clv_total" => CustomerSort::ClvTotalDesc,
+            "clv_total" => CustomerSort::ClvTotalAsc,
+            "-clv_predicted" => CustomerSort::ClvPredictedDesc,
+            "clv_predicted" => CustomerSort::ClvPredictedAsc,
+            "-rfm_score" => CustomerSort::RfmScoreDesc,
+            "rfm_score" => CustomerSort::RfmScoreAsc,
             _ => return None,
         })
     }
@@ -132,6 +144,19 @@ impl CustomerSort {
             CustomerSort::EmailDesc => "(email IS NULL), email DESC, id DESC",
             CustomerSort::LastSeenDesc => "(last_seen_at IS NULL), last_seen_at DESC, id DESC",
             CustomerSort::LastSeenAsc => "(last_seen_at IS NULL), last_seen_at ASC, id ASC",
+            // Net spend: 0 without a purchase. Predictions and RFM: none without a purchase, last.
+            CustomerSort::ClvTotalDesc => "COALESCE((SELECT s.clv_total FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC",
+            CustomerSort::ClvTotalAsc => "COALESCE((SELECT s.clv_total FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) ASC, id ASC",
+            CustomerSort::ClvPredictedDesc => "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), -1) DESC, id DESC",
+            CustomerSort::ClvPredictedAsc => "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 1e300) ASC, id ASC",
+            CustomerSort::RfmScoreDesc => "COALESCE((SELECT s.rfm_score FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC",
+            CustomerSort::RfmScoreAsc => "COALESCE((SELECT s.rfm_score FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 99) ASC, id ASC",
         }
     }
 }

@@ -189,7 +189,8 @@ pub struct ListQuery {
     /// Matches part of the name or email, case-insensitively.
     search: Option<String>,
     /// `-created_at` (default), `created_at`, `name`, `-name`, `email`, `-email`,
-    /// `-last_seen_at`, `last_seen_at`.
+    /// `-last_seen_at`, `last_seen_at`, `-clv_total`, `clv_total`, `-clv_predicted`,
+    /// `clv_predicted`, `-rfm_score`, `rfm_score`.
     sort: Option<String>,
     /// Members of a segment (arrives with segments).
     segment_id: Option<i64>,
@@ -218,7 +219,8 @@ pub async fn list_customers(
         Some(s) => CustomerSort::parse(s).ok_or_else(|| {
             ApiError::validation(
                 "sort",
-                "must be one of created_at, name, email, last_seen_at, optionally with a leading -",
+                "must be one of created_at, name, email, last_seen_at, clv_total, clv_predicted, rfm_score, \
+                 optionally with a leading -",
             )
         })?,
     };
