@@ -1,12 +1,12 @@
 //! Scoring benchmark (issue 4): `cargo bench --bench scoring`.
 //!
-//! 1. Full recompute at scale, in process, on real stores:
-//!    - PostgreSQL + ClickHouse: 1,000,000 customers, 20,000,000 purchase events;
-//!    - the embedded default (SQLite + SQLite): 100,000 customers, 2,000,000 purchase events.
-//!    Each is timed twice: the first recompute (every customer new: 1 row and one
-//!    `customer.rfm_changed` each) and a second one (cut points refreshed, nothing changed).
-//!    Beside them, in the same run, the bare ClickHouse aggregation
-//!    `SELECT customer_id, max(timestamp), count(), sum(amount) … GROUP BY customer_id`.
+//! 1. Full recompute at scale, in process, on real stores: PostgreSQL + ClickHouse with
+//!    1,000,000 customers and 20,000,000 purchase events, the embedded default (SQLite +
+//!    SQLite) with 100,000 customers and 2,000,000 purchase events. Each is timed twice: the
+//!    first recompute (every customer new: one row and one `customer.rfm_changed` each) and a
+//!    second one (cut points refreshed, nothing changed). Beside them, in the same run, the bare
+//!    ClickHouse aggregation `SELECT customer_id, max(timestamp), count(), sum(amount) … GROUP BY
+//!    customer_id`.
 //! 2. Freshness through the real binary: `cairn serve` on PostgreSQL + ClickHouse, purchases
 //!    posted at 1,000 events/s to `/v1/track/event`, and for a probe every 100 ms the time from
 //!    the acknowledgement until the probe customer's scores are in the entity store.

@@ -228,7 +228,12 @@ async fn each_purchase_rescores_its_customer_and_emits_rfm_changed(app: TestApp)
     app.clock.set(Utc.with_ymd_and_hms(2026, 6, 30, 12, 0, 0).unwrap());
     let mut events = Vec::new();
     for k in 1..=5u32 {
-        events.push(purchase(&format!("u{k}"), &format!("2026-06-{:02}T10:00:00Z", 20 + k), 10.0 * k as f64, &format!("m{k}")));
+        events.push(purchase(
+            &format!("u{k}"),
+            &format!("2026-06-{:02}T10:00:00Z", 20 + k),
+            10.0 * k as f64,
+            &format!("m{k}"),
+        ));
     }
     ingest(&app, &key, 1, events, 0).await;
     recompute(&app, &token, true).await;
@@ -250,8 +255,7 @@ async fn each_purchase_rescores_its_customer_and_emits_rfm_changed(app: TestApp)
     let id = after["id"].as_i64().unwrap();
     let change = outbox
         .iter()
-        .filter(|e| e.event == "customer.rfm_changed" && e.payload["customer_id"] == id)
-        .last()
+        .rfind(|e| e.event == "customer.rfm_changed" && e.payload["customer_id"] == id)
         .expect("customer.rfm_changed for u1");
     assert_eq!(change.payload["old"]["rfm_segment"], "Lost");
     assert_eq!(change.payload["new"]["rfm_segment"], "Champions");
@@ -284,10 +288,7 @@ async fn days_are_counted_in_the_workspace_time_zone(app: TestApp) {
         &app,
         &key,
         1,
-        vec![
-            purchase("tz", "2026-06-10T21:30:00Z", 10.0, "a"),
-            purchase("tz", "2026-06-10T22:30:00Z", 10.0, "b"),
-        ],
+        vec![purchase("tz", "2026-06-10T21:30:00Z", 10.0, "a"), purchase("tz", "2026-06-10T22:30:00Z", 10.0, "b")],
         0,
     )
     .await;

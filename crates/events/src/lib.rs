@@ -168,7 +168,7 @@ impl SummaryFold {
             self.flush();
         }
         let day = Self::day_of(self.tz, ms)?;
-        let c = self.current.get_or_insert_with(|| PurchaseSummary {
+        let c = self.current.get_or_insert(PurchaseSummary {
             customer_id: CustomerId(customer),
             purchases: 0,
             days: 0,

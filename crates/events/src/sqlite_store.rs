@@ -232,7 +232,8 @@ impl EventStore for SqliteEventStore {
              ORDER BY customer_id, timestamp"
         );
         let mut fold = SummaryFold::new(tz);
-        let mut rows = sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql).bind(tenant.0).bind(to_millis(until)).fetch(&self.read);
+        let mut rows =
+            sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql).bind(tenant.0).bind(to_millis(until)).fetch(&self.read);
         while let Some((customer, ms, purchase, amount)) = rows.try_next().await? {
             fold.push(customer, ms, purchase, amount)?;
         }

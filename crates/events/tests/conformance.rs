@@ -281,10 +281,8 @@ async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     store.insert(&[money(1, 7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0)]).await.unwrap();
     store.insert(&[money(1, 8, "b", "purchase", "2026-03-01T10:00:00Z", 3.0)]).await.unwrap();
     // The crash window: the event row written again, its id never recorded.
-    let copy = ch.query(&format!(
-        "INSERT INTO {db}.events SELECT * FROM {db}.events WHERE message_id = 'a'",
-        db = ch.database
-    ));
+    let copy = ch
+        .query(&format!("INSERT INTO {db}.events SELECT * FROM {db}.events WHERE message_id = 'a'", db = ch.database));
     assert!(copy.trim().is_empty(), "{copy}");
     let rows = ch.query(&format!("SELECT count() FROM {}.events WHERE message_id = 'a'", ch.database));
     assert_eq!(rows.trim(), "2", "two physical rows");

@@ -44,7 +44,9 @@ impl BgNbd {
         for c in customers {
             *groups.entry(c.x.to_bits()).or_default().entry((c.t_x.to_bits(), c.t.to_bits())).or_default() += 1.0;
         }
-        let groups: Vec<(f64, f64, Vec<(f64, f64, f64)>)> = groups
+        // (x, customers with that x, their (t_x, T, count) histories)
+        type Group = (f64, f64, Vec<(f64, f64, f64)>);
+        let groups: Vec<Group> = groups
             .into_iter()
             .map(|(x, members)| {
                 let members: Vec<(f64, f64, f64)> =
@@ -242,13 +244,19 @@ fn nelder_mead(f: &impl Fn(&[f64]) -> f64, start: &[f64]) -> (Vec<f64>, f64) {
             checkpoint = simplex[0].1;
         }
         let (lo, hi) = (simplex[0].1, simplex[n].1);
-        let size = simplex.iter().skip(1).flat_map(|(p, _)| p.iter().zip(&simplex[0].0).map(|(a, b)| (a - b).abs())).fold(0.0, f64::max);
+        let size = simplex
+            .iter()
+            .skip(1)
+            .flat_map(|(p, _)| p.iter().zip(&simplex[0].0).map(|(a, b)| (a - b).abs()))
+            .fold(0.0, f64::max);
         // Parameters are logarithms: 1e-7 here is a relative precision of 1e-7 in each.
         if (hi - lo).abs() <= 1e-11 * lo.abs().max(1e-10) && size < 1e-7 {
             break;
         }
-        let centroid: Vec<f64> = (0..n).map(|i| simplex[..n].iter().map(|(p, _)| p[i]).sum::<f64>() / n as f64).collect();
-        let along = |t: f64| -> Vec<f64> { (0..n).map(|i| centroid[i] + t * (simplex[n].0[i] - centroid[i])).collect() };
+        let centroid: Vec<f64> =
+            (0..n).map(|i| simplex[..n].iter().map(|(p, _)| p[i]).sum::<f64>() / n as f64).collect();
+        let along =
+            |t: f64| -> Vec<f64> { (0..n).map(|i| centroid[i] + t * (simplex[n].0[i] - centroid[i])).collect() };
         let reflected = along(-1.0);
         let fr = eval(&reflected);
         if fr < simplex[0].1 {

@@ -142,7 +142,14 @@ pub async fn time_zone(conn: &mut Conn, tenant: TenantId) -> Result<chrono_tz::T
 pub async fn enqueue_recompute(store: &Store, tenant: TenantId, fit: bool, dedupe: Option<&str>) -> Result<i64> {
     let now = Utc::now();
     let payload = serde_json::to_string(&RecomputeRequest { fit }).expect("serialisable");
-    let job = NewJob { tenant_id: Some(tenant), kind: RECOMPUTE_JOB, dedupe_key: dedupe, payload: &payload, run_at: now, now };
+    let job = NewJob {
+        tenant_id: Some(tenant),
+        kind: RECOMPUTE_JOB,
+        dedupe_key: dedupe,
+        payload: &payload,
+        run_at: now,
+        now,
+    };
     Ok(store.write().await?.enqueue_job(&job).await?)
 }
 
@@ -366,8 +373,14 @@ impl Scorer {
         progress.write_ms += writing.elapsed().as_millis() as u64;
         progress.took_ms = Some(started.elapsed().as_millis() as u64);
         let mut conn = self.store.write().await?;
-        conn.heartbeat_job(job_id, &self.holder, Utc::now(), Some(&serde_json::to_string(&progress).expect("json")), Utc::now())
-            .await?;
+        conn.heartbeat_job(
+            job_id,
+            &self.holder,
+            Utc::now(),
+            Some(&serde_json::to_string(&progress).expect("json")),
+            Utc::now(),
+        )
+        .await?;
         conn.complete_job(job_id, &self.holder, Utc::now()).await?;
         tracing::info!(tenant.id = %tenant, customers = progress.customers, changed = progress.changed,
             took_ms = progress.took_ms, "scores recomputed");

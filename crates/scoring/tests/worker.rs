@@ -52,7 +52,8 @@ async fn populate(s: &Stores, clock: &Clock) -> TenantId {
         };
         let customer = conn.insert_customer(tenant, &fields, now).await.unwrap().id;
         for j in 0..(1 + k % 4) {
-            let at = Utc.with_ymd_and_hms(2026, 3, 1 + (k % 28) as u32, 10, 0, 0).unwrap() + chrono::Duration::days(j * 20);
+            let at =
+                Utc.with_ymd_and_hms(2026, 3, 1 + (k % 28) as u32, 10, 0, 0).unwrap() + chrono::Duration::days(j * 20);
             events.push(event(tenant, customer, &format!("m{k}-{j}"), at, 5.0 + (k * 7 % 50) as f64));
         }
     }

@@ -141,7 +141,10 @@ impl Services {
         }
         if let Some(segment) = filter.rfm_segment {
             if !cairn_scoring::rfm::SEGMENTS.contains(&segment) {
-                return Err(ServiceError::invalid("rfm_segment", "must be Champions, Loyal Customers, At Risk or Lost"));
+                return Err(ServiceError::invalid(
+                    "rfm_segment",
+                    "must be Champions, Loyal Customers, At Risk or Lost",
+                ));
             }
         }
         let filter = CustomerFilter { search, ..filter };
@@ -150,7 +153,13 @@ impl Services {
         let ids: Vec<CustomerId> = customers.iter().map(|c| c.id).collect();
         let mut scores: std::collections::HashMap<i64, ScoreRow> =
             conn.scores_for(p.tenant_id, &ids).await?.into_iter().map(|s| (s.customer_id, s)).collect();
-        let rows = customers.into_iter().map(|c| { let s = scores.remove(&c.id.0); (c, s) }).collect();
+        let rows = customers
+            .into_iter()
+            .map(|c| {
+                let s = scores.remove(&c.id.0);
+                (c, s)
+            })
+            .collect();
         Ok((rows, total))
     }
 

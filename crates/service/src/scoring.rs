@@ -3,7 +3,10 @@
 
 use cairn_domain::{CustomerId, Scope};
 use cairn_scoring::{enqueue_recompute, load_model, time_zone, Model, RECOMPUTE_JOB};
-use cairn_store::{jobs::Job, scores::{RfmCounts, ScoreRow}};
+use cairn_store::{
+    jobs::Job,
+    scores::{RfmCounts, ScoreRow},
+};
 
 use crate::{found, Principal, Result, Services};
 

@@ -145,18 +145,30 @@ impl CustomerSort {
             CustomerSort::LastSeenDesc => "(last_seen_at IS NULL), last_seen_at DESC, id DESC",
             CustomerSort::LastSeenAsc => "(last_seen_at IS NULL), last_seen_at ASC, id ASC",
             // Net spend: 0 without a purchase. Predictions and RFM: none without a purchase, last.
-            CustomerSort::ClvTotalDesc => "COALESCE((SELECT s.clv_total FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC",
-            CustomerSort::ClvTotalAsc => "COALESCE((SELECT s.clv_total FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) ASC, id ASC",
-            CustomerSort::ClvPredictedDesc => "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), -1) DESC, id DESC",
-            CustomerSort::ClvPredictedAsc => "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 1e300) ASC, id ASC",
-            CustomerSort::RfmScoreDesc => "COALESCE((SELECT s.rfm_score FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC",
-            CustomerSort::RfmScoreAsc => "COALESCE((SELECT s.rfm_score FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 99) ASC, id ASC",
+            CustomerSort::ClvTotalDesc => {
+                "COALESCE((SELECT s.clv_total FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC"
+            }
+            CustomerSort::ClvTotalAsc => {
+                "COALESCE((SELECT s.clv_total FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) ASC, id ASC"
+            }
+            CustomerSort::ClvPredictedDesc => {
+                "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), -1) DESC, id DESC"
+            }
+            CustomerSort::ClvPredictedAsc => {
+                "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 1e300) ASC, id ASC"
+            }
+            CustomerSort::RfmScoreDesc => {
+                "COALESCE((SELECT s.rfm_score FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC"
+            }
+            CustomerSort::RfmScoreAsc => {
+                "COALESCE((SELECT s.rfm_score FROM customer_scores s \
+                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 99) ASC, id ASC"
+            }
         }
     }
 }

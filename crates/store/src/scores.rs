@@ -219,7 +219,8 @@ impl Conn {
     pub async fn mark_scoring_dirty(&mut self, marks: &[(TenantId, CustomerId)], now: DateTime<Utc>) -> Result<()> {
         for chunk in marks.chunks(500) {
             on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("INSERT INTO scoring_dirty (tenant_id, customer_id, version, marked_at) ");
+                let mut qb =
+                    sqlx::QueryBuilder::new("INSERT INTO scoring_dirty (tenant_id, customer_id, version, marked_at) ");
                 qb.push_values(chunk, |mut b, (t, id)| {
                     b.push_bind(t.0).push_bind(id.0).push_bind(1i64).push_bind(now);
                 });
@@ -241,13 +242,15 @@ impl Conn {
     }
 
     pub async fn scoring_dirty(&mut self, tenant: TenantId, limit: i64) -> Result<Vec<DirtyMark>> {
-        Ok(on!(self, |c| sqlx::query_as(
+        Ok(on!(self, |c| {
+            sqlx::query_as(
             "SELECT customer_id, version FROM scoring_dirty WHERE tenant_id = $1 ORDER BY marked_at, customer_id LIMIT $2"
         )
         .bind(tenant.0)
         .bind(limit)
         .fetch_all(c)
-        .await)?)
+        .await
+        })?)
     }
 
     /// Removes marks that were not renewed since they were read.

@@ -138,11 +138,8 @@ pub async fn rfm_grid(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Js
             grid[(*r - 1) as usize][(*f - 1) as usize] = *n;
         }
     }
-    let cells: Vec<Value> = counts
-        .cells
-        .iter()
-        .map(|(r, f, n)| json!({"recency": r, "frequency": f, "customers": n}))
-        .collect();
+    let cells: Vec<Value> =
+        counts.cells.iter().map(|(r, f, n)| json!({"recency": r, "frequency": f, "customers": n})).collect();
     let segments: Vec<Value> = SEGMENTS
         .iter()
         .map(|name| {
@@ -166,7 +163,11 @@ pub async fn rfm_grid(State(st): State<AppState>, Auth(p): Auth) -> ApiResult<Js
 #[utoipa::path(get, path = "/v1/customers/{id}/scores/explain", tag = "scoring", params(("id" = i64, Path)),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, body = Data<Object>), (status = 404, body = ErrorBody)))]
-pub async fn explain(State(st): State<AppState>, Auth(p): Auth, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<Data<Value>>> {
+pub async fn explain(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Data<Value>>> {
     let e = st.svc.explain_scores(&p, CustomerId(id)).await?;
     let model = e.model.as_ref();
     let Some(s) = e.scores else {
