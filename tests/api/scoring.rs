@@ -257,6 +257,14 @@ async fn each_purchase_rescores_its_customer_and_emits_rfm_changed(app: TestApp)
         .iter()
         .rfind(|e| e.event == "customer.rfm_changed" && e.payload["customer_id"] == id)
         .expect("customer.rfm_changed for u1");
+    // The catalogue describes exactly the keys delivered.
+    let catalogue = app.get("/v1/webhooks/events", &token).await;
+    let entry =
+        catalogue.body["data"].as_array().unwrap().iter().find(|e| e["event"] == "customer.rfm_changed").cloned();
+    let schema = entry.expect("catalogued")["payload_schema"].clone();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&schema["properties"]), keys(&change.payload));
+    assert_eq!(keys(&schema["properties"]["new"]["properties"]), keys(&change.payload["new"]));
     assert_eq!(change.payload["old"]["rfm_segment"], "Lost");
     assert_eq!(change.payload["new"]["rfm_segment"], "Champions");
     assert_eq!(change.payload["new"]["rfm_score"], 15);

@@ -46,6 +46,35 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("webhook.ping", "a test delivery (POST /v1/webhooks/{id}/ping)"),
 ];
 
+/// The JSON Schema of the `data` object of the events Cairn emits so far; `None` for events of
+/// entities that are not built yet (they can be subscribed to already, and arrive once they are).
+pub fn payload_schema(event: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let rfm = json!({"type": ["object", "null"], "required": ["rfm_recency", "rfm_frequency", "rfm_monetary", "rfm_score", "rfm_segment"],
+        "properties": {
+            "rfm_recency": {"type": "integer", "minimum": 1, "maximum": 5},
+            "rfm_frequency": {"type": "integer", "minimum": 1, "maximum": 5},
+            "rfm_monetary": {"type": "integer", "minimum": 1, "maximum": 5},
+            "rfm_score": {"type": "integer", "minimum": 3, "maximum": 15},
+            "rfm_segment": {"enum": ["Champions", "Loyal Customers", "At Risk", "Lost"]}}});
+    Some(match event {
+        "customer.created" => json!({"type": "object", "required": ["customer_id", "created_at"], "properties": {
+            "customer_id": {"type": "integer"},
+            "customer_email": {"type": ["string", "null"], "format": "email"},
+            "user_id": {"type": ["string", "null"]},
+            "name": {"type": ["string", "null"]},
+            "created_at": {"type": "string", "format": "date-time"}}}),
+        "customer.rfm_changed" => json!({"type": "object", "required": ["customer_id", "old", "new"], "properties": {
+            "customer_id": {"type": "integer"},
+            "old": rfm,
+            "new": rfm}}),
+        "webhook.ping" => json!({"type": "object", "required": ["webhook_id", "message"], "properties": {
+            "webhook_id": {"type": "integer"},
+            "message": {"type": "string"}}}),
+        _ => return None,
+    })
+}
+
 /// Whether a subscription pattern names catalogued events: an exact name, `*`, or
 /// `category.*` for a category that exists.
 pub fn is_valid_pattern(p: &str) -> bool {

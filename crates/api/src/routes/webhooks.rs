@@ -110,6 +110,9 @@ pub async fn list_webhooks(
 pub struct CatalogueEntry {
     event: &'static str,
     description: &'static str,
+    /// JSON Schema of the delivery's `data`; null for events of entities not built yet.
+    #[schema(value_type = Option<Object>)]
+    payload_schema: Option<serde_json::Value>,
 }
 
 /// Every event an endpoint can subscribe to (plus `*` and `category.*`).
@@ -117,7 +120,16 @@ pub struct CatalogueEntry {
     responses((status = 200, body = Data<Vec<CatalogueEntry>>)))]
 pub async fn event_catalogue(Auth(p): Auth) -> ApiResult<Json<Data<Vec<CatalogueEntry>>>> {
     p.require_private()?;
-    Ok(data(catalogue::EVENTS.iter().map(|(event, description)| CatalogueEntry { event, description }).collect()))
+    Ok(data(
+        catalogue::EVENTS
+            .iter()
+            .map(|(event, description)| CatalogueEntry {
+                event,
+                description,
+                payload_schema: catalogue::payload_schema(event),
+            })
+            .collect(),
+    ))
 }
 
 /// One endpoint.
