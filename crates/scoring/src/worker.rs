@@ -15,7 +15,12 @@
 //! timing use the system clock; everything the scores mean (today, recency, tenure) uses the
 //! injected [`Clock`].
 
-use std::{collections::HashMap, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr,
+    sync::Arc,
+    time::Duration,
+};
 
 use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::{Customers, EventStore, PurchaseSummary};
@@ -73,6 +78,8 @@ pub enum ScoringError {
     Events(#[from] cairn_events::EventStoreError),
     #[error("the job's lease was taken over by another worker")]
     LeaseLost,
+    #[error("the workspace is being scored by another instance")]
+    Busy,
     #[error("malformed scoring state: {0}")]
     Corrupt(String),
 }
@@ -200,7 +207,7 @@ impl Scorer {
         let tenants = self.store.read().await?.scoring_dirty_tenants().await?;
         for tenant in tenants {
             if self.lock(tenant).await? {
-                busy |= self.score_dirty(tenant).await? == DIRTY_BATCH as usize;
+                busy |= self.score_dirty(tenant).await?.len() == DIRTY_BATCH as usize;
             }
         }
         busy |= self.work_one(None).await?.is_some();
@@ -257,13 +264,14 @@ impl Scorer {
         Ok(())
     }
 
-    /// Re-scores up to a batch of a workspace's marked customers. Returns how many.
-    pub async fn score_dirty(&self, tenant: TenantId) -> Result<usize> {
+    /// Re-scores up to a batch of a workspace's marked customers (this instance must hold the
+    /// workspace's lease). Returns the customers it scored.
+    pub async fn score_dirty(&self, tenant: TenantId) -> Result<Vec<i64>> {
         let (marks, model, tz) = {
             let mut conn = self.store.read().await?;
             let marks = conn.scoring_dirty(tenant, DIRTY_BATCH).await?;
             if marks.is_empty() {
-                return Ok(0);
+                return Ok(Vec::new());
             }
             (marks, load_model(&mut conn, tenant).await?, time_zone(&mut conn, tenant).await?)
         };
@@ -271,7 +279,7 @@ impl Scorer {
             // No cut points yet: the workspace's first recompute scores everyone (the marks
             // stay and are worked off once it has saved a model).
             enqueue_recompute(&self.store, tenant, true, Some(&format!("scoring:first:{}", tenant.0))).await?;
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let ids: Vec<CustomerId> = marks.iter().map(|m| CustomerId(m.customer_id)).collect();
         let now = self.clock.now();
@@ -283,8 +291,40 @@ impl Scorer {
         let mut tx = self.store.begin().await?;
         apply(&mut tx, tenant, existing, fresh, now).await?;
         tx.clear_scoring_dirty(tenant, &marks).await?;
+        let lease = Utc::now() + self.settings.lease;
+        if !tx.lock_scoring(tenant, &self.holder, Utc::now(), lease).await? {
+            return Err(ScoringError::LeaseLost);
+        }
         tx.commit().await?;
-        Ok(marks.len())
+        Ok(ids.iter().map(|c| c.0).collect())
+    }
+
+    /// Awaits `work` while keeping the workspace's customers fresh: marked customers are scored
+    /// every poll interval meanwhile (their ids go into `touched`), and the job's and the
+    /// workspace's leases are renewed.
+    async fn meanwhile<T>(
+        &self,
+        tenant: TenantId,
+        job_id: i64,
+        touched: &mut HashSet<i64>,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = tokio::time::sleep(self.settings.poll) => {
+                    touched.extend(self.score_dirty(tenant).await?);
+                    let lease = Utc::now() + self.settings.lease;
+                    let mut conn = self.store.write().await?;
+                    if !conn.heartbeat_job(job_id, &self.holder, lease, None, Utc::now()).await?
+                        || !conn.lock_scoring(tenant, &self.holder, Utc::now(), lease).await?
+                    {
+                        return Err(ScoringError::LeaseLost);
+                    }
+                }
+            }
+        }
     }
 
     /// Runs (or resumes) a claimed recompute job. `max_chunks` stops it early, as a crash would
@@ -294,7 +334,7 @@ impl Scorer {
         let job = self.store.read().await?.job(job_id).await?;
         let tenant = TenantId(job.tenant_id.ok_or_else(|| ScoringError::Corrupt("job without workspace".into()))?);
         if !self.lock(tenant).await? {
-            return Err(ScoringError::Corrupt("the workspace is being scored by another instance".into()));
+            return Err(ScoringError::Busy);
         }
         let request: RecomputeRequest = serde_json::from_str(&job.payload).unwrap_or_default();
         let mut progress: Progress =
@@ -307,7 +347,11 @@ impl Scorer {
         };
         let now = self.clock.now();
         let today = day_number(now, tz);
-        let summaries = self.events.purchase_summaries(tenant, Customers::All, tz, now).await?;
+        // Customers scored by the incremental path while this job runs have rows fresher than
+        // the job's snapshot: its chunks leave them alone.
+        let mut touched = HashSet::new();
+        let read = async { Ok(self.events.purchase_summaries(tenant, Customers::All, tz, now).await?) };
+        let summaries = Arc::new(self.meanwhile(tenant, job_id, &mut touched, read).await?);
         let summarise_ms = started.elapsed().as_millis() as u64;
 
         // The model this job scores with: saved once, before the first chunk, and reused on resume.
@@ -316,13 +360,24 @@ impl Scorer {
             stored => {
                 self.heartbeat(job_id, &Progress { phase: "fitting".into(), ..progress.clone() }).await?;
                 let mut model = stored.map(|(m, _)| m).unwrap_or_default();
-                model.boundaries = Boundaries::compute(&summaries.iter().map(rfm_inputs).collect::<Vec<_>>());
                 model.boundaries_at = Some(now);
                 model.horizon_months = self.settings.horizon_months;
                 let fitting = std::time::Instant::now();
-                if request.fit || model.fitted_at.is_none() {
-                    model.fit(&summaries, today, now);
-                }
+                let fit = request.fit || model.fitted_at.is_none();
+                let all = summaries.clone();
+                // Sorting a million values and fitting take seconds of CPU: off the async threads.
+                let compute = async move {
+                    tokio::task::spawn_blocking(move || {
+                        model.boundaries = Boundaries::compute(&all.iter().map(rfm_inputs).collect::<Vec<_>>());
+                        if fit {
+                            model.fit(&all, today, now);
+                        }
+                        model
+                    })
+                    .await
+                    .map_err(|e| ScoringError::Corrupt(format!("the fit panicked: {e}")))
+                };
+                let model = self.meanwhile(tenant, job_id, &mut touched, compute).await?;
                 progress.fit_ms = fitting.elapsed().as_millis() as u64;
                 let json = serde_json::to_string(&model).expect("serialisable");
                 self.store.write().await?.save_scoring_model(tenant, &json, Some(job_id), now).await?;
@@ -347,12 +402,17 @@ impl Scorer {
             }
             let after = progress.cursor;
             let upto = if i == last { None } else { part.last().map(|s| s.customer_id.0) };
+            touched.extend(self.score_dirty(tenant).await?);
             let t = std::time::Instant::now();
-            let existing = self.store.read().await?.scores_in_range(tenant, after, upto).await?;
+            let mut existing = self.store.read().await?.scores_in_range(tenant, after, upto).await?;
+            existing.retain(|r| !touched.contains(&r.customer_id));
             progress.read_ms += t.elapsed().as_millis() as u64;
             let t = std::time::Instant::now();
-            let fresh: Vec<ScoreRow> =
-                part.iter().map(|s| model.score(s, today, self.settings.horizon_months)).collect();
+            let fresh: Vec<ScoreRow> = part
+                .iter()
+                .filter(|s| !touched.contains(&s.customer_id.0))
+                .map(|s| model.score(s, today, self.settings.horizon_months))
+                .collect();
             progress.score_ms += t.elapsed().as_millis() as u64;
             let mut tx = self.store.begin().await?;
             let changed = apply(&mut tx, tenant, existing, fresh, now).await?;

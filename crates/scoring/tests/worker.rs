@@ -135,6 +135,122 @@ async fn a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(s: S
     assert_eq!((status.as_str(), p.changed), ("done", 0), "{p:?} {diff:#?}");
 }
 
+/// An event store whose whole-workspace summary is taken at once but handed over only when the
+/// test says: the recompute's snapshot goes stale while it waits.
+struct Stalled {
+    inner: Arc<dyn EventStore>,
+    release: Arc<tokio::sync::Notify>,
+    waiting: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl EventStore for Stalled {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn migrate(&self) -> cairn_events::Result<usize> {
+        self.inner.migrate().await
+    }
+    async fn ping(&self) -> cairn_events::Result<()> {
+        self.inner.ping().await
+    }
+    async fn insert(&self, events: &[Event]) -> cairn_events::Result<()> {
+        self.inner.insert(events).await
+    }
+    async fn customer_events(
+        &self,
+        tenant: TenantId,
+        customer: CustomerId,
+        filter: &cairn_events::EventFilter,
+        limit: u64,
+        offset: u64,
+    ) -> cairn_events::Result<(Vec<Event>, u64)> {
+        self.inner.customer_events(tenant, customer, filter, limit, offset).await
+    }
+    async fn count(&self, tenant: TenantId) -> cairn_events::Result<u64> {
+        self.inner.count(tenant).await
+    }
+    async fn customer_event_counts(&self, t: TenantId, c: CustomerId) -> cairn_events::Result<Vec<(String, u64)>> {
+        self.inner.customer_event_counts(t, c).await
+    }
+    async fn reassign_customer(&self, t: TenantId, from: CustomerId, into: CustomerId) -> cairn_events::Result<()> {
+        self.inner.reassign_customer(t, from, into).await
+    }
+    async fn delete_customer(&self, t: TenantId, c: CustomerId) -> cairn_events::Result<()> {
+        self.inner.delete_customer(t, c).await
+    }
+    async fn purchase_summaries(
+        &self,
+        tenant: TenantId,
+        customers: cairn_events::Customers<'_>,
+        tz: chrono_tz::Tz,
+        until: chrono::DateTime<Utc>,
+    ) -> cairn_events::Result<Vec<cairn_events::PurchaseSummary>> {
+        let out = self.inner.purchase_summaries(tenant, customers, tz, until).await?;
+        if matches!(customers, cairn_events::Customers::All) {
+            self.waiting.notify_one();
+            self.release.notified().await;
+        }
+        Ok(out)
+    }
+}
+
+/// While a recompute is busy (here: its snapshot held back), a new purchase is still scored
+/// within moments, and the recompute's later chunks do not overwrite that fresher row with the
+/// stale snapshot.
+async fn purchases_during_a_recompute_are_scored_at_once_and_not_overwritten(s: Stores) {
+    let clock = Clock::test();
+    clock.set(Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap());
+    let tenant = populate(&s, &clock).await;
+    let plain = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), settings());
+    enqueue_recompute(&s.store, tenant, true, None).await.unwrap();
+    plain.work_one(None).await.unwrap().expect("first recompute");
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // the first scorer's lease runs out
+
+    let (release, waiting) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+    let stalled: Arc<dyn EventStore> =
+        Arc::new(Stalled { inner: s.events.clone(), release: release.clone(), waiting: waiting.clone() });
+    let scorer = Arc::new(Scorer::new(s.store.clone(), stalled, clock.clone(), settings()));
+    let job = enqueue_recompute(&s.store, tenant, false, None).await.unwrap();
+    let running = tokio::spawn({
+        let scorer = scorer.clone();
+        async move { scorer.work_one(None).await.unwrap() }
+    });
+    tokio::time::timeout(Duration::from_secs(10), waiting.notified()).await.expect("the recompute takes its snapshot");
+
+    // Customer 100 (in a late chunk) buys for 1,000 now; the processor would mark it.
+    let customer = CustomerId(100);
+    let big = event(tenant, customer, "late", Utc.with_ymd_and_hms(2026, 7, 1, 11, 0, 0).unwrap(), 1_000.0);
+    s.events.insert(&[big]).await.unwrap();
+    s.store.write().await.unwrap().mark_scoring_dirty(&[(tenant, customer)], clock.now()).await.unwrap();
+    let started = std::time::Instant::now();
+    let row = loop {
+        let row = s.store.read().await.unwrap().scores_for(tenant, &[customer]).await.unwrap().pop().unwrap();
+        if row.clv_total > 1_000.0 {
+            break row;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "not scored while the recompute waits: {row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    release.notify_one();
+    assert_eq!(running.await.unwrap(), Some(job));
+    let (status, _) = progress(&s.store, job).await;
+    assert_eq!(status, "done");
+    let after = s.store.read().await.unwrap().scores_for(tenant, &[customer]).await.unwrap().pop().unwrap();
+    assert_eq!(after.clv_total, row.clv_total, "the stale snapshot did not overwrite the fresher row");
+    assert_eq!(after.clv_order_count, row.clv_order_count);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_purchases_during_a_recompute() {
+    purchases_during_a_recompute_are_scored_at_once_and_not_overwritten(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_purchases_during_a_recompute() {
+    purchases_during_a_recompute_are_scored_at_once_and_not_overwritten(scale_out().await).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_recompute_resumes() {
     a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(embedded().await).await;
