@@ -73,6 +73,7 @@ fn bgnbd_and_gamma_gamma_reproduce_the_published_cdnow_fits() {
     let spend: Vec<(f64, f64)> = s.iter().map(|c| ((c.days - 1) as f64, repeat_average(c))).collect();
     assert_eq!(spend.iter().filter(|(x, _)| *x > 0.0).count(), 946);
     let gg = GammaGamma::fit(&spend).expect("fits");
+    eprintln!("CDNOW fits: {bg:?} {gg:?}");
     within("p", gg.p, 6.25);
     within("q", gg.q, 3.74);
     within("gamma", gg.gamma, 15.44);
