@@ -267,7 +267,8 @@ async fn purchase_summaries_merge_days_subtract_refunds_and_stop_at_now(s: Fresh
 }
 
 /// A retried insert that ClickHouse has not collapsed yet (two parts holding one message) is
-/// counted once by the whole-workspace scan, which reads without FINAL.
+/// counted once, by the whole-workspace scan and by per-customer reads (both read without FINAL
+/// and re-read flagged customers with it).
 #[tokio::test]
 async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     let ch = FreshClickHouse::new("cairn_test");
@@ -291,4 +292,6 @@ async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     assert_eq!(all.len(), 2);
     assert_eq!((all[0].customer_id, all[0].purchases, all[0].gross), (CustomerId(7), 1, 10.0));
     assert_eq!((all[1].customer_id, all[1].purchases, all[1].gross), (CustomerId(8), 1, 3.0));
+    let some = store.purchase_summaries(TenantId(1), Customers::Only(&[CustomerId(7)]), chrono_tz::UTC, until).await;
+    assert_eq!(some.unwrap(), all[..1], "the per-customer read counts it once too");
 }

@@ -350,7 +350,15 @@ impl Scorer {
         // Customers scored by the incremental path while this job runs have rows fresher than
         // the job's snapshot: its chunks leave them alone.
         let mut touched = HashSet::new();
-        let read = async { Ok(self.events.purchase_summaries(tenant, Customers::All, tz, now).await?) };
+        // Spawned, so that the scan streams on while this task scores marked customers.
+        let events = self.events.clone();
+        let mut scan =
+            AbortOnDrop(tokio::spawn(async move { events.purchase_summaries(tenant, Customers::All, tz, now).await }));
+        let read = async move {
+            let summaries =
+                (&mut scan.0).await.map_err(|e| ScoringError::Corrupt(format!("the summary scan failed: {e}")))?;
+            Ok(summaries?)
+        };
         let summaries = Arc::new(self.meanwhile(tenant, job_id, &mut touched, read).await?);
         let summarise_ms = started.elapsed().as_millis() as u64;
 
@@ -454,6 +462,16 @@ impl Scorer {
             return Err(ScoringError::LeaseLost);
         }
         Ok(())
+    }
+}
+
+/// A spawned task that stops when its handle is dropped (a recompute that fails mid-way does not
+/// leave its scan running).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
