@@ -157,9 +157,14 @@ async fn scale_out(customers: u64, events: u64) {
 /// existing customers and, every 100 ms, a probe: a new customer's first purchase. Each is
 /// stored and marked exactly as the ingest processor does; the probe's latency runs from its
 /// mark to its scores being stored.
-async fn freshness_during_recompute(store: &Store, events: &Arc<dyn EventStore>, admin: &sqlx::PgPool, customers: u64) {
+async fn freshness_during_recompute(
+    store: &Store,
+    events: &Arc<dyn EventStore>,
+    admin: &sqlx::PgPool,
+    customers: u64,
+    scorer: Arc<Scorer>,
+) {
     let tenant = TenantId(1);
-    let scorer = Arc::new(Scorer::new(store.clone(), events.clone(), Clock::system(), ScoringSettings::default()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let worker = tokio::spawn(scorer.clone().run(stopped));
     let job = enqueue_recompute(store, tenant, false, None).await.unwrap();
