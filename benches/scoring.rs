@@ -60,6 +60,21 @@ async fn time_job(store: &Store, scorer: &Scorer, tenant: TenantId, fit: bool) -
     (elapsed, serde_json::from_str(j.progress.as_deref().unwrap()).unwrap())
 }
 
+/// Times the first recompute (fit, every row new) and a second one (nothing changed).
+async fn first_and_second_recompute(store: &Store, scorer: &Scorer) {
+    let (first, p) = time_job(store, scorer, TenantId(1), true).await;
+    println!(
+        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}; summaries {} ms, fit {} ms, score+write {} ms (of which scoring {} ms, reading stored rows {} ms)]",
+        p.changed, p.method, p.summarise_ms, p.fit_ms, p.write_ms, p.score_ms, p.read_ms
+    );
+    let (second, p) = time_job(store, scorer, TenantId(1), false).await;
+    println!(
+        "   second full recompute (cut points refreshed, {} changed): {second:.2} s  [summaries {} ms, scoring {} ms, reading stored rows {} ms, all writing {} ms]",
+        p.changed, p.summarise_ms, p.score_ms, p.read_ms, p.write_ms
+    );
+    println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+}
+
 async fn scale_out(customers: u64, events: u64) {
     println!("== PostgreSQL + ClickHouse: {customers} customers, {events} purchase events");
     let pg = FreshPg::create().await;
@@ -138,17 +153,7 @@ async fn scale_out(customers: u64, events: u64) {
         summarise.elapsed().as_secs_f64()
     );
     let scorer = Arc::new(Scorer::new(store.clone(), events_store.clone(), clock, ScoringSettings::default()));
-    let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
-    println!(
-        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}; summaries {} ms, fit {} ms, score+write {} ms (of which scoring {} ms, reading stored rows {} ms)]",
-        p.changed, p.method, p.summarise_ms, p.fit_ms, p.write_ms, p.score_ms, p.read_ms
-    );
-    let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
-    println!(
-        "   second full recompute (cut points refreshed, {} changed): {second:.2} s  [summaries {} ms, scoring {} ms, reading stored rows {} ms, all writing {} ms]",
-        p.changed, p.summarise_ms, p.score_ms, p.read_ms, p.write_ms
-    );
-    println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+    first_and_second_recompute(&store, &scorer).await;
     freshness_during_recompute(&store, &events_store, &admin, customers, scorer).await;
     drop(admin);
 }
@@ -303,17 +308,7 @@ async fn embedded(customers: u64, events: u64) {
     println!("   data generated in {:.1} s", t.elapsed().as_secs_f64());
 
     let scorer = Scorer::new(store.clone(), events_store.clone(), Clock::system(), ScoringSettings::default());
-    let (first, p) = time_job(&store, &scorer, TenantId(1), true).await;
-    println!(
-        "   first full recompute (fit + {} rows and events written): {first:.2} s  [method {:?}; summaries {} ms, fit {} ms, score+write {} ms (of which scoring {} ms, reading stored rows {} ms)]",
-        p.changed, p.method, p.summarise_ms, p.fit_ms, p.write_ms, p.score_ms, p.read_ms
-    );
-    let (second, p) = time_job(&store, &scorer, TenantId(1), false).await;
-    println!(
-        "   second full recompute (cut points refreshed, {} changed): {second:.2} s  [summaries {} ms, scoring {} ms, reading stored rows {} ms, all writing {} ms]",
-        p.changed, p.summarise_ms, p.score_ms, p.read_ms, p.write_ms
-    );
-    println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
+    first_and_second_recompute(&store, &scorer).await;
 }
 
 /// Reads a customer's stored order count straight from the entity store.

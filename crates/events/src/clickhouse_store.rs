@@ -11,8 +11,8 @@ use clickhouse::{Client, Compression, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore, EventStoreError,
-    PurchaseSummary, Result,
+    customer_filter, from_millis, id_list, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
+    EventStoreError, PurchaseSummary, Result,
 };
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
@@ -399,11 +399,7 @@ impl EventStore for ClickHouseStore {
         tz: chrono_tz::Tz,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
-        let only = match customers {
-            Customers::All => String::new(),
-            Customers::Only([]) => return Ok(Vec::new()),
-            Customers::Only(ids) => id_list(ids.iter().map(|c| c.0)),
-        };
+        let Some(only) = customer_filter(customers) else { return Ok(Vec::new()) };
         let rows = self.summaries(tenant, &only, "", tz, until).await?;
         let duplicated: std::collections::HashSet<u64> = self
             .client
@@ -433,10 +429,6 @@ impl EventStore for ClickHouseStore {
 
 const SUMMARY_FILTER: &str =
     "tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?";
-
-fn id_list(ids: impl Iterator<Item = i64>) -> String {
-    format!(" AND customer_id IN ({})", ids.map(|c| c.to_string()).collect::<Vec<_>>().join(","))
-}
 
 impl ClickHouseStore {
     async fn summaries(

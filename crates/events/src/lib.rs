@@ -214,6 +214,20 @@ impl SummaryFold {
     }
 }
 
+/// ` AND customer_id IN (…)` for a list of customer ids (integers: nothing to escape); empty for
+/// all customers. `None` when the list is empty (nothing to read).
+pub(crate) fn customer_filter(customers: Customers<'_>) -> Option<String> {
+    match customers {
+        Customers::All => Some(String::new()),
+        Customers::Only([]) => None,
+        Customers::Only(ids) => Some(id_list(ids.iter().map(|c| c.0))),
+    }
+}
+
+pub(crate) fn id_list(ids: impl Iterator<Item = i64>) -> String {
+    format!(" AND customer_id IN ({})", ids.map(|c| c.to_string()).collect::<Vec<_>>().join(","))
+}
+
 pub(crate) fn to_millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }

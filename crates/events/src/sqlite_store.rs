@@ -11,8 +11,8 @@ use sqlx::{
 };
 
 use crate::{
-    from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore, PurchaseSummary, Result,
-    SummaryFold,
+    customer_filter, from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
+    PurchaseSummary, Result, SummaryFold,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
@@ -219,13 +219,7 @@ impl EventStore for SqliteEventStore {
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
         use futures::TryStreamExt;
-        let only = match customers {
-            Customers::All => String::new(),
-            Customers::Only([]) => return Ok(Vec::new()),
-            Customers::Only(ids) => {
-                format!(" AND customer_id IN ({})", ids.iter().map(|c| c.0.to_string()).collect::<Vec<_>>().join(","))
-            }
-        };
+        let Some(only) = customer_filter(customers) else { return Ok(Vec::new()) };
         let sql = format!(
             "SELECT customer_id, timestamp, name = 'purchase', amount FROM events
              WHERE tenant_id = $1 AND name IN ('purchase', 'refund') AND amount IS NOT NULL AND timestamp <= $2{only}
