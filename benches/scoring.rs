@@ -369,26 +369,17 @@ async fn freshness(rate: u64, secs: u64, scale_out: bool) {
         assert!(started.elapsed() < Duration::from_secs(30), "cairn did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let reg: Value = http
-        .post(format!("{base}/v1/auth/register"))
-        .json(&json!({"email": "bench@example.com", "password": "bench password 1", "name": "B", "workspace": "Bench"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let post = |path: &str, auth: Option<&str>, body: Value| {
+        let mut r = http.post(format!("{base}{path}")).json(&body);
+        if let Some(token) = auth {
+            r = r.bearer_auth(token);
+        }
+        async move { r.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let body = json!({"email": "bench@example.com", "password": "bench password 1", "name": "B", "workspace": "Bench"});
+    let reg = post("/v1/auth/register", None, body).await;
     let token = reg["token"].as_str().expect("token").to_string();
-    let key: Value = http
-        .post(format!("{base}/v1/api-keys"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "bench", "type": "secret"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let key = post("/v1/api-keys", Some(&token), json!({"name": "bench", "type": "secret"})).await;
     let key = key["data"]["key"].as_str().expect("key").to_string();
     let send = {
         let (http, base, key) = (http.clone(), base.clone(), key.clone());

@@ -134,8 +134,8 @@ impl CustomerSort {
         })
     }
 
-    fn order_by(self) -> &'static str {
-        match self {
+    fn order_by(self) -> String {
+        let fixed = match self {
             CustomerSort::NewestFirst => "created_at DESC, id DESC",
             CustomerSort::OldestFirst => "created_at ASC, id ASC",
             CustomerSort::NameAsc => "(name IS NULL), name ASC, id ASC",
@@ -144,33 +144,29 @@ impl CustomerSort {
             CustomerSort::EmailDesc => "(email IS NULL), email DESC, id DESC",
             CustomerSort::LastSeenDesc => "(last_seen_at IS NULL), last_seen_at DESC, id DESC",
             CustomerSort::LastSeenAsc => "(last_seen_at IS NULL), last_seen_at ASC, id ASC",
-            // Net spend: 0 without a purchase. Predictions and RFM: none without a purchase, last.
-            CustomerSort::ClvTotalDesc => {
-                "COALESCE((SELECT s.clv_total FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC"
-            }
-            CustomerSort::ClvTotalAsc => {
-                "COALESCE((SELECT s.clv_total FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) ASC, id ASC"
-            }
-            CustomerSort::ClvPredictedDesc => {
-                "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), -1) DESC, id DESC"
-            }
-            CustomerSort::ClvPredictedAsc => {
-                "COALESCE((SELECT s.clv_predicted FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 1e300) ASC, id ASC"
-            }
-            CustomerSort::RfmScoreDesc => {
-                "COALESCE((SELECT s.rfm_score FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 0) DESC, id DESC"
-            }
-            CustomerSort::RfmScoreAsc => {
-                "COALESCE((SELECT s.rfm_score FROM customer_scores s \
-                WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id), 99) ASC, id ASC"
-            }
-        }
+            // Sorts by a score: net spend is 0 without a purchase; without a prediction or an RFM
+            // score a customer sorts last either way.
+            CustomerSort::ClvTotalDesc => return by_score("clv_total", "0", "DESC"),
+            CustomerSort::ClvTotalAsc => return by_score("clv_total", "0", "ASC"),
+            CustomerSort::ClvPredictedDesc => return by_score("clv_predicted", "-1", "DESC"),
+            CustomerSort::ClvPredictedAsc => return by_score("clv_predicted", "1e300", "ASC"),
+            CustomerSort::RfmScoreDesc => return by_score("rfm_score", "0", "DESC"),
+            CustomerSort::RfmScoreAsc => return by_score("rfm_score", "99", "ASC"),
+        };
+        fixed.to_string()
     }
+}
+
+/// A customer's score column, for filters and sorts (no row: no purchase yet).
+fn score_of(column: &str) -> String {
+    format!(
+        "(SELECT s.{column} FROM customer_scores s WHERE s.tenant_id = customers.tenant_id \
+         AND s.customer_id = customers.id)"
+    )
+}
+
+fn by_score(column: &str, missing: &str, direction: &str) -> String {
+    format!("COALESCE({}, {missing}) {direction}, id {direction}", score_of(column))
 }
 
 /// Which profiles a list shows.
@@ -249,11 +245,11 @@ impl Conn {
         offset: i64,
     ) -> Result<(Vec<Customer>, i64)> {
         let pattern = filter.search.map(like_pattern);
-        let score = "FROM customer_scores s WHERE s.tenant_id = customers.tenant_id AND s.customer_id = customers.id";
-        let clv = format!("COALESCE((SELECT s.clv_total {score}), 0)");
+        let clv = format!("COALESCE({}, 0)", score_of("clv_total"));
+        let segment = score_of("rfm_segment");
         let cond = format!(
             "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')
-             AND ($3 IS NULL OR EXISTS (SELECT 1 {score} AND s.rfm_segment = $3))
+             AND ($3 IS NULL OR {segment} = $3)
              AND ($4 IS NULL OR {clv} >= $4) AND ($5 IS NULL OR {clv} <= $5)"
         );
         let sql = format!("SELECT {COLS} FROM customers WHERE {cond} ORDER BY {} LIMIT $6 OFFSET $7", sort.order_by());
