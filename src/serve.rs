@@ -14,6 +14,7 @@ use cairn_channels::webhooks::{Dispatcher, WebhookSettings};
 use cairn_domain::Clock;
 use cairn_ingest::{IngestLog, LogConfig, Processor};
 use cairn_scoring::{Scorer, ScoringSettings};
+use cairn_segments::{SegmentSettings, Segmenter};
 use cairn_service::{accounts::Registration, ServiceSettings, Services};
 
 use crate::{
@@ -51,12 +52,20 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
             ..ScoringSettings::default()
         },
     ));
+    let segmenter = Arc::new(Segmenter::new(
+        stores.entities.clone(),
+        stores.events.clone(),
+        svc.clock.clone(),
+        SegmentSettings::default(),
+    ));
     let processor = tokio::spawn(
         Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone())
             .with_scoring_wake(scorer.wake())
+            .with_segments_wake(segmenter.wake())
             .run(processor_stop.clone()),
     );
     let scoring = tokio::spawn(scorer.run(processor_stop.clone()));
+    let segments = tokio::spawn(segmenter.run(processor_stop.clone()));
 
     let dispatcher = Dispatcher::new(
         stores.entities.clone(),
@@ -125,6 +134,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     }
     // A recompute stopped mid-way resumes from its last committed chunk at the next start.
     let _ = tokio::time::timeout(Duration::from_secs(5), scoring).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), segments).await;
     // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {

@@ -34,6 +34,7 @@ pub struct TestApp {
     pub store: Store,
     pub events: Arc<dyn cairn_events::EventStore>,
     pub scorer: Arc<cairn_scoring::Scorer>,
+    pub segmenter: Arc<cairn_segments::Segmenter>,
     _pg: Option<FreshPg>,
     _ch: Option<FreshClickHouse>,
     _dir: TempDir,
@@ -41,6 +42,7 @@ pub struct TestApp {
     processor: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
     scoring: tokio::task::JoinHandle<()>,
+    segments: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -50,6 +52,7 @@ impl Drop for TestApp {
         self.processor.abort();
         self.webhooks.abort();
         self.scoring.abort();
+        self.segments.abort();
     }
 }
 
@@ -107,12 +110,20 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         clock.clone(),
         cairn_scoring::ScoringSettings { chunk: 50, poll: std::time::Duration::from_millis(50), ..Default::default() },
     ));
+    let segmenter = Arc::new(cairn_segments::Segmenter::new(
+        store.clone(),
+        events.clone(),
+        clock.clone(),
+        cairn_segments::SegmentSettings { chunk: 3, poll: std::time::Duration::from_millis(50), ..Default::default() },
+    ));
     let processor = tokio::spawn(
         cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone())
             .with_scoring_wake(scorer.wake())
+            .with_segments_wake(segmenter.wake())
             .run(stopped.clone()),
     );
     let scoring = tokio::spawn(scorer.clone().run(stopped.clone()));
+    let segments = tokio::spawn(segmenter.clone().run(stopped.clone()));
     let dispatcher = cairn_channels::webhooks::Dispatcher::new(
         store.clone(),
         clock.clone(),
@@ -153,6 +164,8 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         processor,
         webhooks,
         scoring,
+        segmenter,
+        segments,
         _stop: stop,
     }
 }

@@ -146,6 +146,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::keys::router())
         .merge(routes::customers::router())
         .merge(routes::scoring::router())
+        .merge(routes::segments::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())
         .merge(routes::webhooks::router())

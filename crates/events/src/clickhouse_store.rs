@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     customer_filter, from_millis, id_list, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
-    EventStoreError, PurchaseSummary, Result,
+    EventStoreError, PurchaseSummary, Result, BehaviourFold, BehaviourQuery, BehaviourStats,
 };
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.
@@ -424,6 +424,55 @@ impl EventStore for ClickHouseStore {
         }
         out.sort_by_key(|s| s.customer_id.0);
         Ok(out)
+    }
+
+    async fn behaviour(
+        &self,
+        tenant: TenantId,
+        query: &BehaviourQuery<'_>,
+        customers: Customers<'_>,
+    ) -> Result<Vec<BehaviourStats>> {
+        let Some(only) = customer_filter(customers) else { return Ok(Vec::new()) };
+        let time = query.time_filter();
+        let Some(predicate) = query.predicate else {
+            // A retried event not yet collapsed by a merge has the same message id: counting
+            // distinct ids counts it once without FINAL.
+            let rows: Vec<(u64, u64, u64, u64)> = self
+                .client
+                .query(&format!(
+                    "SELECT customer_id, uniqExact(cityHash64(message_id)), min(timestamp), max(timestamp) FROM events
+                     WHERE tenant_id = ? AND name = ?{time}{only} GROUP BY customer_id ORDER BY customer_id"
+                ))
+                .bind(tenant.0 as u64)
+                .bind(query.name)
+                .fetch_all()
+                .await?;
+            return Ok(rows
+                .into_iter()
+                .map(|(c, n, first, last)| BehaviourStats {
+                    customer_id: c as i64,
+                    count: n,
+                    first_ms: first as i64,
+                    last_ms: last as i64,
+                })
+                .collect());
+        };
+        let mut cursor = self
+            .client
+            .query(&format!(
+                "SELECT customer_id, message_id, timestamp, properties FROM events
+                 WHERE tenant_id = ? AND name = ?{time}{only}"
+            ))
+            .bind(tenant.0 as u64)
+            .bind(query.name)
+            .fetch::<(u64, String, u64, String)>()?;
+        let mut fold = BehaviourFold::default();
+        while let Some((customer, message_id, ms, properties)) = cursor.next().await? {
+            if predicate(&parse_json(&properties)?) {
+                fold.push(customer as i64, &message_id, ms as i64);
+            }
+        }
+        Ok(fold.finish())
     }
 }
 

@@ -142,6 +142,83 @@ pub trait EventStore: Send + Sync + 'static {
         tz: chrono_tz::Tz,
         until: DateTime<Utc>,
     ) -> Result<Vec<PurchaseSummary>>;
+
+    /// Per customer with at least one matching event: how many (a retried event counts once),
+    /// and the first and last time. Events match by name, time (`from` inclusive, `to`
+    /// exclusive, Unix ms) and, when given, a predicate over their properties (evaluated in
+    /// Rust, so that both stores agree to the bit). Ordered by customer id.
+    async fn behaviour(
+        &self,
+        tenant: TenantId,
+        query: &BehaviourQuery<'_>,
+        customers: Customers<'_>,
+    ) -> Result<Vec<BehaviourStats>>;
+}
+
+/// A predicate over an event's properties.
+pub type PropertyPredicate<'a> = dyn Fn(&serde_json::Value) -> bool + Send + Sync + 'a;
+
+/// Which events a behaviour condition counts.
+pub struct BehaviourQuery<'a> {
+    pub name: &'a str,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub predicate: Option<&'a PropertyPredicate<'a>>,
+}
+
+impl BehaviourQuery<'_> {
+    pub(crate) fn time_filter(&self) -> String {
+        let mut f = String::new();
+        if let Some(from) = self.from_ms {
+            f.push_str(&format!(" AND timestamp >= {}", from.max(0)));
+        }
+        if let Some(to) = self.to_ms {
+            f.push_str(&format!(" AND timestamp < {}", to.max(0)));
+        }
+        f
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BehaviourStats {
+    pub customer_id: i64,
+    pub count: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Folds matching events, in any order, into per-customer stats (the predicate path of both
+/// stores).
+#[derive(Default)]
+pub(crate) struct BehaviourFold {
+    stats: std::collections::HashMap<i64, BehaviourStats>,
+    seen: std::collections::HashSet<(i64, u64)>,
+}
+
+impl BehaviourFold {
+    pub(crate) fn push(&mut self, customer: i64, message_id: &str, ms: i64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        message_id.hash(&mut h);
+        if !self.seen.insert((customer, h.finish())) {
+            return;
+        }
+        let s = self.stats.entry(customer).or_insert(BehaviourStats {
+            customer_id: customer,
+            count: 0,
+            first_ms: ms,
+            last_ms: ms,
+        });
+        s.count += 1;
+        s.first_ms = s.first_ms.min(ms);
+        s.last_ms = s.last_ms.max(ms);
+    }
+
+    pub(crate) fn finish(self) -> Vec<BehaviourStats> {
+        let mut out: Vec<BehaviourStats> = self.stats.into_values().collect();
+        out.sort_unstable_by_key(|s| s.customer_id);
+        out
+    }
 }
 
 /// Folds a customer-ordered stream of (customer, timestamp ms, is purchase, amount) into
@@ -311,5 +388,14 @@ impl<S: EventStore> EventStore for Timed<S> {
         until: DateTime<Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
         timed(&READ_LATENCY, self.0.purchase_summaries(tenant, customers, tz, until)).await
+    }
+
+    async fn behaviour(
+        &self,
+        tenant: TenantId,
+        query: &BehaviourQuery<'_>,
+        customers: Customers<'_>,
+    ) -> Result<Vec<BehaviourStats>> {
+        timed(&READ_LATENCY, self.0.behaviour(tenant, query, customers)).await
     }
 }

@@ -12,7 +12,7 @@ use sqlx::{
 
 use crate::{
     customer_filter, from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
-    PurchaseSummary, Result, SummaryFold,
+    PurchaseSummary, Result, SummaryFold, BehaviourFold, BehaviourQuery, BehaviourStats,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
@@ -230,6 +230,49 @@ impl EventStore for SqliteEventStore {
             sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql).bind(tenant.0).bind(to_millis(until)).fetch(&self.read);
         while let Some((customer, ms, purchase, amount)) = rows.try_next().await? {
             fold.push(customer, ms, purchase, amount)?;
+        }
+        Ok(fold.finish())
+    }
+
+    async fn behaviour(
+        &self,
+        tenant: TenantId,
+        query: &BehaviourQuery<'_>,
+        customers: Customers<'_>,
+    ) -> Result<Vec<BehaviourStats>> {
+        use futures::TryStreamExt;
+        let Some(only) = customer_filter(customers) else { return Ok(Vec::new()) };
+        let time = query.time_filter();
+        let Some(predicate) = query.predicate else {
+            let sql = format!(
+                "SELECT customer_id, COUNT(*), MIN(timestamp), MAX(timestamp) FROM events
+                 WHERE tenant_id = $1 AND name = $2{time}{only} GROUP BY customer_id ORDER BY customer_id"
+            );
+            let rows: Vec<(i64, i64, i64, i64)> =
+                sqlx::query_as(&sql).bind(tenant.0).bind(query.name).fetch_all(&self.read).await?;
+            return Ok(rows
+                .into_iter()
+                .map(|(customer_id, n, first_ms, last_ms)| BehaviourStats {
+                    customer_id,
+                    count: n as u64,
+                    first_ms,
+                    last_ms,
+                })
+                .collect());
+        };
+        let sql = format!(
+            "SELECT customer_id, message_id, timestamp, properties FROM events
+             WHERE tenant_id = $1 AND name = $2{time}{only}"
+        );
+        let mut fold = BehaviourFold::default();
+        let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(&sql)
+            .bind(tenant.0)
+            .bind(query.name)
+            .fetch(&self.read);
+        while let Some((customer, message_id, ms, properties)) = rows.try_next().await? {
+            if predicate(&parse_json(&properties)?) {
+                fold.push(customer, &message_id, ms);
+            }
         }
         Ok(fold.finish())
     }

@@ -65,6 +65,10 @@ pub struct Processor {
     epoch: u64,
     /// Woken when customers were marked for re-scoring.
     scoring_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Woken when customers were marked for segment re-evaluation.
+    segments_wake: Option<Arc<tokio::sync::Notify>>,
+    /// Profiles created by the batch in progress (every segment is evaluated for them).
+    created: Vec<(TenantId, CustomerId)>,
 }
 
 impl Processor {
@@ -79,6 +83,8 @@ impl Processor {
             absent: Default::default(),
             epoch,
             scoring_wake: None,
+            segments_wake: None,
+            created: Vec::new(),
         }
     }
 
@@ -86,6 +92,33 @@ impl Processor {
     pub fn with_scoring_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Processor {
         self.scoring_wake = Some(wake);
         self
+    }
+
+    /// Wakes the segment worker whenever a batch marked customers.
+    pub fn with_segments_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Processor {
+        self.segments_wake = Some(wake);
+        self
+    }
+
+    /// Marks customers for segment re-evaluation (after their events are stored, like scoring
+    /// marks): those with new events for profile and event conditions, new profiles for all.
+    async fn mark_for_segments(&mut self, mut marks: Vec<(TenantId, CustomerId, i64)>) -> Result<(), ProcessError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        marks.sort_unstable_by_key(|(t, c, _)| (t.0, c.0));
+        marks.dedup_by(|b, a| {
+            let same = a.0 == b.0 && a.1 == b.1;
+            if same {
+                a.2 |= b.2;
+            }
+            same
+        });
+        self.store.write().await?.mark_segments_dirty(&marks, self.clock.now()).await?;
+        if let Some(wake) = &self.segments_wake {
+            wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Marks customers whose purchases or refunds changed for re-scoring, after their events are
@@ -175,6 +208,7 @@ impl Processor {
         let now = self.clock.now();
         let t0 = std::time::Instant::now();
         let mut tx = self.store.begin().await?;
+        self.created.clear();
         self.prefetch(&mut tx, &messages).await?;
         let t_prefetch = t0.elapsed();
         let mut events: Vec<Event> = Vec::with_capacity(messages.len());
@@ -258,6 +292,13 @@ impl Processor {
             .map(|e| (e.tenant_id, e.customer_id))
             .collect();
         self.mark_for_scoring(marks).await?;
+        // Segment marks: what changed is the profile (seen times, traits) and the events.
+        const PROFILE_AND_EVENTS: i64 = 1 | 4;
+        const EVERYTHING: i64 = 31;
+        let mut marks: Vec<(TenantId, CustomerId, i64)> =
+            events.iter().map(|e| (e.tenant_id, e.customer_id, PROFILE_AND_EVENTS)).collect();
+        marks.extend(self.created.drain(..).map(|(t, c)| (t, c, EVERYTHING)));
+        self.mark_for_segments(marks).await?;
         tracing::debug!(
             messages = events.len(),
             prefetch_ms = t_prefetch.as_millis() as u64,
@@ -277,6 +318,7 @@ impl Processor {
             self.events.reassign_customer(tenant, CustomerId(m.from_id), into).await?;
             // The surviving profile's purchases may have grown; the merged one is gone.
             self.mark_for_scoring(vec![(tenant, into)]).await?;
+            self.mark_for_segments(vec![(tenant, into, 31)]).await?;
             self.store.write().await?.mark_merge_applied(m.id, self.clock.now()).await?;
         }
         Ok(())
@@ -404,6 +446,7 @@ impl Processor {
                     ..Default::default()
                 };
                 let c = tx.insert_customer(tenant, &fields, now).await?;
+                self.created.push((tenant, c.id));
                 let f = Found { id: c.id, known: c.email.is_some() || c.external_id.is_some() };
                 if f.known {
                     tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
@@ -509,6 +552,7 @@ impl Processor {
     ) -> Result<Found, ProcessError> {
         let fields = CustomerFields { external_id: Some(user.to_string()), traits: json!({}), ..Default::default() };
         let c = tx.insert_customer(tenant, &fields, now).await?;
+        self.created.push((tenant, c.id));
         tx.insert_outbox(tenant, "customer.created", &c.created_payload(), now).await?;
         Ok(Found { id: c.id, known: true })
     }

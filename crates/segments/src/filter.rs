@@ -78,7 +78,10 @@ enum Kind {
 impl Field {
     fn parse(name: &str) -> Option<Field> {
         if let Some(key) = name.strip_prefix("traits.") {
-            return (!key.is_empty() && key.len() <= 100).then(|| Field::Trait(key.to_string()));
+            // Keys are quoted into SQL JSON paths: quotes, backslashes and control characters
+            // are refused rather than escaped.
+            let plain = !key.chars().any(|c| matches!(c, '"' | '\\' | '\'') || c.is_control());
+            return (!key.is_empty() && key.len() <= 100 && plain).then(|| Field::Trait(key.to_string()));
         }
         use ProfileField as P;
         use ScoreField as S;
@@ -429,6 +432,12 @@ fn typed(kind: Kind, op: Op, v: Option<&Value>, path: &str, segment_name: bool) 
 }
 
 fn scalar(kind: Kind, op: Op, v: &Value, path: &str, segment_name: bool) -> Result<Operand, FieldError> {
+    if v.as_str().is_some_and(|s| s.contains('\0')) {
+        return Err(err(path, "must not contain a NUL character"));
+    }
+    if v.as_f64().is_some_and(|n| !n.is_finite()) {
+        return Err(err(path, "must be a finite number"));
+    }
     let ordered = matches!(op, Op::Gt | Op::Gte | Op::Lt | Op::Lte | Op::Between);
     match (kind, v) {
         (Kind::Number | Kind::Any, Value::Number(n)) => Ok(Operand::Number(n.as_f64().unwrap_or(f64::NAN))),

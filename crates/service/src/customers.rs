@@ -34,6 +34,7 @@ pub struct CustomerDetail {
     pub scores: Option<ScoreRow>,
     /// Events by name, most frequent first.
     pub event_counts: Vec<(String, u64)>,
+    pub segments: Vec<cairn_store::segments::Membership>,
 }
 
 fn set(
@@ -110,6 +111,7 @@ impl Services {
         let mut tx = self.store.begin().await?;
         let customer = tx.insert_customer(p.tenant_id, &fields, now).await.map_err(duplicate)?;
         tx.insert_outbox(p.tenant_id, "customer.created", &customer.created_payload(), now).await?;
+        tx.mark_segments_dirty(&[(p.tenant_id, customer.id, cairn_segments::changed::ALL)], now).await?;
         tx.commit().await?;
         tracing::info!(customer.id = %customer.id, "customer created");
         Ok(customer)
@@ -120,8 +122,10 @@ impl Services {
         p.require(Scope::CustomersRead)?;
         let customer = found(self.store.read().await?.customer(p.tenant_id, id).await, "customer")?;
         let event_counts = self.events.customer_event_counts(p.tenant_id, id).await?;
-        let scores = self.store.read().await?.scores_for(p.tenant_id, &[id]).await?.pop();
-        Ok(CustomerDetail { customer, scores, event_counts })
+        let mut conn = self.store.read().await?;
+        let scores = conn.scores_for(p.tenant_id, &[id]).await?.pop();
+        let segments = conn.customer_memberships(p.tenant_id, id).await?;
+        Ok(CustomerDetail { customer, scores, event_counts, segments })
     }
 
     /// A page of profiles, each with its scores.
@@ -192,6 +196,7 @@ impl Services {
             Err(cairn_store::StoreError::NotFound) => return Err(ServiceError::NotFound("customer")),
             r => r.map_err(duplicate)?,
         };
+        tx.mark_segments_dirty(&[(p.tenant_id, id, cairn_segments::changed::PROFILE)], self.clock.now()).await?;
         tx.commit().await?;
         let scores = self.store.read().await?.scores_for(p.tenant_id, &[id]).await?.pop();
         Ok((updated, scores))

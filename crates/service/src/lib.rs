@@ -8,6 +8,7 @@ pub mod customers;
 pub mod keys;
 pub mod password;
 pub mod scoring;
+pub mod segments;
 pub mod team;
 pub mod webhooks;
 
@@ -102,6 +103,16 @@ impl From<cairn_scoring::ScoringError> for ServiceError {
         match e {
             cairn_scoring::ScoringError::Store(s) => s.into(),
             cairn_scoring::ScoringError::Events(e) => ServiceError::Events(e),
+            other => ServiceError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<cairn_segments::SegmentError> for ServiceError {
+    fn from(e: cairn_segments::SegmentError) -> Self {
+        match e {
+            cairn_segments::SegmentError::Store(s) => s.into(),
+            cairn_segments::SegmentError::Events(e) => ServiceError::Events(e),
             other => ServiceError::Internal(other.to_string()),
         }
     }

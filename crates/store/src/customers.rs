@@ -178,6 +178,8 @@ pub struct CustomerFilter<'a> {
     /// Net spend bounds (inclusive); customers without purchases have spent 0.
     pub clv_total_min: Option<f64>,
     pub clv_total_max: Option<f64>,
+    /// Members of this segment only.
+    pub segment_id: Option<i64>,
 }
 
 /// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE '%…%' ESCAPE '\'`.
@@ -250,7 +252,8 @@ impl Conn {
         let cond = format!(
             "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')
              AND ($3 IS NULL OR {segment} = $3)
-             AND ($4 IS NULL OR {clv} >= $4) AND ($5 IS NULL OR {clv} <= $5)"
+             AND ($4 IS NULL OR {clv} >= $4) AND ($5 IS NULL OR {clv} <= $5)
+             AND ($8 IS NULL OR id IN (SELECT m.customer_id FROM segment_members m WHERE m.segment_id = $8))"
         );
         let sql = format!("SELECT {COLS} FROM customers WHERE {cond} ORDER BY {} LIMIT $6 OFFSET $7", sort.order_by());
         let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
@@ -261,6 +264,7 @@ impl Conn {
             .bind(filter.clv_total_max)
             .bind(limit)
             .bind(offset)
+            .bind(filter.segment_id)
             .fetch_all(c)
             .await)?;
         let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {cond}");
@@ -270,6 +274,9 @@ impl Conn {
             .bind(filter.rfm_segment)
             .bind(filter.clv_total_min)
             .bind(filter.clv_total_max)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(filter.segment_id)
             .fetch_one(c)
             .await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
@@ -307,6 +314,7 @@ impl Conn {
 
     /// Deletes a profile and its anonymous ids. Returns false when there was none.
     pub async fn delete_customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<bool> {
+        self.forget_customer_memberships(tenant, id).await?;
         on!(self, |c| sqlx::query("DELETE FROM customer_anonymous_ids WHERE tenant_id = $1 AND customer_id = $2")
             .bind(tenant.0)
             .bind(id.0)

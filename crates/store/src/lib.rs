@@ -16,6 +16,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod keys;
 pub mod scores;
+pub mod segments;
 pub mod sessions;
 pub mod tenants;
 pub mod users;

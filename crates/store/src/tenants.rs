@@ -56,7 +56,9 @@ impl Conn {
         .bind(now)
         .fetch_one(c)
         .await)?;
-        Ok(row.into())
+        let tenant: Tenant = row.into();
+        self.insert_builtin_segments(tenant.id, now).await?;
+        Ok(tenant)
     }
 
     /// Whether a slug is taken (to pick a free one before inserting).

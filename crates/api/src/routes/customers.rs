@@ -1,6 +1,6 @@
 //! Customers (seed 003): `GET/POST /v1/customers`, `GET/PUT/DELETE /v1/customers/{id}`,
 //! `GET /v1/customers/{id}/events`, with each profile's RFM and CLV scores (docs/scoring.md).
-//! Segments are present as null until the segment issue fills them.
+//! The detail view lists the customer's segments (docs/segments.md).
 
 use std::collections::BTreeMap;
 
@@ -164,9 +164,9 @@ pub struct CustomerDetailView {
     /// Events by name.
     event_counts: BTreeMap<String, u64>,
     events_total: u64,
-    /// Segment memberships; null until segments exist.
-    #[schema(value_type = Option<Vec<Object>>)]
-    segments: Option<Vec<Value>>,
+    /// Segment memberships with since when.
+    #[schema(value_type = Vec<Object>)]
+    segments: Vec<Value>,
 }
 
 impl From<CustomerDetail> for CustomerDetailView {
@@ -176,7 +176,7 @@ impl From<CustomerDetail> for CustomerDetailView {
             customer: (d.customer, d.scores).into(),
             event_counts: d.event_counts.into_iter().collect(),
             events_total,
-            segments: None,
+            segments: d.segments.iter().map(crate::routes::segments::membership_view).collect(),
         }
     }
 }
@@ -192,7 +192,7 @@ pub struct ListQuery {
     /// `-last_seen_at`, `last_seen_at`, `-clv_total`, `clv_total`, `-clv_predicted`,
     /// `clv_predicted`, `-rfm_score`, `rfm_score`.
     sort: Option<String>,
-    /// Members of a segment (arrives with segments).
+    /// Members of this segment (seed 003).
     segment_id: Option<i64>,
     /// Customers in this RFM segment: Champions, Loyal Customers, At Risk, Lost.
     rfm_segment: Option<String>,
@@ -211,9 +211,6 @@ pub async fn list_customers(
     Auth(p): Auth,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Paged<CustomerView>>> {
-    if q.segment_id.is_some() {
-        return Err(ApiError::validation("segment_id", "segment filters are not available yet on this server"));
-    }
     let sort = match q.sort.as_deref() {
         None => CustomerSort::default(),
         Some(s) => CustomerSort::parse(s).ok_or_else(|| {
@@ -230,6 +227,7 @@ pub async fn list_customers(
         rfm_segment: q.rfm_segment.as_deref(),
         clv_total_min: q.clv_total_min,
         clv_total_max: q.clv_total_max,
+        segment_id: q.segment_id,
     };
     let (rows, total) = st.svc.customers(&p, filter, sort, page.limit(), page.offset()).await?;
     Ok(page.wrap(rows.into_iter().map(CustomerView::from).collect(), total))

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod logs;
 pub mod ops;
 pub mod scoring;
+pub mod segments;
 pub mod segment;
 pub mod team;
 pub mod track;

@@ -1,0 +1,474 @@
+//! Evaluating a filter: each maximal group of profile conditions becomes one SQL query in the
+//! entity store, each behaviour condition one aggregation in the event store, and `all` / `any`
+//! / `not` combine the resulting sets of customer ids (sorted vectors). The same code serves a
+//! whole workspace (a new or edited segment) and a batch of customers (incremental upkeep).
+//!
+//! Alongside the members, evaluation collects **crossings**: for every condition relative to
+//! now (`within_days`, `last_purchase_days`), the next instant at which its truth could change
+//! for a customer with nothing else happening. They are conservative (a crossing may turn out
+//! to change nothing) and never late.
+
+use std::collections::HashMap;
+
+use cairn_domain::{CustomerId, TenantId};
+use cairn_events::{BehaviourQuery, BehaviourStats, Customers, EventStore};
+use cairn_store::Store;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::Value;
+
+use crate::{
+    filter::{
+        Count, EventCondition, EventTimeCondition, Field, FieldCondition, Filter, Occurrence, Op, Operand,
+        PropertyCondition, ScoreField, When, Window,
+    },
+    sql::{self, in_entity_store, Context},
+    Result,
+};
+
+/// Below this many candidates, later conditions of an `all` are evaluated only for them.
+const NARROW: usize = 20_000;
+const DAY_MS: i64 = 86_400_000;
+
+pub struct Evaluator<'a> {
+    pub store: &'a Store,
+    pub events: &'a dyn EventStore,
+    pub tenant: TenantId,
+    pub now: DateTime<Utc>,
+    pub tz: chrono_tz::Tz,
+    pub overrides: &'a HashMap<i64, Vec<i64>>,
+    universe: Option<Vec<i64>>,
+    last_purchase: Option<HashMap<i64, i64>>,
+    /// (customer, instant) pairs; several per customer possible.
+    pub crossings: Vec<(i64, DateTime<Utc>)>,
+}
+
+impl<'a> Evaluator<'a> {
+    pub fn new(
+        store: &'a Store,
+        events: &'a dyn EventStore,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+        tz: chrono_tz::Tz,
+        overrides: &'a HashMap<i64, Vec<i64>>,
+    ) -> Evaluator<'a> {
+        Evaluator { store, events, tenant, now, tz, overrides, universe: None, last_purchase: None, crossings: Vec::new() }
+    }
+
+    pub fn today(&self) -> i64 {
+        cairn_scoring::day_number(self.now, self.tz)
+    }
+
+    /// The customers matching `f`, among `scope` (all of the workspace's when `None`). Sorted.
+    pub async fn members(&mut self, f: &Filter, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        let universe = self.universe(scope).await?;
+        let found = self.eval(f, scope).await?;
+        Ok(intersect(&found, &universe))
+    }
+
+    async fn universe(&mut self, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        match scope {
+            Some(ids) => Ok(self.store.read().await?.customer_ids(self.tenant, Some(ids)).await?),
+            None => {
+                if self.universe.is_none() {
+                    self.universe = Some(self.store.read().await?.customer_ids(self.tenant, None).await?);
+                }
+                Ok(self.universe.clone().unwrap_or_default())
+            }
+        }
+    }
+
+    fn eval<'s>(
+        &'s mut self,
+        f: &'s Filter,
+        scope: Option<&'s [i64]>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<i64>>> + Send + 's>>
+    where
+        'a: 's,
+    {
+        Box::pin(async move {
+            if in_entity_store(f) {
+                return self.entity(std::slice::from_ref(f), " AND ", scope).await;
+            }
+            match f {
+                Filter::All(children) => {
+                    let (local, rest): (Vec<&Filter>, Vec<&Filter>) = children.iter().partition(|c| in_entity_store(c));
+                    let mut acc = if local.is_empty() {
+                        None
+                    } else {
+                        let local: Vec<Filter> = local.into_iter().cloned().collect();
+                        Some(self.entity(&local, " AND ", scope).await?)
+                    };
+                    for child in rest {
+                        if acc.as_ref().is_some_and(Vec::is_empty) {
+                            break;
+                        }
+                        let narrowed = acc.as_deref().filter(|a| a.len() < NARROW);
+                        let found = self.eval(child, narrowed.or(scope)).await?;
+                        acc = Some(match acc {
+                            None => found,
+                            Some(a) => intersect(&a, &found),
+                        });
+                    }
+                    Ok(acc.unwrap_or_default())
+                }
+                Filter::Any(children) => {
+                    let (local, rest): (Vec<&Filter>, Vec<&Filter>) = children.iter().partition(|c| in_entity_store(c));
+                    let mut acc = if local.is_empty() {
+                        Vec::new()
+                    } else {
+                        let local: Vec<Filter> = local.into_iter().cloned().collect();
+                        self.entity(&local, " OR ", scope).await?
+                    };
+                    for child in rest {
+                        let found = self.eval(child, scope).await?;
+                        acc = union(&acc, &found);
+                    }
+                    Ok(acc)
+                }
+                Filter::Not(child) => {
+                    let universe = self.universe(scope).await?;
+                    let found = self.eval(child, scope).await?;
+                    Ok(difference(&universe, &found))
+                }
+                Filter::Event(e) => self.event(e, scope).await,
+                Filter::EventTime(e) => self.event_time(e, scope).await,
+                Filter::Field(_) | Filter::Segment(_) | Filter::Consent(_) => unreachable!("entity-store leaves"),
+            }
+        })
+    }
+
+    /// A group of entity-store conditions joined by `sep`, as one query.
+    async fn entity(&mut self, group: &[Filter], sep: &str, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        let mut conn = self.store.read().await?;
+        let cx = Context { backend: conn.backend(), today: self.today(), overrides: self.overrides };
+        let condition = sql::join(group, sep, &cx);
+        let found = conn.customer_ids_where(self.tenant, &condition, scope).await?;
+        drop(conn);
+        let mut relative = Vec::new();
+        for f in group {
+            relative_days(f, &mut relative);
+        }
+        if !relative.is_empty() {
+            self.day_crossings(&relative, scope).await?;
+        }
+        Ok(found)
+    }
+
+    /// Crossings of `last_purchase_days` conditions: the next local midnight at which the
+    /// condition's truth changes for each scored customer.
+    async fn day_crossings(&mut self, conditions: &[&FieldCondition], scope: Option<&[i64]>) -> Result<()> {
+        let rows: Vec<(i64, i64)> = match (scope, &self.last_purchase) {
+            (None, Some(all)) => all.iter().map(|(c, d)| (*c, *d)).collect(),
+            _ => {
+                let rows = self.store.read().await?.last_purchase_days(self.tenant, scope).await?;
+                if scope.is_none() {
+                    self.last_purchase = Some(rows.iter().copied().collect());
+                }
+                rows
+            }
+        };
+        let today = self.today();
+        for fc in conditions {
+            for &(customer, last_day) in &rows {
+                if let Some(day) = next_change(fc, today - last_day).map(|d| last_day + d) {
+                    self.crossings.push((customer, local_midnight(day, self.tz)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn stats(&mut self, name: &str, window: Window, conditions: &[PropertyCondition], scope: Option<&[i64]>) -> Result<Vec<BehaviourStats>> {
+        let (from_ms, to_ms) = match window {
+            Window::Ever => (None, None),
+            Window::LastDays(d) => (Some(self.now.timestamp_millis() - d as i64 * DAY_MS), None),
+            Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
+        };
+        let predicate = |props: &Value| conditions.iter().all(|c| property_holds(c, props));
+        let query = BehaviourQuery {
+            name,
+            from_ms,
+            to_ms,
+            predicate: if conditions.is_empty() { None } else { Some(&predicate) },
+        };
+        let ids: Vec<CustomerId>;
+        let customers = match scope {
+            None => Customers::All,
+            Some(s) => {
+                ids = s.iter().map(|c| CustomerId(*c)).collect();
+                Customers::Only(&ids)
+            }
+        };
+        Ok(self.events.behaviour(self.tenant, &query, customers).await?)
+    }
+
+    async fn event(&mut self, e: &EventCondition, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        let stats = self.stats(&e.event, e.window, &e.conditions, scope).await?;
+        if let Window::LastDays(d) = e.window {
+            // The count drops when the oldest counted event leaves the window.
+            for s in &stats {
+                self.crossings.push((s.customer_id, at_ms(s.first_ms + d as i64 * DAY_MS + 1)));
+            }
+        }
+        let with = |pred: &dyn Fn(u64) -> bool| stats.iter().filter(|s| pred(s.count)).map(|s| s.customer_id).collect::<Vec<_>>();
+        Ok(match e.count {
+            Count::AtLeast(0) => self.universe(scope).await?,
+            Count::AtLeast(n) => with(&|c| c >= n),
+            Count::Exactly(0) => difference(&self.universe(scope).await?, &with(&|_| true)),
+            Count::Exactly(n) => with(&|c| c == n),
+            Count::AtMost(n) => difference(&self.universe(scope).await?, &with(&|c| c > n)),
+        })
+    }
+
+    async fn event_time(&mut self, e: &EventTimeCondition, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        let stats = self.stats(&e.event, Window::Ever, &[], scope).await?;
+        let now_ms = self.now.timestamp_millis();
+        let mut out = Vec::new();
+        for s in &stats {
+            let at = match e.occurrence {
+                Occurrence::First => s.first_ms,
+                Occurrence::Last => s.last_ms,
+            };
+            let holds = match e.when {
+                When::Before(t) => at < t.timestamp_millis(),
+                When::After(t) => at > t.timestamp_millis(),
+                When::WithinDays(d) => {
+                    let holds = at >= now_ms - d as i64 * DAY_MS;
+                    if holds {
+                        self.crossings.push((s.customer_id, at_ms(at + d as i64 * DAY_MS + 1)));
+                    }
+                    holds
+                }
+            };
+            if holds {
+                out.push(s.customer_id);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn relative_days<'f>(f: &'f Filter, out: &mut Vec<&'f FieldCondition>) {
+    match f {
+        Filter::All(c) | Filter::Any(c) => c.iter().for_each(|c| relative_days(c, out)),
+        Filter::Not(c) => relative_days(c, out),
+        Filter::Field(fc) if fc.field == Field::Score(ScoreField::LastPurchaseDays) => out.push(fc),
+        _ => {}
+    }
+}
+
+/// Whether a filter has conditions relative to now (whose truth changes as time passes).
+pub fn is_relative(f: &Filter) -> bool {
+    match f {
+        Filter::All(c) | Filter::Any(c) => c.iter().any(is_relative),
+        Filter::Not(c) => is_relative(c),
+        Filter::Field(fc) => fc.field == Field::Score(ScoreField::LastPurchaseDays),
+        Filter::Event(e) => matches!(e.window, Window::LastDays(_)),
+        Filter::EventTime(e) => matches!(e.when, When::WithinDays(_)),
+        Filter::Segment(_) | Filter::Consent(_) => false,
+    }
+}
+
+/// For a `last_purchase_days` condition that reads `days` today: after how many days since the
+/// last purchase its truth first differs (None: never, as days only grow).
+pub(crate) fn next_change(fc: &FieldCondition, days: i64) -> Option<i64> {
+    let mut thresholds = Vec::new();
+    let mut push = |o: &Operand| {
+        if let Operand::Number(n) = o {
+            thresholds.extend([n.floor() as i64, n.floor() as i64 + 1, n.ceil() as i64]);
+        }
+    };
+    match &fc.value {
+        Operand::List(items) => items.iter().for_each(&mut push),
+        Operand::Range(lo, hi) => {
+            push(lo);
+            push(hi);
+        }
+        v => push(v),
+    }
+    thresholds.sort_unstable();
+    thresholds.dedup();
+    let now = number_holds(fc.op, &fc.value, days as f64);
+    thresholds.into_iter().filter(|d| *d > days).find(|d| number_holds(fc.op, &fc.value, *d as f64) != now)
+}
+
+fn number_holds(op: Op, v: &Operand, x: f64) -> bool {
+    match (op, v) {
+        (Op::Eq, Operand::Number(n)) => x == *n,
+        (Op::Neq, Operand::Number(n)) => x != *n,
+        (Op::In, Operand::List(items)) => items.iter().any(|i| matches!(i, Operand::Number(n) if x == *n)),
+        (Op::Gt, Operand::Number(n)) => x > *n,
+        (Op::Gte, Operand::Number(n)) => x >= *n,
+        (Op::Lt, Operand::Number(n)) => x < *n,
+        (Op::Lte, Operand::Number(n)) => x <= *n,
+        (Op::Between, Operand::Range(lo, hi)) => match (lo.as_ref(), hi.as_ref()) {
+            (Operand::Number(a), Operand::Number(b)) => x >= *a && x <= *b,
+            _ => false,
+        },
+        (Op::Exists, Operand::Present(p)) => *p,
+        _ => false,
+    }
+}
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The first instant of a calendar day (days since 1970-01-01) in `tz`.
+pub(crate) fn local_midnight(day: i64, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    let date = chrono::NaiveDate::default() + Duration::days(day);
+    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight");
+    tz.from_local_datetime(&midnight)
+        .earliest()
+        // A day that starts in a DST gap starts an hour later.
+        .unwrap_or_else(|| tz.from_utc_datetime(&midnight))
+        .with_timezone(&Utc)
+}
+
+/// Whether an event's properties satisfy a `where` condition (the same rules as field
+/// conditions on traits: types compare strictly; a missing property satisfies only `neq` and
+/// `exists: false`).
+pub fn property_holds(c: &PropertyCondition, props: &Value) -> bool {
+    let v = props.get(&c.property).filter(|v| !v.is_null());
+    value_holds(c.op, &c.value, v)
+}
+
+pub(crate) fn value_holds(op: Op, operand: &Operand, v: Option<&Value>) -> bool {
+    let eq = |o: &Operand| match (o, v) {
+        (Operand::Number(n), Some(Value::Number(x))) => x.as_f64() == Some(*n),
+        (Operand::Text(t), Some(Value::String(s))) => s == t,
+        (Operand::Bool(b), Some(Value::Bool(x))) => b == x,
+        (Operand::Date(t), Some(Value::String(s))) => parse_time(s) == Some(*t),
+        _ => false,
+    };
+    let ord = |o: &Operand| -> Option<std::cmp::Ordering> {
+        match (o, v) {
+            (Operand::Number(n), Some(Value::Number(x))) => x.as_f64()?.partial_cmp(n),
+            (Operand::Date(t), Some(Value::String(s))) => Some(parse_time(s)?.cmp(t)),
+            (Operand::Text(t), Some(Value::String(s))) => Some(s.as_str().cmp(t.as_str())),
+            _ => None,
+        }
+    };
+    use std::cmp::Ordering::*;
+    match (op, operand) {
+        (Op::Exists, Operand::Present(p)) => v.is_some() == *p,
+        (Op::Eq, o) => eq(o),
+        (Op::Neq, o) => !eq(o),
+        (Op::In, Operand::List(items)) => items.iter().any(eq),
+        (Op::Contains, Operand::Text(t)) => {
+            v.and_then(Value::as_str).is_some_and(|s| s.to_lowercase().contains(&t.to_lowercase()))
+        }
+        (Op::StartsWith, Operand::Text(t)) => {
+            v.and_then(Value::as_str).is_some_and(|s| s.to_lowercase().starts_with(&t.to_lowercase()))
+        }
+        (Op::Gt, o) => ord(o) == Some(Greater),
+        (Op::Gte, o) => matches!(ord(o), Some(Greater | Equal)),
+        (Op::Lt, o) => ord(o) == Some(Less),
+        (Op::Lte, o) => matches!(ord(o), Some(Less | Equal)),
+        (Op::Between, Operand::Range(lo, hi)) => {
+            matches!(ord(lo), Some(Greater | Equal)) && matches!(ord(hi), Some(Less | Equal))
+        }
+        _ => false,
+    }
+}
+
+fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+    })
+}
+
+pub(crate) fn intersect(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+pub(crate) fn union(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j == b.len() || (i < a.len() && a[i] < b[j]) {
+            out.push(a[i]);
+            i += 1;
+        } else if i == a.len() || b[j] < a[i] {
+            out.push(b[j]);
+            j += 1;
+        } else {
+            out.push(a[i]);
+            i += 1;
+            j += 1;
+        }
+    }
+    out
+}
+
+/// `a` without `b`.
+pub(crate) fn difference(a: &[i64], b: &[i64]) -> Vec<i64> {
+    let mut j = 0;
+    a.iter()
+        .copied()
+        .filter(|x| {
+            while j < b.len() && b[j] < *x {
+                j += 1;
+            }
+            !(j < b.len() && b[j] == *x)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn set_operations_on_sorted_ids() {
+        assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 5]), vec![3, 5]);
+        assert_eq!(union(&[1, 5], &[2, 5, 9]), vec![1, 2, 5, 9]);
+        assert_eq!(difference(&[1, 2, 3, 4], &[2, 4, 6]), vec![1, 3]);
+    }
+
+    #[test]
+    fn days_since_purchase_change_truth_at_their_thresholds() {
+        let fc = |v: serde_json::Value| match crate::parse(&v, "f").unwrap() {
+            Filter::Field(fc) => fc,
+            _ => unreachable!(),
+        };
+        // At most 30 days: true until day 30, false from day 31.
+        assert_eq!(next_change(&fc(json!({"last_purchase_days_max": 30})), 10), Some(31));
+        assert_eq!(next_change(&fc(json!({"last_purchase_days_max": 30})), 31), None);
+        // At least 30 days: turns true on day 30.
+        assert_eq!(next_change(&fc(json!({"last_purchase_days_min": 30})), 3), Some(30));
+        let between = fc(json!({"field": "last_purchase_days", "op": "between", "value": [7, 14]}));
+        assert_eq!(next_change(&between, 2), Some(7));
+        assert_eq!(next_change(&between, 7), Some(15));
+    }
+
+    #[test]
+    fn property_conditions_compare_strictly_by_type() {
+        let c = |v: serde_json::Value| match crate::parse(&json!({"event": "x", "where": [v]}), "f").unwrap() {
+            Filter::Event(e) => e.conditions[0].clone(),
+            _ => unreachable!(),
+        };
+        let props = json!({"amount": 120, "sku": "A-1", "gift": true, "at": "2026-03-01"});
+        assert!(property_holds(&c(json!({"property": "amount", "op": "gt", "value": 100})), &props));
+        assert!(!property_holds(&c(json!({"property": "amount", "op": "eq", "value": "120"})), &props));
+        assert!(property_holds(&c(json!({"property": "sku", "op": "starts_with", "value": "a-"})), &props));
+        assert!(property_holds(&c(json!({"property": "gift", "op": "eq", "value": true})), &props));
+        assert!(property_holds(&c(json!({"property": "at", "op": "lt", "value": "2026-04-01"})), &props));
+        assert!(property_holds(&c(json!({"property": "missing", "op": "neq", "value": 1})), &props));
+        assert!(!property_holds(&c(json!({"property": "missing", "op": "lt", "value": 1})), &props));
+    }
+}

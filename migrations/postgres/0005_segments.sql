@@ -1,0 +1,71 @@
+-- Segments (docs/segments.md): their definitions, stored membership, the customers waiting to
+-- be re-evaluated (with what changed about them), each customer's next time-driven crossing,
+-- and which instance maintains which workspace's segments.
+
+CREATE TABLE segments (
+    id            BIGSERIAL PRIMARY KEY,
+    tenant_id     BIGINT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name          TEXT NOT NULL,
+    description   TEXT,
+    color         TEXT,
+    kind          TEXT NOT NULL,
+    builtin       TEXT,
+    filters       TEXT,
+    member_count  BIGINT NOT NULL DEFAULT 0,
+    job_id        BIGINT,
+    created_at    TIMESTAMPTZ NOT NULL,
+    updated_at    TIMESTAMPTZ NOT NULL
+);
+CREATE INDEX segments_tenant ON segments (tenant_id, id);
+CREATE UNIQUE INDEX segments_builtin ON segments (tenant_id, builtin) WHERE builtin IS NOT NULL;
+
+CREATE TABLE segment_members (
+    tenant_id    BIGINT NOT NULL,
+    segment_id   BIGINT NOT NULL REFERENCES segments(id) ON DELETE CASCADE,
+    customer_id  BIGINT NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+    since        TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (segment_id, customer_id)
+);
+CREATE INDEX segment_members_customer ON segment_members (customer_id);
+
+CREATE TABLE segment_dirty (
+    tenant_id    BIGINT NOT NULL,
+    customer_id  BIGINT NOT NULL,
+    version      BIGINT NOT NULL,
+    kinds        BIGINT NOT NULL,
+    marked_at    TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, customer_id)
+);
+
+CREATE TABLE segment_crossings (
+    tenant_id    BIGINT NOT NULL,
+    customer_id  BIGINT NOT NULL,
+    due_at       TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, customer_id)
+);
+CREATE INDEX segment_crossings_due ON segment_crossings (due_at);
+
+CREATE TABLE segment_locks (
+    tenant_id     BIGINT PRIMARY KEY,
+    holder        TEXT NOT NULL,
+    locked_until  TIMESTAMPTZ NOT NULL
+);
+
+-- Dates inside traits are text; a trait that is not a date compares as absent, never as an error.
+CREATE FUNCTION cairn_try_timestamptz(v TEXT) RETURNS TIMESTAMPTZ AS $$
+BEGIN
+    RETURN v::timestamptz;
+EXCEPTION WHEN others THEN
+    RETURN NULL;
+END;
+$$ LANGUAGE plpgsql IMMUTABLE;
+
+-- The RFM segments exist in every workspace (new workspaces get them when they are created).
+INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, created_at, updated_at)
+SELECT t.id, b.name, b.description, b.color, 'dynamic', b.name, b.filters, now(), now()
+FROM tenants t CROSS JOIN (VALUES
+    ('Champions', 'RFM score 13-15', '#16a34a', '{"rfm_segment":"Champions"}'),
+    ('Loyal Customers', 'RFM score 9-12', '#2563eb', '{"rfm_segment":"Loyal Customers"}'),
+    ('At Risk', 'RFM score 5-8', '#d97706', '{"rfm_segment":"At Risk"}'),
+    ('Lost', 'RFM score 3-4', '#dc2626', '{"rfm_segment":"Lost"}')
+) AS b(name, description, color, filters);
