@@ -12,6 +12,7 @@ mod keys;
 mod openapi;
 mod scoring;
 mod segment;
+mod segments;
 mod team;
 mod track;
 mod webhooks;

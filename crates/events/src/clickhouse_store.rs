@@ -11,8 +11,8 @@ use clickhouse::{Client, Compression, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    customer_filter, from_millis, id_list, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
-    EventStoreError, PurchaseSummary, Result, BehaviourFold, BehaviourQuery, BehaviourStats,
+    customer_filter, from_millis, id_list, non_empty, parse_json, to_millis, BehaviourFold, BehaviourQuery,
+    BehaviourStats, Customers, Event, EventFilter, EventStore, EventStoreError, PurchaseSummary, Result,
 };
 
 /// Forward-only migrations, in order. Each file may hold several statements separated by `;`.

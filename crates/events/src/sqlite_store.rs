@@ -11,8 +11,8 @@ use sqlx::{
 };
 
 use crate::{
-    customer_filter, from_millis, non_empty, parse_json, to_millis, Customers, Event, EventFilter, EventStore,
-    PurchaseSummary, Result, SummaryFold, BehaviourFold, BehaviourQuery, BehaviourStats,
+    customer_filter, from_millis, non_empty, parse_json, to_millis, BehaviourFold, BehaviourQuery, BehaviourStats,
+    Customers, Event, EventFilter, EventStore, PurchaseSummary, Result, SummaryFold,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/events-sqlite");
@@ -265,10 +265,8 @@ impl EventStore for SqliteEventStore {
              WHERE tenant_id = $1 AND name = $2{time}{only}"
         );
         let mut fold = BehaviourFold::default();
-        let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(&sql)
-            .bind(tenant.0)
-            .bind(query.name)
-            .fetch(&self.read);
+        let mut rows =
+            sqlx::query_as::<_, (i64, String, i64, String)>(&sql).bind(tenant.0).bind(query.name).fetch(&self.read);
         while let Some((customer, message_id, ms, properties)) = rows.try_next().await? {
             if predicate(&parse_json(&properties)?) {
                 fold.push(customer, &message_id, ms);

@@ -506,12 +506,8 @@ async fn apply(
     tx.delete_scores(tenant, &gone).await?;
     tx.insert_outbox_many(tenant, &events, now).await?;
     // Segments on scores follow (docs/segments.md); 2 is the segment engine's "scores changed".
-    let marks: Vec<(TenantId, CustomerId, i64)> = upserts
-        .iter()
-        .map(|r| r.customer_id)
-        .chain(gone.iter().copied())
-        .map(|c| (tenant, CustomerId(c), 2))
-        .collect();
+    let marks: Vec<(TenantId, CustomerId, i64)> =
+        upserts.iter().map(|r| r.customer_id).chain(gone.iter().copied()).map(|c| (tenant, CustomerId(c), 2)).collect();
     tx.mark_segments_dirty(&marks, now).await?;
     Ok(upserts.len() + gone.len())
 }

@@ -51,7 +51,17 @@ impl<'a> Evaluator<'a> {
         tz: chrono_tz::Tz,
         overrides: &'a HashMap<i64, Vec<i64>>,
     ) -> Evaluator<'a> {
-        Evaluator { store, events, tenant, now, tz, overrides, universe: None, last_purchase: None, crossings: Vec::new() }
+        Evaluator {
+            store,
+            events,
+            tenant,
+            now,
+            tz,
+            overrides,
+            universe: None,
+            last_purchase: None,
+            crossings: Vec::new(),
+        }
     }
 
     pub fn today(&self) -> i64 {
@@ -178,7 +188,13 @@ impl<'a> Evaluator<'a> {
         Ok(())
     }
 
-    async fn stats(&mut self, name: &str, window: Window, conditions: &[PropertyCondition], scope: Option<&[i64]>) -> Result<Vec<BehaviourStats>> {
+    async fn stats(
+        &mut self,
+        name: &str,
+        window: Window,
+        conditions: &[PropertyCondition],
+        scope: Option<&[i64]>,
+    ) -> Result<Vec<BehaviourStats>> {
         let (from_ms, to_ms) = match window {
             Window::Ever => (None, None),
             Window::LastDays(d) => (Some(self.now.timestamp_millis() - d as i64 * DAY_MS), None),
@@ -210,7 +226,9 @@ impl<'a> Evaluator<'a> {
                 self.crossings.push((s.customer_id, at_ms(s.first_ms + d as i64 * DAY_MS + 1)));
             }
         }
-        let with = |pred: &dyn Fn(u64) -> bool| stats.iter().filter(|s| pred(s.count)).map(|s| s.customer_id).collect::<Vec<_>>();
+        let with = |pred: &dyn Fn(u64) -> bool| {
+            stats.iter().filter(|s| pred(s.count)).map(|s| s.customer_id).collect::<Vec<_>>()
+        };
         Ok(match e.count {
             Count::AtLeast(0) => self.universe(scope).await?,
             Count::AtLeast(n) => with(&|c| c >= n),
@@ -374,7 +392,9 @@ pub(crate) fn value_holds(op: Op, operand: &Operand, v: Option<&Value>) -> bool 
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
-        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
     })
 }
 

@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use cairn_domain::FieldError;
 use cairn_store::{segments::SegmentRow, StoreError};
 pub use filter::{parse, Filter};
-pub use worker::{enqueue_evaluation, EvaluationProgress, Segmenter, SegmentSettings, EVALUATE_JOB};
+pub use worker::{enqueue_evaluation, EvaluationProgress, SegmentSettings, Segmenter, EVALUATE_JOB};
 
 /// What changed about a customer, as bits of a mark; a segment is re-evaluated for a customer
 /// when the bits it depends on meet the bits of the mark.
@@ -58,8 +58,8 @@ impl Definition {
     pub fn from_row(row: SegmentRow) -> Result<Definition> {
         let filter = match (&row.kind[..], &row.filters) {
             ("dynamic", Some(text)) => {
-                let v: serde_json::Value =
-                    serde_json::from_str(text).map_err(|e| SegmentError::Corrupt(format!("segment {}: {e}", row.id)))?;
+                let v: serde_json::Value = serde_json::from_str(text)
+                    .map_err(|e| SegmentError::Corrupt(format!("segment {}: {e}", row.id)))?;
                 Some(parse(&v, "filters").map_err(|e| SegmentError::Corrupt(format!("segment {}: {e}", row.id)))?)
             }
             _ => None,

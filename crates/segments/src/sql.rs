@@ -159,7 +159,8 @@ fn date_literal(t: &DateTime<Utc>, b: Backend) -> String {
 fn trait_value(key: &str, kind: Kind, b: Backend) -> Option<String> {
     Some(match b {
         Backend::Sqlite => {
-            let (j, t) = (format!("json_extract(c.traits, '$.\"{key}\"')"), format!("json_type(c.traits, '$.\"{key}\"')"));
+            let (j, t) =
+                (format!("json_extract(c.traits, '$.\"{key}\"')"), format!("json_type(c.traits, '$.\"{key}\"')"));
             match kind {
                 Kind::Number => format!("(CASE WHEN {t} IN ('integer', 'real') THEN {j} END)"),
                 Kind::Text => format!("(CASE WHEN {t} = 'text' THEN {j} END)"),
@@ -263,7 +264,9 @@ fn field(fc: &FieldCondition, cx: &Context<'_>) -> String {
         (Op::Eq, v) => eq(v),
         // Not equal is the negation of equal: a missing value is not equal.
         (Op::Neq, v) => format!("NOT {}", leaf(&eq(v))),
-        (Op::In, Operand::List(items)) => format!("({})", items.iter().map(|v| leaf(&eq(v))).collect::<Vec<_>>().join(" OR ")),
+        (Op::In, Operand::List(items)) => {
+            format!("({})", items.iter().map(|v| leaf(&eq(v))).collect::<Vec<_>>().join(" OR "))
+        }
         (Op::Contains | Op::StartsWith, Operand::Text(t)) => match column(&fc.field, Kind::Text, cx) {
             Some(col) => format!("LOWER({col}) LIKE {}", like(t, fc.op == Op::StartsWith)),
             None => "1 = 0".into(),

@@ -51,7 +51,12 @@ pub struct SegmentSettings {
 
 impl Default for SegmentSettings {
     fn default() -> SegmentSettings {
-        SegmentSettings { chunk: 10_000, batch: 1_000, lease: Duration::from_secs(30), poll: Duration::from_millis(250) }
+        SegmentSettings {
+            chunk: 10_000,
+            batch: 1_000,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_millis(250),
+        }
     }
 }
 
@@ -83,7 +88,8 @@ pub async fn time_zone(conn: &mut Conn, tenant: TenantId) -> Result<chrono_tz::T
 /// Queues the evaluation of a segment over every customer; returns the job id.
 pub async fn enqueue_evaluation(conn: &mut Conn, tenant: TenantId, segment: i64, now: DateTime<Utc>) -> Result<i64> {
     let payload = serde_json::to_string(&EvaluateRequest { segment_id: segment }).expect("serialisable");
-    let job = NewJob { tenant_id: Some(tenant), kind: EVALUATE_JOB, dedupe_key: None, payload: &payload, run_at: now, now };
+    let job =
+        NewJob { tenant_id: Some(tenant), kind: EVALUATE_JOB, dedupe_key: None, payload: &payload, run_at: now, now };
     let id = conn.enqueue_job(&job).await?;
     conn.set_segment_job(tenant, segment, id).await?;
     Ok(id)
@@ -266,8 +272,7 @@ impl Segmenter {
     }
 
     async fn emails(&self, tenant: TenantId, transitions: &[Transition]) -> Result<HashMap<i64, Option<String>>> {
-        let mut who: Vec<i64> =
-            transitions.iter().flat_map(|t| t.entered.iter().chain(&t.exited)).copied().collect();
+        let mut who: Vec<i64> = transitions.iter().flat_map(|t| t.entered.iter().chain(&t.exited)).copied().collect();
         who.sort_unstable();
         who.dedup();
         if who.is_empty() {

@@ -3,7 +3,9 @@
 
 use cairn_domain::{CustomerId, Scope};
 use cairn_segments::{check_references, enqueue_evaluation, explain::Explainer, worker::time_zone, Definition};
-use cairn_store::{customers::Customer, jobs::Job, segments::SegmentFields, segments::Membership, segments::SegmentRow};
+use cairn_store::{
+    customers::Customer, jobs::Job, segments::Membership, segments::SegmentFields, segments::SegmentRow,
+};
 use serde_json::Value;
 
 use crate::{found, Principal, Result, ServiceError, Services};
@@ -56,7 +58,9 @@ fn check_color(color: Option<String>) -> Result<Option<String>> {
 
 fn check_description(d: Option<String>) -> Result<Option<String>> {
     match d {
-        Some(d) if d.chars().count() > 2_000 => Err(ServiceError::invalid("description", "must be at most 2000 characters")),
+        Some(d) if d.chars().count() > 2_000 => {
+            Err(ServiceError::invalid("description", "must be at most 2000 characters"))
+        }
         d => Ok(d.filter(|d| !d.trim().is_empty())),
     }
 }
@@ -68,7 +72,12 @@ impl Services {
     }
 
     /// Parses a filter and checks its references (`saving`: the segment being edited).
-    async fn checked_filter(&self, p: &Principal, filters: &Value, saving: Option<i64>) -> Result<cairn_segments::Filter> {
+    async fn checked_filter(
+        &self,
+        p: &Principal,
+        filters: &Value,
+        saving: Option<i64>,
+    ) -> Result<cairn_segments::Filter> {
         let f = cairn_segments::parse(filters, "filters")?;
         let defs = self.definitions(p).await?;
         check_references(&f, saving, &defs, "filters")?;
@@ -318,8 +327,13 @@ impl Services {
         let mut wanted: Vec<(u64, Option<i64>, Option<String>)> = Vec::new();
         for (n, line) in lines {
             let cells = split_csv(line);
-            let cell = |i: Option<usize>| i.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
-            wanted.push(((n + 1) as u64, cell(id_col).and_then(|c| c.parse().ok()), cell(email_col).map(|e| e.to_lowercase())));
+            let cell =
+                |i: Option<usize>| i.and_then(|i| cells.get(i)).map(|c| c.trim().to_string()).filter(|c| !c.is_empty());
+            wanted.push((
+                (n + 1) as u64,
+                cell(id_col).and_then(|c| c.parse().ok()),
+                cell(email_col).map(|e| e.to_lowercase()),
+            ));
             if wanted.len() > MAX_CSV_ROWS {
                 return Err(ServiceError::invalid("file", format!("holds more than {MAX_CSV_ROWS} rows")));
             }
@@ -380,8 +394,13 @@ impl Services {
         let Some(f) = def.filter else {
             return Ok((stored, serde_json::json!({"static": true, "held": stored})));
         };
-        let explainer =
-            Explainer { store: &self.store, events: self.events.as_ref(), tenant: p.tenant_id, now: self.clock.now(), tz };
+        let explainer = Explainer {
+            store: &self.store,
+            events: self.events.as_ref(),
+            tenant: p.tenant_id,
+            now: self.clock.now(),
+            tz,
+        };
         Ok((stored, explainer.explain(&f, &c).await.map_err(segment_error)?))
     }
 }

@@ -209,7 +209,12 @@ impl Conn {
     }
 
     /// Every member of a segment, by id (or only those among `only`).
-    pub async fn segment_member_ids(&mut self, tenant: TenantId, segment: i64, only: Option<&[i64]>) -> Result<Vec<i64>> {
+    pub async fn segment_member_ids(
+        &mut self,
+        tenant: TenantId,
+        segment: i64,
+        only: Option<&[i64]>,
+    ) -> Result<Vec<i64>> {
         if only.is_some_and(<[i64]>::is_empty) {
             return Ok(Vec::new());
         }
@@ -401,14 +406,17 @@ impl Conn {
             return Ok(Vec::new());
         }
         let restrict = only.map(|ids| format!(" AND customer_id IN ({})", id_list(ids))).unwrap_or_default();
-        let sql =
-            format!("SELECT customer_id, last_purchase_day FROM customer_scores WHERE tenant_id = $1{restrict}");
+        let sql = format!("SELECT customer_id, last_purchase_day FROM customer_scores WHERE tenant_id = $1{restrict}");
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?)
     }
 
     /// Marks customers for re-evaluation with what changed about them (bits OR-ed into an
     /// existing mark, whose version is bumped).
-    pub async fn mark_segments_dirty(&mut self, marks: &[(TenantId, CustomerId, i64)], now: DateTime<Utc>) -> Result<()> {
+    pub async fn mark_segments_dirty(
+        &mut self,
+        marks: &[(TenantId, CustomerId, i64)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         if let Raw::Postgres(c) = self.raw() {
             for chunk in marks.chunks(10_000) {
                 sqlx::query(
@@ -507,10 +515,8 @@ impl Conn {
     pub async fn set_crossings(&mut self, tenant: TenantId, due: &[(i64, Option<DateTime<Utc>>)]) -> Result<()> {
         let gone: Vec<i64> = due.iter().filter(|(_, d)| d.is_none()).map(|(c, _)| *c).collect();
         for chunk in gone.chunks(5_000) {
-            let sql = format!(
-                "DELETE FROM segment_crossings WHERE tenant_id = $1 AND customer_id IN ({})",
-                id_list(chunk)
-            );
+            let sql =
+                format!("DELETE FROM segment_crossings WHERE tenant_id = $1 AND customer_id IN ({})", id_list(chunk));
             on!(self, |c| sqlx::query(&sql).bind(tenant.0).execute(c).await.map(|r| r.rows_affected()))?;
         }
         let set: Vec<(i64, DateTime<Utc>)> = due.iter().filter_map(|(c, d)| d.map(|d| (*c, d))).collect();

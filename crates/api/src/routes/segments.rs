@@ -105,7 +105,8 @@ impl From<Segment> for SegmentView {
     fn from(s: Segment) -> Self {
         let r = s.row;
         let evaluation = s.job.map(|j| {
-            let p: EvaluationProgress = j.progress.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
+            let p: EvaluationProgress =
+                j.progress.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
             EvaluationView {
                 job_id: j.id,
                 status: j.status,
