@@ -334,6 +334,19 @@ async fn every_condition_kind_selects_the_same_customers(app: TestApp) {
         evaluated(&app, &token, *id).await;
         assert_eq!(members(&app, &token, *id).await, set(expected), "stored members of {filter}");
     }
+    // Incremental upkeep decides profile and score conditions in memory: re-evaluating every
+    // customer that way must agree with the evaluation above, so nothing moves.
+    let before = transitions(&app).await.len();
+    let everyone: Vec<_> = (1..=4).map(|c| (cairn_domain::TenantId(1), cairn_domain::CustomerId(c), 31)).collect();
+    app.store.write().await.unwrap().mark_segments_dirty(&everyone, app.clock.now()).await.unwrap();
+    wait(Duration::from_secs(10), || async {
+        app.store.read().await.unwrap().segment_dirty_tenants().await.unwrap().is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(transitions(&app).await.len(), before, "{:?}", &transitions(&app).await[before..]);
+    for (id, (filter, expected)) in ids.iter().zip(&cases) {
+        assert_eq!(members(&app, &token, *id).await, set(expected), "members of {filter} after re-evaluation");
+    }
 }
 
 async fn static_segments_take_members_by_hand_and_by_csv(app: TestApp) {

@@ -12,14 +12,14 @@ use std::collections::HashMap;
 
 use cairn_domain::{CustomerId, TenantId};
 use cairn_events::{BehaviourQuery, BehaviourStats, Customers, EventStore};
-use cairn_store::Store;
+use cairn_store::{customers::Customer, scores::ScoreRow, Store};
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::{
     filter::{
         Count, EventCondition, EventTimeCondition, Field, FieldCondition, Filter, Occurrence, Op, Operand,
-        PropertyCondition, ScoreField, When, Window,
+        ProfileField, PropertyCondition, ScoreField, When, Window,
     },
     sql::{self, in_entity_store, Context},
     Result,
@@ -40,6 +40,39 @@ pub struct Evaluator<'a> {
     last_purchase: Option<HashMap<i64, i64>>,
     /// (customer, instant) pairs; several per customer possible.
     pub crossings: Vec<(i64, DateTime<Utc>)>,
+    /// Incremental upkeep: the batch's profiles, scores and behaviour, read once and shared by
+    /// every segment evaluated for the batch.
+    pub snapshot: Option<Snapshot>,
+}
+
+/// A batch of customers as read once for incremental upkeep: profile and score conditions are
+/// decided in memory (the same rules as the SQL of [`crate::sql`]), behaviour is read once per
+/// distinct condition for the whole batch and filtered to each scope.
+pub struct Snapshot {
+    pub ids: Vec<i64>,
+    pub rows: HashMap<i64, (Customer, Option<ScoreRow>)>,
+    stats: HashMap<String, Vec<BehaviourStats>>,
+}
+
+impl Snapshot {
+    /// Reads the profiles and scores of `ids` (sorted).
+    pub async fn read(store: &Store, tenant: TenantId, ids: Vec<i64>) -> Result<Snapshot> {
+        let mut conn = store.read().await?;
+        let customers = conn.customers_by_ids(tenant, &ids).await?;
+        let keys: Vec<CustomerId> = customers.iter().map(|c| c.id).collect();
+        let mut scores: HashMap<i64, ScoreRow> =
+            conn.scores_for(tenant, &keys).await?.into_iter().map(|s| (s.customer_id, s)).collect();
+        let rows = customers
+            .into_iter()
+            .map(|c| {
+                (c.id.0, {
+                    let s = scores.remove(&c.id.0);
+                    (c, s)
+                })
+            })
+            .collect();
+        Ok(Snapshot { ids, rows, stats: HashMap::new() })
+    }
 }
 
 impl<'a> Evaluator<'a> {
@@ -61,6 +94,7 @@ impl<'a> Evaluator<'a> {
             universe: None,
             last_purchase: None,
             crossings: Vec::new(),
+            snapshot: None,
         }
     }
 
@@ -76,6 +110,9 @@ impl<'a> Evaluator<'a> {
     }
 
     async fn universe(&mut self, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        if let (Some(snap), Some(ids)) = (&self.snapshot, scope) {
+            return Ok(ids.iter().copied().filter(|c| snap.rows.contains_key(c)).collect());
+        }
         match scope {
             Some(ids) => Ok(self.store.read().await?.customer_ids(self.tenant, Some(ids)).await?),
             None => {
@@ -149,6 +186,32 @@ impl<'a> Evaluator<'a> {
 
     /// A group of entity-store conditions joined by `sep`, as one query.
     async fn entity(&mut self, group: &[Filter], sep: &str, scope: Option<&[i64]>) -> Result<Vec<i64>> {
+        if let (Some(snap), Some(ids)) = (&self.snapshot, scope) {
+            let today = self.today();
+            let all = sep.trim() == "AND";
+            let found = ids
+                .iter()
+                .copied()
+                .filter(|c| {
+                    snap.rows.get(c).is_some_and(|(customer, scores)| {
+                        let holds = |f: &Filter| self.holds(f, customer, scores.as_ref(), today);
+                        if all {
+                            group.iter().all(holds)
+                        } else {
+                            group.iter().any(holds)
+                        }
+                    })
+                })
+                .collect();
+            let mut relative = Vec::new();
+            for f in group {
+                relative_days(f, &mut relative);
+            }
+            if !relative.is_empty() {
+                self.day_crossings(&relative, scope).await?;
+            }
+            return Ok(found);
+        }
         let mut conn = self.store.read().await?;
         let cx = Context { backend: conn.backend(), today: self.today(), overrides: self.overrides };
         let condition = sql::join(group, sep, &cx);
@@ -164,10 +227,38 @@ impl<'a> Evaluator<'a> {
         Ok(found)
     }
 
+    /// An entity-store condition decided in memory for one customer (snapshot mode).
+    fn holds(&self, f: &Filter, c: &Customer, scores: Option<&ScoreRow>, today: i64) -> bool {
+        match f {
+            Filter::All(children) => children.iter().all(|f| self.holds(f, c, scores, today)),
+            Filter::Any(children) => children.iter().any(|f| self.holds(f, c, scores, today)),
+            Filter::Not(child) => !self.holds(child, c, scores, today),
+            Filter::Field(fc) => {
+                let v = field_value(fc, c, scores, today);
+                value_holds(fc.op, &fc.value, Some(&v).filter(|v| !v.is_null()))
+            }
+            Filter::Consent(ch) => {
+                let key = match ch {
+                    crate::filter::Channel::Email => "email_consent",
+                    crate::filter::Channel::Sms => "sms_consent",
+                };
+                c.traits.get(key) == Some(&Value::Bool(true))
+            }
+            Filter::Segment(id) => self.overrides.get(id).is_some_and(|m| m.binary_search(&c.id.0).is_ok()),
+            Filter::Event(_) | Filter::EventTime(_) => unreachable!("event conditions run in the event store"),
+        }
+    }
+
     /// Crossings of `last_purchase_days` conditions: the next local midnight at which the
     /// condition's truth changes for each scored customer.
     async fn day_crossings(&mut self, conditions: &[&FieldCondition], scope: Option<&[i64]>) -> Result<()> {
+        let from_snapshot: Option<Vec<(i64, i64)>> = self.snapshot.as_ref().zip(scope).map(|(snap, ids)| {
+            ids.iter()
+                .filter_map(|c| snap.rows.get(c).and_then(|(_, s)| s.as_ref()).map(|s| (*c, s.last_purchase_day)))
+                .collect()
+        });
         let rows: Vec<(i64, i64)> = match (scope, &self.last_purchase) {
+            _ if from_snapshot.is_some() => from_snapshot.unwrap_or_default(),
             (None, Some(all)) => all.iter().map(|(c, d)| (*c, *d)).collect(),
             _ => {
                 let rows = self.store.read().await?.last_purchase_days(self.tenant, scope).await?;
@@ -200,6 +291,23 @@ impl<'a> Evaluator<'a> {
             Window::LastDays(d) => (Some(self.now.timestamp_millis() - d as i64 * DAY_MS), None),
             Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
         };
+        if let (Some(snap), Some(ids)) = (&mut self.snapshot, scope) {
+            let key = format!("{name}\u{0}{window:?}\u{0}{conditions:?}");
+            if !snap.stats.contains_key(&key) {
+                let all: Vec<CustomerId> = snap.ids.iter().map(|c| CustomerId(*c)).collect();
+                let predicate = |props: &Value| conditions.iter().all(|c| property_holds(c, props));
+                let query = BehaviourQuery {
+                    name,
+                    from_ms,
+                    to_ms,
+                    predicate: if conditions.is_empty() { None } else { Some(&predicate) },
+                };
+                let stats = self.events.behaviour(self.tenant, &query, Customers::Only(&all)).await?;
+                snap.stats.insert(key.clone(), stats);
+            }
+            let stats = &snap.stats[&key];
+            return Ok(stats.iter().filter(|s| ids.binary_search(&s.customer_id).is_ok()).copied().collect());
+        }
         let predicate = |props: &Value| conditions.iter().all(|c| property_holds(c, props));
         let query = BehaviourQuery {
             name,
@@ -263,6 +371,44 @@ impl<'a> Evaluator<'a> {
             }
         }
         Ok(out)
+    }
+}
+
+/// A field's value for a customer as JSON (null when missing; net spend and orders are 0
+/// before the first purchase, as profiles show them).
+pub(crate) fn field_value(fc: &FieldCondition, c: &Customer, s: Option<&ScoreRow>, today: i64) -> Value {
+    use ProfileField as P;
+    use ScoreField as S;
+    match &fc.field {
+        Field::Profile(p) => match p {
+            P::Email => json!(c.email),
+            P::Name => json!(c.name),
+            P::Phone => json!(c.phone),
+            P::City => json!(c.city),
+            P::Country => json!(c.country),
+            P::UserId => json!(c.external_id),
+            P::CreatedAt => json!(c.created_at),
+            P::FirstSeenAt => json!(c.first_seen_at),
+            P::LastSeenAt => json!(c.last_seen_at),
+        },
+        Field::Trait(k) => c.traits.get(k).cloned().unwrap_or(Value::Null),
+        Field::Score(f) => match (f, s) {
+            (S::ClvTotal, None) => json!(0.0),
+            (S::ClvOrderCount, None) => json!(0),
+            (_, None) => Value::Null,
+            (S::RfmRecency, Some(s)) => json!(s.rfm_recency),
+            (S::RfmFrequency, Some(s)) => json!(s.rfm_frequency),
+            (S::RfmMonetary, Some(s)) => json!(s.rfm_monetary),
+            (S::RfmScore, Some(s)) => json!(s.rfm_score),
+            (S::RfmSegment, Some(s)) => json!(s.rfm_segment),
+            (S::ClvTotal, Some(s)) => json!(s.clv_total),
+            (S::ClvOrderCount, Some(s)) => json!(s.clv_order_count),
+            (S::ClvAverageOrder, Some(s)) => json!(s.clv_average_order),
+            (S::ClvPredicted, Some(s)) => json!(s.clv_predicted),
+            (S::PAlive, Some(s)) => json!(s.p_alive),
+            (S::LastPurchaseDays, Some(s)) => json!(today - s.last_purchase_day),
+            (S::LastPurchaseAt, Some(s)) => json!(s.last_purchase_at),
+        },
     }
 }
 

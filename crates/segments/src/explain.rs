@@ -12,8 +12,8 @@ use serde_json::{json, Value};
 use crate::{
     eval::Evaluator,
     filter::{
-        Channel, Count, Field, FieldCondition, Filter, Occurrence, Op, Operand, ProfileField, PropertyCondition,
-        ScoreField, When, Window,
+        Channel, Count, Field, Filter, Occurrence, Op, Operand, ProfileField, PropertyCondition, ScoreField, When,
+        Window,
     },
     Result,
 };
@@ -59,7 +59,7 @@ impl Explainer<'_> {
                 Filter::Field(fc) => {
                     let mut v = describe(f);
                     v["held"] = json!(held);
-                    v["seen"] = seen_field(fc, c, scores, today);
+                    v["seen"] = crate::eval::field_value(fc, c, scores, today);
                     v
                 }
                 Filter::Consent(ch) => {
@@ -127,42 +127,6 @@ fn window_ms(w: Window, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
         Window::Ever => (None, None),
         Window::LastDays(d) => (Some(now.timestamp_millis() - d as i64 * 86_400_000), None),
         Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
-    }
-}
-
-fn seen_field(fc: &FieldCondition, c: &Customer, s: Option<&ScoreRow>, today: i64) -> Value {
-    use ProfileField as P;
-    use ScoreField as S;
-    match &fc.field {
-        Field::Profile(p) => match p {
-            P::Email => json!(c.email),
-            P::Name => json!(c.name),
-            P::Phone => json!(c.phone),
-            P::City => json!(c.city),
-            P::Country => json!(c.country),
-            P::UserId => json!(c.external_id),
-            P::CreatedAt => json!(c.created_at),
-            P::FirstSeenAt => json!(c.first_seen_at),
-            P::LastSeenAt => json!(c.last_seen_at),
-        },
-        Field::Trait(k) => c.traits.get(k).cloned().unwrap_or(Value::Null),
-        Field::Score(f) => match (f, s) {
-            (S::ClvTotal, None) => json!(0.0),
-            (S::ClvOrderCount, None) => json!(0),
-            (_, None) => Value::Null,
-            (S::RfmRecency, Some(s)) => json!(s.rfm_recency),
-            (S::RfmFrequency, Some(s)) => json!(s.rfm_frequency),
-            (S::RfmMonetary, Some(s)) => json!(s.rfm_monetary),
-            (S::RfmScore, Some(s)) => json!(s.rfm_score),
-            (S::RfmSegment, Some(s)) => json!(s.rfm_segment),
-            (S::ClvTotal, Some(s)) => json!(s.clv_total),
-            (S::ClvOrderCount, Some(s)) => json!(s.clv_order_count),
-            (S::ClvAverageOrder, Some(s)) => json!(s.clv_average_order),
-            (S::ClvPredicted, Some(s)) => json!(s.clv_predicted),
-            (S::PAlive, Some(s)) => json!(s.p_alive),
-            (S::LastPurchaseDays, Some(s)) => json!(today - s.last_purchase_day),
-            (S::LastPurchaseAt, Some(s)) => json!(s.last_purchase_at),
-        },
     }
 }
 

@@ -243,9 +243,12 @@ fn field(fc: &FieldCondition, cx: &Context<'_>) -> String {
             },
         }
     };
+    // Text orders by code point on both backends (PostgreSQL would otherwise use the
+    // database's collation).
+    let collate = |o: &Operand| if b == Backend::Postgres && kind_of(o) == Kind::Text { " COLLATE \"C\"" } else { "" };
     let cmp = |sym: &str| -> String {
         match column(&fc.field, kind_of(&fc.value), cx) {
-            Some(col) => format!("{col} {sym} {}", literal(&fc.value, b)),
+            Some(col) => format!("{col}{} {sym} {}", collate(&fc.value), literal(&fc.value, b)),
             None => "1 = 0".into(),
         }
     };
@@ -276,7 +279,10 @@ fn field(fc: &FieldCondition, cx: &Context<'_>) -> String {
         (Op::Lt, _) => cmp("<"),
         (Op::Lte, _) => cmp("<="),
         (Op::Between, Operand::Range(lo, hi)) => match column(&fc.field, kind_of(lo), cx) {
-            Some(col) => format!("({col} >= {} AND {col} <= {})", literal(lo, b), literal(hi, b)),
+            Some(col) => {
+                let c = collate(lo);
+                format!("({col}{c} >= {} AND {col}{c} <= {})", literal(lo, b), literal(hi, b))
+            }
             None => "1 = 0".into(),
         },
         _ => "1 = 0".into(),

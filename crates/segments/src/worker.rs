@@ -33,7 +33,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::{
     changed,
-    eval::{difference, intersect, is_relative, union, Evaluator},
+    eval::{difference, intersect, is_relative, union, Evaluator, Snapshot},
     plan, Definition, Result, SegmentError,
 };
 
@@ -218,7 +218,11 @@ impl Segmenter {
         }
         current.values_mut().for_each(|v| v.sort_unstable());
 
-        let mut overrides: HashMap<i64, Vec<i64>> = HashMap::new();
+        // Every segment's membership among the batch, updated as segments are evaluated in
+        // reference order (a segment sees the new membership of those it refers to).
+        let mut overrides: HashMap<i64, Vec<i64>> = defs.iter().map(|d| (d.row.id, Vec::new())).collect();
+        overrides.extend(current.clone());
+        let mut snapshot = Some(Snapshot::read(&self.store, tenant, ids.clone()).await?);
         let mut evaluated: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut transitions = Vec::new();
         let mut crossings: Vec<(i64, DateTime<Utc>)> = Vec::new();
@@ -237,7 +241,10 @@ impl Segmenter {
                 continue;
             }
             let mut ev = Evaluator::new(&self.store, self.events.as_ref(), tenant, now, tz, &overrides);
-            let new = ev.members(filter, Some(&scope)).await?;
+            ev.snapshot = snapshot.take();
+            let new = ev.members(filter, Some(&scope)).await;
+            snapshot = ev.snapshot.take();
+            let new = new?;
             crossings.extend(ev.crossings);
             let old = intersect(&old_all, &scope);
             transitions.push(Transition {

@@ -237,6 +237,18 @@ impl Conn {
         row.map(Into::into).ok_or(StoreError::NotFound)
     }
 
+    /// The profiles of the given ids that exist.
+    pub async fn customers_by_ids(&mut self, tenant: TenantId, ids: &[i64]) -> Result<Vec<Customer>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(1_000) {
+            let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id IN ({list})");
+            let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+            out.extend(rows.into_iter().map(Customer::from));
+        }
+        Ok(out)
+    }
+
     /// A page of profiles matching `filter`.
     pub async fn list_customers(
         &mut self,
