@@ -426,6 +426,56 @@ impl EventStore for ClickHouseStore {
         Ok(out)
     }
 
+    async fn behaviour_many(
+        &self,
+        tenant: TenantId,
+        queries: &[BehaviourQuery<'_>],
+        customers: Customers<'_>,
+    ) -> Result<Vec<Vec<BehaviourStats>>> {
+        let Some(only) = customer_filter(customers) else { return Ok(vec![Vec::new(); queries.len()]) };
+        let plain: Vec<usize> = (0..queries.len()).filter(|i| queries[*i].predicate.is_none()).collect();
+        let mut out = vec![Vec::new(); queries.len()];
+        if plain.len() > 1 {
+            // One scan for all of them: per query, a distinct count and the first and last time
+            // among the rows its condition selects.
+            let mut columns = Vec::new();
+            let mut any = Vec::new();
+            for i in &plain {
+                let c = queries[*i].condition();
+                columns.push(format!(
+                    "uniqExactIf(cityHash64(message_id), {c}), minIf(timestamp, {c}), maxIf(timestamp, {c})"
+                ));
+                any.push(c);
+            }
+            let sql = format!(
+                "SELECT customer_id, [{}] FROM events WHERE tenant_id = ? AND ({}){only} GROUP BY customer_id ORDER BY customer_id",
+                columns.join(", "),
+                any.join(" OR ")
+            );
+            // The columns alternate count, first, last per query; read as one UInt64 array.
+            let rows: Vec<ChMany> = self.client.query(&sql).bind(tenant.0 as u64).fetch_all().await?;
+            for ChMany { customer_id: customer, values } in rows {
+                for (k, i) in plain.iter().enumerate() {
+                    let n = values[3 * k];
+                    if n > 0 {
+                        out[*i].push(BehaviourStats {
+                            customer_id: customer as i64,
+                            count: n,
+                            first_ms: values[3 * k + 1] as i64,
+                            last_ms: values[3 * k + 2] as i64,
+                        });
+                    }
+                }
+            }
+        }
+        for (i, q) in queries.iter().enumerate() {
+            if q.predicate.is_some() || plain.len() <= 1 {
+                out[i] = self.behaviour(tenant, q, customers).await?;
+            }
+        }
+        Ok(out)
+    }
+
     async fn behaviour(
         &self,
         tenant: TenantId,
@@ -474,6 +524,12 @@ impl EventStore for ClickHouseStore {
         }
         Ok(fold.finish())
     }
+}
+
+#[derive(Row, Deserialize)]
+struct ChMany {
+    customer_id: u64,
+    values: Vec<u64>,
 }
 
 const SUMMARY_FILTER: &str =

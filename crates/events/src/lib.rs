@@ -153,6 +153,22 @@ pub trait EventStore: Send + Sync + 'static {
         query: &BehaviourQuery<'_>,
         customers: Customers<'_>,
     ) -> Result<Vec<BehaviourStats>>;
+
+    /// Several behaviour queries over the same customers, answered in as few passes as the
+    /// store can (ClickHouse: the queries without a predicate in one scan). One result per
+    /// query, in order.
+    async fn behaviour_many(
+        &self,
+        tenant: TenantId,
+        queries: &[BehaviourQuery<'_>],
+        customers: Customers<'_>,
+    ) -> Result<Vec<Vec<BehaviourStats>>> {
+        let mut out = Vec::with_capacity(queries.len());
+        for q in queries {
+            out.push(self.behaviour(tenant, q, customers).await?);
+        }
+        Ok(out)
+    }
 }
 
 /// A predicate over an event's properties.
@@ -167,6 +183,12 @@ pub struct BehaviourQuery<'a> {
 }
 
 impl BehaviourQuery<'_> {
+    /// The query's name and time bounds as one ClickHouse condition.
+    pub(crate) fn condition(&self) -> String {
+        let name = self.name.replace('\\', "\\\\").replace('\'', "\\'");
+        format!("(name = '{name}'{})", self.time_filter())
+    }
+
     pub(crate) fn time_filter(&self) -> String {
         let mut f = String::new();
         if let Some(from) = self.from_ms {
@@ -397,5 +419,14 @@ impl<S: EventStore> EventStore for Timed<S> {
         customers: Customers<'_>,
     ) -> Result<Vec<BehaviourStats>> {
         timed(&READ_LATENCY, self.0.behaviour(tenant, query, customers)).await
+    }
+
+    async fn behaviour_many(
+        &self,
+        tenant: TenantId,
+        queries: &[BehaviourQuery<'_>],
+        customers: Customers<'_>,
+    ) -> Result<Vec<Vec<BehaviourStats>>> {
+        timed(&READ_LATENCY, self.0.behaviour_many(tenant, queries, customers)).await
     }
 }

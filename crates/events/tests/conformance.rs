@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use cairn_domain::{CustomerId, TenantId};
 use cairn_events::{
-    ClickHouseConfig, ClickHouseStore, Customers, Event, EventFilter, EventStore, PurchaseSummary, SqliteEventStore,
+    BehaviourQuery, BehaviourStats, ClickHouseConfig, ClickHouseStore, Customers, Event, EventFilter, EventStore,
+    PurchaseSummary, SqliteEventStore,
 };
 use cairn_testkit::{FreshClickHouse, TempDir};
 use chrono::{DateTime, Duration, Utc};
@@ -84,6 +85,7 @@ on_every_store!(
     reassigning_moves_every_event_once_even_when_repeated,
     a_retry_with_another_time_or_customer_still_counts_once,
     purchase_summaries_merge_days_subtract_refunds_and_stop_at_now,
+    behaviour_counts_matching_events_with_first_and_last_times,
 );
 
 async fn migrating_twice_changes_nothing(s: Fresh) {
@@ -294,4 +296,112 @@ async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     assert_eq!((all[1].customer_id, all[1].purchases, all[1].gross), (CustomerId(8), 1, 3.0));
     let some = store.purchase_summaries(TenantId(1), Customers::Only(&[CustomerId(7)]), chrono_tz::UTC, until).await;
     assert_eq!(some.unwrap(), all[..1], "the per-customer read counts it once too");
+}
+
+fn with_props(customer: i64, id: &str, name: &str, at: &str, amount: f64) -> Event {
+    let mut e = event(1, customer, id, name, t(at));
+    e.properties = json!({"amount": amount, "sku": if amount > 100.0 { "big" } else { "small" }});
+    e
+}
+
+fn stats(customer_id: i64, count: u64, first: &str, last: &str) -> BehaviourStats {
+    BehaviourStats { customer_id, count, first_ms: t(first).timestamp_millis(), last_ms: t(last).timestamp_millis() }
+}
+
+/// Counts by name and time window (from inclusive, to exclusive), with and without a property
+/// predicate, alone and several at once, restricted to some customers: the same answers on
+/// both stores.
+async fn behaviour_counts_matching_events_with_first_and_last_times(s: Fresh) {
+    s.store
+        .insert(&[
+            with_props(1, "a1", "purchase", "2026-03-01T10:00:00Z", 50.0),
+            with_props(1, "a2", "purchase", "2026-03-05T10:00:00Z", 150.0),
+            with_props(1, "a3", "purchase", "2026-03-09T10:00:00Z", 20.0),
+            with_props(2, "b1", "purchase", "2026-03-02T10:00:00Z", 500.0),
+            with_props(2, "b2", "login", "2026-03-03T10:00:00Z", 0.0),
+            with_props(3, "c1", "login", "2026-03-04T10:00:00Z", 0.0),
+        ])
+        .await
+        .unwrap();
+    let ms = |s: &str| t(s).timestamp_millis();
+    let all = BehaviourQuery { name: "purchase", from_ms: None, to_ms: None, predicate: None };
+    let got = s.store.behaviour(TenantId(1), &all, Customers::All).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            stats(1, 3, "2026-03-01T10:00:00Z", "2026-03-09T10:00:00Z"),
+            stats(2, 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z")
+        ]
+    );
+    let window = BehaviourQuery {
+        name: "purchase",
+        from_ms: Some(ms("2026-03-05T10:00:00Z")),
+        to_ms: Some(ms("2026-03-09T10:00:00Z")),
+        predicate: None,
+    };
+    let got = s.store.behaviour(TenantId(1), &window, Customers::All).await.unwrap();
+    assert_eq!(got, vec![stats(1, 1, "2026-03-05T10:00:00Z", "2026-03-05T10:00:00Z")]);
+    let big = |p: &serde_json::Value| p["amount"].as_f64().is_some_and(|a| a > 100.0);
+    let where_big = BehaviourQuery { name: "purchase", from_ms: None, to_ms: None, predicate: Some(&big) };
+    let got = s.store.behaviour(TenantId(1), &where_big, Customers::All).await.unwrap();
+    assert_eq!(
+        got,
+        vec![
+            stats(1, 1, "2026-03-05T10:00:00Z", "2026-03-05T10:00:00Z"),
+            stats(2, 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z")
+        ]
+    );
+    let only = [CustomerId(2), CustomerId(3)];
+    let logins = BehaviourQuery { name: "login", from_ms: None, to_ms: None, predicate: None };
+    let many = s.store.behaviour_many(TenantId(1), &[all, window, where_big, logins], Customers::Only(&only)).await;
+    let many = many.unwrap();
+    assert_eq!(many.len(), 4);
+    assert_eq!(many[0], vec![stats(2, 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z")]);
+    assert_eq!(many[1], vec![]);
+    assert_eq!(many[2], vec![stats(2, 1, "2026-03-02T10:00:00Z", "2026-03-02T10:00:00Z")]);
+    assert_eq!(
+        many[3],
+        vec![
+            stats(2, 1, "2026-03-03T10:00:00Z", "2026-03-03T10:00:00Z"),
+            stats(3, 1, "2026-03-04T10:00:00Z", "2026-03-04T10:00:00Z")
+        ]
+    );
+    assert_eq!(
+        s.store
+            .behaviour(
+                TenantId(2),
+                &BehaviourQuery { name: "purchase", from_ms: None, to_ms: None, predicate: None },
+                Customers::All
+            )
+            .await
+            .unwrap(),
+        vec![]
+    );
+}
+
+/// A duplicate row left uncollapsed by ClickHouse counts once in behaviour counts too, alone
+/// and in the combined scan.
+#[tokio::test]
+async fn clickhouse_behaviour_counts_an_uncollapsed_duplicate_once() {
+    let ch = FreshClickHouse::new("cairn_test");
+    let store = ClickHouseStore::new(ClickHouseConfig {
+        url: ch.url.clone(),
+        database: ch.database.clone(),
+        user: None,
+        password: None,
+    });
+    store.migrate().await.unwrap();
+    store.insert(&[with_props(7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0)]).await.unwrap();
+    store.insert(&[with_props(7, "b", "login", "2026-03-01T11:00:00Z", 0.0)]).await.unwrap();
+    let copy = ch
+        .query(&format!("INSERT INTO {db}.events SELECT * FROM {db}.events WHERE message_id = 'a'", db = ch.database));
+    assert!(copy.trim().is_empty(), "{copy}");
+    let q = BehaviourQuery { name: "purchase", from_ms: None, to_ms: None, predicate: None };
+    assert_eq!(store.behaviour(TenantId(1), &q, Customers::All).await.unwrap()[0].count, 1);
+    let yes = |_: &serde_json::Value| true;
+    let with = BehaviourQuery { name: "purchase", from_ms: None, to_ms: None, predicate: Some(&yes) };
+    assert_eq!(store.behaviour(TenantId(1), &with, Customers::All).await.unwrap()[0].count, 1);
+    let logins = BehaviourQuery { name: "login", from_ms: None, to_ms: None, predicate: None };
+    let many = store.behaviour_many(TenantId(1), &[q, logins], Customers::Only(&[CustomerId(7)])).await.unwrap();
+    assert_eq!((many[0][0].count, many[1][0].count), (1, 1));
 }

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use cairn_domain::{CustomerId, TenantId};
-use cairn_events::{BehaviourQuery, BehaviourStats, Customers, EventStore};
+use cairn_events::{BehaviourQuery, BehaviourStats, Customers, EventStore, PropertyPredicate};
 use cairn_store::{customers::Customer, scores::ScoreRow, Store};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::{json, Value};
@@ -72,6 +72,79 @@ impl Snapshot {
             })
             .collect();
         Ok(Snapshot { ids, rows, stats: HashMap::new() })
+    }
+
+    /// Reads the behaviour every condition of `filters` needs for the batch, in one pass where
+    /// the event store can.
+    pub async fn prefetch(
+        &mut self,
+        events: &dyn EventStore,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+        filters: &[&Filter],
+    ) -> Result<()> {
+        let mut leaves: Vec<(String, String, Window, Vec<PropertyCondition>)> = Vec::new();
+        for f in filters {
+            behaviour_leaves(f, &mut |name, window, conditions| {
+                let key = stats_key(name, window, conditions);
+                if !self.stats.contains_key(&key) && !leaves.iter().any(|l| l.0 == key) {
+                    leaves.push((key, name.to_string(), window, conditions.to_vec()));
+                }
+            });
+        }
+        if leaves.is_empty() || self.ids.is_empty() {
+            return Ok(());
+        }
+        let predicates: Vec<Box<PropertyPredicate<'_>>> = leaves
+            .iter()
+            .map(|l| {
+                let conditions = l.3.clone();
+                Box::new(move |p: &Value| conditions.iter().all(|c| property_holds(c, p))) as Box<PropertyPredicate<'_>>
+            })
+            .collect();
+        let queries: Vec<BehaviourQuery<'_>> = leaves
+            .iter()
+            .zip(&predicates)
+            .map(|(l, p)| {
+                let (from_ms, to_ms) = window_ms(l.2, now);
+                BehaviourQuery {
+                    name: &l.1,
+                    from_ms,
+                    to_ms,
+                    predicate: if l.3.is_empty() { None } else { Some(p.as_ref()) },
+                }
+            })
+            .collect();
+        let all: Vec<CustomerId> = self.ids.iter().map(|c| CustomerId(*c)).collect();
+        let results = events.behaviour_many(tenant, &queries, Customers::Only(&all)).await?;
+        drop(queries);
+        for (l, stats) in leaves.into_iter().zip(results) {
+            self.stats.insert(l.0, stats);
+        }
+        Ok(())
+    }
+}
+
+fn stats_key(name: &str, window: Window, conditions: &[PropertyCondition]) -> String {
+    format!("{name}\u{0}{window:?}\u{0}{conditions:?}")
+}
+
+fn window_ms(window: Window, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
+    match window {
+        Window::Ever => (None, None),
+        Window::LastDays(d) => (Some(now.timestamp_millis() - d as i64 * DAY_MS), None),
+        Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
+    }
+}
+
+/// Calls `f` with (event, window, property conditions) of every behaviour condition.
+fn behaviour_leaves(f: &Filter, out: &mut dyn FnMut(&str, Window, &[PropertyCondition])) {
+    match f {
+        Filter::All(c) | Filter::Any(c) => c.iter().for_each(|c| behaviour_leaves(c, out)),
+        Filter::Not(c) => behaviour_leaves(c, out),
+        Filter::Event(e) => out(&e.event, e.window, &e.conditions),
+        Filter::EventTime(e) => out(&e.event, Window::Ever, &[]),
+        _ => {}
     }
 }
 
@@ -286,13 +359,9 @@ impl<'a> Evaluator<'a> {
         conditions: &[PropertyCondition],
         scope: Option<&[i64]>,
     ) -> Result<Vec<BehaviourStats>> {
-        let (from_ms, to_ms) = match window {
-            Window::Ever => (None, None),
-            Window::LastDays(d) => (Some(self.now.timestamp_millis() - d as i64 * DAY_MS), None),
-            Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
-        };
+        let (from_ms, to_ms) = window_ms(window, self.now);
         if let (Some(snap), Some(ids)) = (&mut self.snapshot, scope) {
-            let key = format!("{name}\u{0}{window:?}\u{0}{conditions:?}");
+            let key = stats_key(name, window, conditions);
             if !snap.stats.contains_key(&key) {
                 let all: Vec<CustomerId> = snap.ids.iter().map(|c| CustomerId(*c)).collect();
                 let predicate = |props: &Value| conditions.iter().all(|c| property_holds(c, props));

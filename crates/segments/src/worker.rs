@@ -218,15 +218,18 @@ impl Segmenter {
         }
         current.values_mut().for_each(|v| v.sort_unstable());
 
+        let plan = plan(&defs);
         // Every segment's membership among the batch, updated as segments are evaluated in
         // reference order (a segment sees the new membership of those it refers to).
         let mut overrides: HashMap<i64, Vec<i64>> = defs.iter().map(|d| (d.row.id, Vec::new())).collect();
         overrides.extend(current.clone());
-        let mut snapshot = Some(Snapshot::read(&self.store, tenant, ids.clone()).await?);
+        let mut snap = Snapshot::read(&self.store, tenant, ids.clone()).await?;
+        let filters: Vec<&crate::Filter> = plan.iter().filter_map(|(d, _)| d.filter.as_ref()).collect();
+        snap.prefetch(self.events.as_ref(), tenant, now, &filters).await?;
+        let mut snapshot = Some(snap);
         let mut evaluated: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut transitions = Vec::new();
         let mut crossings: Vec<(i64, DateTime<Utc>)> = Vec::new();
-        let plan = plan(&defs);
         for (def, bits) in &plan {
             let filter = def.filter.as_ref().expect("planned segments are dynamic");
             let relative = is_relative(filter);
