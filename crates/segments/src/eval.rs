@@ -36,13 +36,22 @@ pub struct Evaluator<'a> {
     pub now: DateTime<Utc>,
     pub tz: chrono_tz::Tz,
     pub overrides: &'a HashMap<i64, Vec<i64>>,
-    universe: Option<Vec<i64>>,
-    last_purchase: Option<HashMap<i64, i64>>,
+    /// Reads over the whole workspace, kept for the next segment evaluated at the same instant.
+    pub whole: WholeCache,
     /// (customer, instant) pairs; several per customer possible.
     pub crossings: Vec<(i64, DateTime<Utc>)>,
     /// Incremental upkeep: the batch's profiles, scores and behaviour, read once and shared by
     /// every segment evaluated for the batch.
     pub snapshot: Option<Snapshot>,
+}
+
+/// What evaluations over the whole workspace read (every customer id, last purchase days,
+/// behaviour per condition), shared by the segments evaluated together at one instant.
+#[derive(Default)]
+pub struct WholeCache {
+    universe: Option<Vec<i64>>,
+    last_purchase: Option<HashMap<i64, i64>>,
+    stats: HashMap<String, Vec<BehaviourStats>>,
 }
 
 /// A batch of customers as read once for incremental upkeep: profile and score conditions are
@@ -164,8 +173,7 @@ impl<'a> Evaluator<'a> {
             now,
             tz,
             overrides,
-            universe: None,
-            last_purchase: None,
+            whole: WholeCache::default(),
             crossings: Vec::new(),
             snapshot: None,
         }
@@ -189,10 +197,10 @@ impl<'a> Evaluator<'a> {
         match scope {
             Some(ids) => Ok(self.store.read().await?.customer_ids(self.tenant, Some(ids)).await?),
             None => {
-                if self.universe.is_none() {
-                    self.universe = Some(self.store.read().await?.customer_ids(self.tenant, None).await?);
+                if self.whole.universe.is_none() {
+                    self.whole.universe = Some(self.store.read().await?.customer_ids(self.tenant, None).await?);
                 }
-                Ok(self.universe.clone().unwrap_or_default())
+                Ok(self.whole.universe.clone().unwrap_or_default())
             }
         }
     }
@@ -330,13 +338,13 @@ impl<'a> Evaluator<'a> {
                 .filter_map(|c| snap.rows.get(c).and_then(|(_, s)| s.as_ref()).map(|s| (*c, s.last_purchase_day)))
                 .collect()
         });
-        let rows: Vec<(i64, i64)> = match (scope, &self.last_purchase) {
+        let rows: Vec<(i64, i64)> = match (scope, &self.whole.last_purchase) {
             _ if from_snapshot.is_some() => from_snapshot.unwrap_or_default(),
             (None, Some(all)) => all.iter().map(|(c, d)| (*c, *d)).collect(),
             _ => {
                 let rows = self.store.read().await?.last_purchase_days(self.tenant, scope).await?;
                 if scope.is_none() {
-                    self.last_purchase = Some(rows.iter().copied().collect());
+                    self.whole.last_purchase = Some(rows.iter().copied().collect());
                 }
                 rows
             }
@@ -377,6 +385,13 @@ impl<'a> Evaluator<'a> {
             let stats = &snap.stats[&key];
             return Ok(stats.iter().filter(|s| ids.binary_search(&s.customer_id).is_ok()).copied().collect());
         }
+        let key = stats_key(name, window, conditions);
+        if let Some(cached) = self.whole.stats.get(&key) {
+            return Ok(match scope {
+                None => cached.clone(),
+                Some(ids) => cached.iter().filter(|s| ids.binary_search(&s.customer_id).is_ok()).copied().collect(),
+            });
+        }
         let predicate = |props: &Value| conditions.iter().all(|c| property_holds(c, props));
         let query = BehaviourQuery {
             name,
@@ -392,7 +407,11 @@ impl<'a> Evaluator<'a> {
                 Customers::Only(&ids)
             }
         };
-        Ok(self.events.behaviour(self.tenant, &query, customers).await?)
+        let stats = self.events.behaviour(self.tenant, &query, customers).await?;
+        if scope.is_none() {
+            self.whole.stats.insert(key, stats.clone());
+        }
+        Ok(stats)
     }
 
     async fn event(&mut self, e: &EventCondition, scope: Option<&[i64]>) -> Result<Vec<i64>> {

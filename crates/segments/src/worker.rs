@@ -33,7 +33,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::{
     changed,
-    eval::{difference, intersect, is_relative, union, Evaluator, Snapshot},
+    eval::{difference, intersect, is_relative, union, Evaluator, Snapshot, WholeCache},
     plan, Definition, Result, SegmentError,
 };
 
@@ -191,6 +191,7 @@ impl Segmenter {
     /// the workspace's lease). Returns how many marks it took and, per segment, the customers
     /// it evaluated.
     pub async fn process_dirty(&self, tenant: TenantId) -> Result<(usize, HashMap<i64, Vec<i64>>)> {
+        let t0 = std::time::Instant::now();
         let (marks, defs, tz) = {
             let mut conn = self.store.read().await?;
             let marks: Vec<SegmentMark> = conn.segment_dirty(tenant, self.settings.batch).await?;
@@ -223,9 +224,12 @@ impl Segmenter {
         // reference order (a segment sees the new membership of those it refers to).
         let mut overrides: HashMap<i64, Vec<i64>> = defs.iter().map(|d| (d.row.id, Vec::new())).collect();
         overrides.extend(current.clone());
+        let t_marks = t0.elapsed();
         let mut snap = Snapshot::read(&self.store, tenant, ids.clone()).await?;
+        let t_read = t0.elapsed();
         let filters: Vec<&crate::Filter> = plan.iter().filter_map(|(d, _)| d.filter.as_ref()).collect();
         snap.prefetch(self.events.as_ref(), tenant, now, &filters).await?;
+        let t_prefetch = t0.elapsed();
         let mut snapshot = Some(snap);
         let mut evaluated: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut transitions = Vec::new();
@@ -268,6 +272,7 @@ impl Segmenter {
         }
         let due: Vec<(i64, Option<DateTime<Utc>>)> = refresh.iter().map(|c| (*c, next.get(c).copied())).collect();
 
+        let t_eval = t0.elapsed();
         let emails = self.emails(tenant, &transitions).await?;
         let mut tx = self.store.begin().await?;
         write_transitions(&mut tx, tenant, &transitions, &emails, None, now).await?;
@@ -278,6 +283,16 @@ impl Segmenter {
             return Err(SegmentError::LeaseLost);
         }
         tx.commit().await?;
+        tracing::debug!(
+            tenant.id = %tenant,
+            customers = ids.len(),
+            marks_ms = t_marks.as_millis() as u64,
+            read_ms = (t_read - t_marks).as_millis() as u64,
+            behaviour_ms = (t_prefetch - t_read).as_millis() as u64,
+            evaluate_ms = (t_eval - t_prefetch).as_millis() as u64,
+            write_ms = (t0.elapsed() - t_eval).as_millis() as u64,
+            "segment marks processed"
+        );
         Ok((marks.len(), evaluated))
     }
 
@@ -293,24 +308,55 @@ impl Segmenter {
 
     /// Claims the next due evaluation job and runs it; returns its id. `max_chunks` as in
     /// [`Segmenter::run_job`].
+    ///
+    /// Up to 100 due jobs are claimed together and run one after another at one instant, sharing
+    /// what they read of the whole workspace (customer ids, behaviour per condition): refreshing
+    /// many segments reads each behaviour condition once.
     pub async fn work_one(&self, max_chunks: Option<usize>) -> Result<Option<i64>> {
         let now = Utc::now();
         let lease = now + self.settings.lease;
-        let Some(job) = self.store.write().await?.claim_jobs(EVALUATE_JOB, &self.holder, now, lease, 1).await?.pop()
-        else {
-            return Ok(None);
-        };
-        if let Err(e) = self.run_job(job.id, max_chunks).await {
-            tracing::warn!(job.id = job.id, error = %e, "segment evaluation failed; will retry");
-            let retry = Utc::now() + Duration::from_secs(5);
-            self.store.write().await?.fail_job(job.id, &self.holder, &e.to_string(), Some(retry), Utc::now()).await?;
+        let mut jobs = self.store.write().await?.claim_jobs(EVALUATE_JOB, &self.holder, now, lease, 100).await?;
+        let Some(first) = jobs.first().map(|j| j.id) else { return Ok(None) };
+        jobs.sort_by_key(|j| (j.tenant_id, j.id));
+        let at = self.clock.now();
+        let mut shared: Option<(Option<i64>, WholeCache)> = None;
+        for (k, job) in jobs.iter().enumerate() {
+            if shared.as_ref().is_none_or(|(t, _)| *t != job.tenant_id) {
+                shared = Some((job.tenant_id, WholeCache::default()));
+            }
+            let cache = &mut shared.as_mut().expect("set above").1;
+            if let Err(e) = self.run_job_with(job.id, max_chunks, cache, at).await {
+                tracing::warn!(job.id = job.id, error = %e, "segment evaluation failed; will retry");
+                let retry = Utc::now() + Duration::from_secs(5);
+                self.store
+                    .write()
+                    .await?
+                    .fail_job(job.id, &self.holder, &e.to_string(), Some(retry), Utc::now())
+                    .await?;
+            }
+            // The jobs still waiting keep their leases.
+            let lease = Utc::now() + self.settings.lease;
+            let mut conn = self.store.write().await?;
+            for waiting in &jobs[k + 1..] {
+                conn.heartbeat_job(waiting.id, &self.holder, lease, None, Utc::now()).await?;
+            }
         }
-        Ok(Some(job.id))
+        Ok(Some(first))
     }
 
     /// Runs (or resumes) a claimed evaluation job. `max_chunks` stops it after that many
     /// chunks, as a crash would (tests use it to prove a resumed job emits nothing twice).
     pub async fn run_job(&self, job_id: i64, max_chunks: Option<usize>) -> Result<()> {
+        self.run_job_with(job_id, max_chunks, &mut WholeCache::default(), self.clock.now()).await
+    }
+
+    async fn run_job_with(
+        &self,
+        job_id: i64,
+        max_chunks: Option<usize>,
+        cache: &mut WholeCache,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         let started = std::time::Instant::now();
         let job = self.store.read().await?.job(job_id).await?;
         let tenant = TenantId(job.tenant_id.ok_or_else(|| SegmentError::Corrupt("job without workspace".into()))?);
@@ -338,10 +384,12 @@ impl Segmenter {
         let mut progress = EvaluationProgress { phase: "evaluating".into(), ..Default::default() };
         self.heartbeat(job_id, &progress).await?;
 
-        let now = self.clock.now();
         let no_overrides = HashMap::new();
         let mut ev = Evaluator::new(&self.store, self.events.as_ref(), tenant, now, tz, &no_overrides);
-        let members = ev.members(filter, None).await?;
+        ev.whole = std::mem::take(cache);
+        let members = ev.members(filter, None).await;
+        *cache = std::mem::take(&mut ev.whole);
+        let members = members?;
         progress.evaluate_ms = started.elapsed().as_millis() as u64;
         progress.members = members.len() as u64;
 

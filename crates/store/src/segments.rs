@@ -473,6 +473,20 @@ impl Conn {
 
     /// Removes marks that were not renewed since they were read.
     pub async fn clear_segment_dirty(&mut self, tenant: TenantId, marks: &[SegmentMark]) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            for chunk in marks.chunks(10_000) {
+                sqlx::query(
+                    "DELETE FROM segment_dirty d USING UNNEST($2::bigint[], $3::bigint[]) AS u(c, v)
+                     WHERE d.tenant_id = $1 AND d.customer_id = u.c AND d.version = u.v",
+                )
+                .bind(tenant.0)
+                .bind(chunk.iter().map(|m| m.customer_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|m| m.version).collect::<Vec<_>>())
+                .execute(&mut *c)
+                .await?;
+            }
+            return Ok(());
+        }
         for chunk in marks.chunks(500) {
             on!(self, |c| {
                 let mut qb = sqlx::QueryBuilder::new("DELETE FROM segment_dirty WHERE tenant_id = ");
