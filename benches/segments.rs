@@ -190,7 +190,8 @@ async fn main() {
         "   three-condition segment, evaluated over every customer: median {:.2} s (runs {:.2} / {:.2} / {:.2}), {members} members",
         runs[1], runs[0], runs[1], runs[2]
     );
-    let worker = Segmenter::new(store.clone(), events_store.clone(), clock.clone(), SegmentSettings::default());
+    // One worker throughout, as one instance has: it holds the workspace's lease.
+    let worker = Arc::new(Segmenter::new(store.clone(), events_store.clone(), clock.clone(), SegmentSettings::default()));
     let mut conn = store.write().await.unwrap();
     let fields = SegmentFields { name: "Three", kind: "dynamic", filters: Some(THREE), ..Default::default() };
     let first = conn.insert_segment(TenantId(1), &fields, None, Utc::now()).await.unwrap().id;
@@ -236,7 +237,7 @@ async fn main() {
     println!("   100 segments refreshed (nothing changed): {:.1} s", started.elapsed().as_secs_f64());
 
     // 4. Incremental upkeep at 5,000 events/s.
-    incremental(&store, &events_store, &admin, &clock, customers, first).await;
+    incremental(&store, &events_store, &admin, &clock, customers, first, worker).await;
     drop(admin);
 }
 
@@ -247,11 +248,11 @@ async fn incremental(
     clock: &Clock,
     customers: u64,
     segment: i64,
+    worker: Arc<Segmenter>,
 ) {
     let rate = 5_000u64;
     let secs = 20u64;
     let tenant = TenantId(1);
-    let worker = Arc::new(Segmenter::new(store.clone(), events.clone(), clock.clone(), SegmentSettings::default()));
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let running = tokio::spawn(worker.clone().run(stopped));
     // Probes: pro customers with an RFM score of 9 or more who are not members yet.

@@ -53,7 +53,7 @@ impl Default for SegmentSettings {
     fn default() -> SegmentSettings {
         SegmentSettings {
             chunk: 10_000,
-            batch: 1_000,
+            batch: 5_000,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(250),
         }
