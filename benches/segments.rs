@@ -78,13 +78,12 @@ async fn fill(admin: &sqlx::PgPool, ch: &FreshClickHouse, customers: u64, events
         "INSERT INTO customer_scores (tenant_id, customer_id, transactions, first_purchase_day, last_purchase_day,
              last_purchase_at, gross, first_day_gross, refunds, rfm_recency, rfm_frequency, rfm_monetary, rfm_score,
              rfm_segment, clv_total, clv_order_count, clv_average_order, clv_predicted, p_alive, clv_method, updated_at)
-         SELECT 1, g, 20, 20089, 20450, now(), 1000, 50, 0, 1 + (g * 7) % 5, 1 + (g * 11) % 5, 1 + (g * 13) % 5,
-                3 + (g * 7) % 5 + (g * 11) % 5 + (g * 13) % 5,
-                CASE WHEN 3 + (g * 7) % 5 + (g * 11) % 5 + (g * 13) % 5 >= 13 THEN 'Champions'
-                     WHEN 3 + (g * 7) % 5 + (g * 11) % 5 + (g * 13) % 5 >= 9 THEN 'Loyal Customers'
-                     WHEN 3 + (g * 7) % 5 + (g * 11) % 5 + (g * 13) % 5 >= 5 THEN 'At Risk' ELSE 'Lost' END,
+         SELECT 1, g, 20, 20089, 20450, now(), 1000, 50, 0, r, f, m, r + f + m,
+                CASE WHEN r + f + m >= 13 THEN 'Champions' WHEN r + f + m >= 9 THEN 'Loyal Customers'
+                     WHEN r + f + m >= 5 THEN 'At Risk' ELSE 'Lost' END,
                 1000, 20, 50, 300, 0.5, 'bgnbd_gamma_gamma', now()
-         FROM generate_series(1, $1) g",
+         FROM (SELECT g, 1 + (g * 7919 % 10007) % 5 AS r, 1 + (g * 104729 % 10009) % 5 AS f,
+                      1 + (g * 1299709 % 10037) % 5 AS m FROM generate_series(1, $1) g) x",
     )
     .bind(customers as i64)
     .execute(admin)
@@ -191,7 +190,8 @@ async fn main() {
         runs[1], runs[0], runs[1], runs[2]
     );
     // One worker throughout, as one instance has: it holds the workspace's lease.
-    let worker = Arc::new(Segmenter::new(store.clone(), events_store.clone(), clock.clone(), SegmentSettings::default()));
+    let worker =
+        Arc::new(Segmenter::new(store.clone(), events_store.clone(), clock.clone(), SegmentSettings::default()));
     let mut conn = store.write().await.unwrap();
     let fields = SegmentFields { name: "Three", kind: "dynamic", filters: Some(THREE), ..Default::default() };
     let first = conn.insert_segment(TenantId(1), &fields, None, Utc::now()).await.unwrap().id;

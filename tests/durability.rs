@@ -2,7 +2,8 @@
 //! acknowledged event and duplicates none; with ClickHouse down, ingestion keeps
 //! acknowledging, answers 503 with Retry-After once the local log reaches its budget, and
 //! every acknowledged event arrives when ClickHouse is back; after the kills, every stored
-//! purchase is in its customer's scores exactly once.
+//! purchase is in its customer's scores exactly once, and every change of segment membership
+//! is in the outbox exactly once.
 
 use std::{
     collections::HashSet,
@@ -200,6 +201,47 @@ async fn scores_count_every_purchase_once(dir: &TempDir, purchases: usize) {
     }
 }
 
+/// After the kills, once upkeep has caught up: for every (customer, segment) the outbox holds
+/// entered and exited alternately, starting with entered, ending with entered exactly when the
+/// customer is a member (the built-in RFM segments move as purchases are scored).
+async fn segment_events_match_memberships(dir: &TempDir) {
+    let entities = dir.0.join("data").join("cairn.db");
+    let mut c = SqliteConnection::connect(&format!("sqlite://{}", entities.display())).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT (SELECT COUNT(*) FROM segment_dirty) + (SELECT COUNT(*) FROM scoring_dirty)
+                    + (SELECT COUNT(*) FROM jobs WHERE status IN ('pending', 'running'))",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        if waiting == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{waiting} marks or jobs still waiting");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events: Vec<(String, String)> =
+        sqlx::query_as("SELECT event, payload FROM outbox WHERE event LIKE 'customer.segment_%' ORDER BY id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    let mut state: std::collections::HashMap<(i64, i64), bool> = Default::default();
+    for (event, payload) in &events {
+        let p: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let key = (p["customer_id"].as_i64().unwrap(), p["segment_id"].as_i64().unwrap());
+        let entered = event == "customer.segment_entered";
+        let was = state.insert(key, entered).unwrap_or(false);
+        assert_ne!(was, entered, "{event} twice in a row for {key:?}");
+    }
+    let members: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT customer_id, segment_id FROM segment_members").fetch_all(&mut c).await.unwrap();
+    let inside: HashSet<(i64, i64)> = state.iter().filter(|(_, v)| **v).map(|(k, _)| *k).collect();
+    assert_eq!(inside, members.into_iter().collect::<HashSet<_>>(), "the events replay to the stored membership");
+    assert!(!inside.is_empty(), "the purchases put customers in RFM segments");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_sqlite() {
     let dir = TempDir::new();
@@ -223,6 +265,7 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_sqlite() {
     assert_eq!(distinct.len(), stored.len(), "an event was stored twice");
     profiles_are_whole(&dir).await;
     scores_count_every_purchase_once(&dir, stored.len()).await;
+    segment_events_match_memberships(&dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,6 +287,7 @@ async fn a_kill_9_loses_no_acknowledged_event_and_duplicates_none_on_clickhouse(
     assert_eq!(distinct.len(), stored.len(), "an event counts twice in ClickHouse");
     profiles_are_whole(&dir).await;
     scores_count_every_purchase_once(&dir, stored.len()).await;
+    segment_events_match_memberships(&dir).await;
 }
 
 /// A TCP forwarder to ClickHouse that can be switched off (cutting open connections too).

@@ -193,6 +193,15 @@ async fn seed_example_segment_is_evaluated_listed_and_kept_current(app: TestApp)
                                      "segment_name": "High Value + Recent"})]
     );
 
+    // The webhook catalogue describes exactly the keys delivered.
+    let catalogue = app.get("/v1/webhooks/events", &token).await;
+    for name in ["customer.segment_entered", "customer.segment_exited"] {
+        let entry = catalogue.body["data"].as_array().unwrap().iter().find(|e| e["event"] == name).cloned();
+        let schema = entry.expect("catalogued")["payload_schema"].clone();
+        let keys: Vec<&String> = schema["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, entered[0].as_object().unwrap().keys().collect::<Vec<_>>(), "{name}");
+    }
+
     // Live: Ben buys again today; his scores change and he enters within seconds.
     let started = Instant::now();
     track(&app, &key, vec![purchase("ben", "2026-06-30T11:00:00Z", 20.0, "b2")], 5).await;

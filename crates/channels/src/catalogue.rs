@@ -68,6 +68,12 @@ pub fn payload_schema(event: &str) -> Option<serde_json::Value> {
             "customer_id": {"type": "integer"},
             "old": rfm,
             "new": rfm}}),
+        "customer.segment_entered" | "customer.segment_exited" => json!({"type": "object",
+            "required": ["customer_id", "customer_email", "segment_id", "segment_name"], "properties": {
+            "customer_id": {"type": "integer"},
+            "customer_email": {"type": ["string", "null"], "format": "email"},
+            "segment_id": {"type": "integer"},
+            "segment_name": {"type": "string"}}}),
         "webhook.ping" => json!({"type": "object", "required": ["webhook_id", "message"], "properties": {
             "webhook_id": {"type": "integer"},
             "message": {"type": "string"}}}),

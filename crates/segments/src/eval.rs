@@ -231,7 +231,16 @@ impl<'a> Evaluator<'a> {
                             break;
                         }
                         let narrowed = acc.as_deref().filter(|a| a.len() < NARROW);
+                        let before = self.crossings.len();
                         let found = self.eval(child, narrowed.or(scope)).await?;
+                        // A customer the conditions so far exclude is out whatever this child
+                        // becomes: its crossings for them are not needed (the conditions so far
+                        // record their own).
+                        if let Some(a) = &acc {
+                            let mut kept = self.crossings.split_off(before);
+                            kept.retain(|(c, _)| a.binary_search(c).is_ok());
+                            self.crossings.extend(kept);
+                        }
                         acc = Some(match acc {
                             None => found,
                             Some(a) => intersect(&a, &found),
@@ -417,8 +426,14 @@ impl<'a> Evaluator<'a> {
     async fn event(&mut self, e: &EventCondition, scope: Option<&[i64]>) -> Result<Vec<i64>> {
         let stats = self.stats(&e.event, e.window, &e.conditions, scope).await?;
         if let Window::LastDays(d) = e.window {
-            // The count drops when the oldest counted event leaves the window.
-            for s in &stats {
+            // The count only drops as time passes, when the oldest counted event leaves the
+            // window: only customers whose count can still cross the condition's bound get a
+            // crossing.
+            let can_change = |count: u64| match e.count {
+                Count::AtLeast(n) | Count::Exactly(n) => count >= n,
+                Count::AtMost(n) => count > n,
+            };
+            for s in stats.iter().filter(|s| can_change(s.count)) {
                 self.crossings.push((s.customer_id, at_ms(s.first_ms + d as i64 * DAY_MS + 1)));
             }
         }

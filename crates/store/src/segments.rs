@@ -539,8 +539,7 @@ impl Conn {
 
     /// Brings customers' next crossings forward to `due` where it is earlier.
     pub async fn lower_crossings(&mut self, tenant: TenantId, due: &[(i64, DateTime<Utc>)]) -> Result<()> {
-        let keep = "CASE WHEN excluded.due_at < segment_crossings.due_at THEN excluded.due_at ELSE segment_crossings.due_at END";
-        self.upsert_crossings(tenant, due, keep).await
+        self.upsert_crossings(tenant, due, "excluded.due_at WHERE excluded.due_at < segment_crossings.due_at").await
     }
 
     async fn upsert_crossings(&mut self, tenant: TenantId, due: &[(i64, DateTime<Utc>)], value: &str) -> Result<()> {
