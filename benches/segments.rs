@@ -9,10 +9,11 @@
 //!    evaluation job with every member and event written.
 //! 3. 100 such segments (different plans, scores and windows): their first evaluation, then a
 //!    refresh of all 100 with nothing changed.
-//! 4. Incremental upkeep: purchases for random customers at 5,000 events/s for 20 s, stored and
-//!    marked exactly as the ingest processor does, with all 101 segments defined; every 200 ms
-//!    a probe customer gets the purchases that put them in the first segment, timed from the
-//!    mark to the membership row.
+//! 4. Incremental upkeep: purchases for random customers (each a different customer: the worst
+//!    case) at 1,000 and then 5,000 events/s for 20 s each, stored and marked exactly as the
+//!    ingest processor does, with all 101 segments defined; every 200 ms a probe customer gets
+//!    the purchases that put them in the first segment, timed from the mark to the membership
+//!    row.
 //!
 //! `CAIRN_BENCH_SCALE` (default 1.0) scales the data down for a quick run.
 
@@ -237,7 +238,9 @@ async fn main() {
     println!("   100 segments refreshed (nothing changed): {:.1} s", started.elapsed().as_secs_f64());
 
     // 4. Incremental upkeep at 5,000 events/s.
-    incremental(&store, &events_store, &admin, &clock, customers, first, worker).await;
+    for rate in [1_000, 5_000] {
+        incremental(&store, &events_store, &admin, &clock, customers, first, worker.clone(), rate).await;
+    }
     drop(admin);
 }
 
@@ -249,8 +252,8 @@ async fn incremental(
     customers: u64,
     segment: i64,
     worker: Arc<Segmenter>,
+    rate: u64,
 ) {
-    let rate = 5_000u64;
     let secs = 20u64;
     let tenant = TenantId(1);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -287,14 +290,15 @@ async fn incremental(
     let mut n = 0u64;
     let started = Instant::now();
     let per_tick = rate / 5;
-    let mut probe = 0;
+    let first_probe = if rate == 1_000 { 0 } else { 100 };
+    let mut probe = first_probe;
     while started.elapsed() < Duration::from_secs(secs) {
         let tick = Instant::now();
         // A processor batch: 1,000 purchases of random existing customers.
         let batch: Vec<_> = (0..per_tick)
             .map(|_| {
                 n += 1;
-                purchase(1 + ((n * 7919) % customers) as i64, format!("live-{n}"))
+                purchase(1 + ((n * 7919) % customers) as i64, format!("live-{rate}-{n}"))
             })
             .collect();
         let mut marks: Vec<_> = batch.iter().map(|e| (tenant, e.customer_id, 1 | 4)).collect();
@@ -302,7 +306,10 @@ async fn incremental(
         // The probe: two purchases that put the customer in the segment.
         let p = probes[probe % probes.len()];
         probe += 1;
-        events.insert(&[purchase(p, format!("probe-{n}-a")), purchase(p, format!("probe-{n}-b"))]).await.unwrap();
+        events
+            .insert(&[purchase(p, format!("probe-{rate}-{n}-a")), purchase(p, format!("probe-{rate}-{n}-b"))])
+            .await
+            .unwrap();
         marks.push((tenant, CustomerId(p), 1 | 4));
         marks.sort_unstable_by_key(|m| m.1 .0);
         marks.dedup_by_key(|m| m.1 .0);

@@ -36,6 +36,7 @@ CREATE TABLE segment_dirty (
     marked_at    TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant_id, customer_id)
 );
+CREATE INDEX segment_dirty_order ON segment_dirty (tenant_id, marked_at, customer_id);
 
 CREATE TABLE segment_crossings (
     tenant_id    BIGINT NOT NULL,

@@ -185,8 +185,14 @@ impl<'a> Evaluator<'a> {
 
     /// The customers matching `f`, among `scope` (all of the workspace's when `None`). Sorted.
     pub async fn members(&mut self, f: &Filter, scope: Option<&[i64]>) -> Result<Vec<i64>> {
-        let universe = self.universe(scope).await?;
         let found = self.eval(f, scope).await?;
+        // Event-store results may name customers erased since; a result that went through the
+        // entity store is already restricted to existing customers.
+        let checked = in_entity_store(f) || matches!(f, Filter::All(c) if c.iter().any(in_entity_store));
+        if checked {
+            return Ok(found);
+        }
+        let universe = self.universe(scope).await?;
         Ok(intersect(&found, &universe))
     }
 

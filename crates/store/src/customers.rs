@@ -239,6 +239,11 @@ impl Conn {
 
     /// The profiles of the given ids that exist.
     pub async fn customers_by_ids(&mut self, tenant: TenantId, ids: &[i64]) -> Result<Vec<Customer>> {
+        if let crate::db::Raw::Postgres(c) = self.raw() {
+            let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id = ANY($2)");
+            let rows: Vec<Row> = sqlx::query_as(&sql).bind(tenant.0).bind(ids).fetch_all(&mut *c).await?;
+            return Ok(rows.into_iter().map(Customer::from).collect());
+        }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");

@@ -66,6 +66,11 @@ pub struct RfmCounts {
 impl Conn {
     /// Scores of the given customers (those that have any).
     pub async fn scores_for(&mut self, tenant: TenantId, ids: &[CustomerId]) -> Result<Vec<ScoreRow>> {
+        if let crate::db::Raw::Postgres(c) = self.raw() {
+            let sql = format!("SELECT {COLS} FROM customer_scores WHERE tenant_id = $1 AND customer_id = ANY($2)");
+            let keys: Vec<i64> = ids.iter().map(|c| c.0).collect();
+            return Ok(sqlx::query_as(&sql).bind(tenant.0).bind(keys).fetch_all(&mut *c).await?);
+        }
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let list = chunk.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",");

@@ -227,6 +227,15 @@ impl Conn {
 
     /// The (segment, customer) memberships of the given customers.
     pub async fn segment_memberships_of(&mut self, tenant: TenantId, customers: &[i64]) -> Result<Vec<(i64, i64)>> {
+        if let Raw::Postgres(c) = self.raw() {
+            return Ok(sqlx::query_as(
+                "SELECT segment_id, customer_id FROM segment_members WHERE tenant_id = $1 AND customer_id = ANY($2)",
+            )
+            .bind(tenant.0)
+            .bind(customers)
+            .fetch_all(&mut *c)
+            .await?);
+        }
         let mut out = Vec::new();
         for chunk in customers.chunks(1_000) {
             let sql = format!(
