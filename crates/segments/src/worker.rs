@@ -150,13 +150,7 @@ impl Segmenter {
     /// One pass: due crossings become marks, marked customers are re-evaluated, then one
     /// evaluation job runs. Returns true when there may be more to do right away.
     pub async fn tick(&self) -> Result<bool> {
-        let mut busy = false;
-        {
-            let mut tx = self.store.begin().await?;
-            let n = tx.take_due_crossings(self.clock.now(), changed::TIME, 5_000).await?;
-            tx.commit().await?;
-            busy |= n == 5_000;
-        }
+        let mut busy = self.take_due_crossings().await? == 5_000;
         let tenants = self.store.read().await?.segment_dirty_tenants().await?;
         for tenant in tenants {
             if self.lock(tenant).await? {
@@ -166,6 +160,14 @@ impl Segmenter {
         }
         busy |= self.work_one(None).await?.is_some();
         Ok(busy)
+    }
+
+    /// Turns crossings that came due into marks; returns how many.
+    async fn take_due_crossings(&self) -> Result<usize> {
+        let mut tx = self.store.begin().await?;
+        let n = tx.take_due_crossings(self.clock.now(), changed::TIME, 5_000).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn lock(&self, tenant: TenantId) -> Result<bool> {
@@ -320,12 +322,25 @@ impl Segmenter {
         jobs.sort_by_key(|j| (j.tenant_id, j.id));
         let at = self.clock.now();
         let mut shared: Option<(Option<i64>, WholeCache)> = None;
+        // Per segment, the customers re-evaluated incrementally since `at`: their stored
+        // membership is fresher than anything these jobs read, which they leave alone.
+        let mut touched: HashMap<i64, HashSet<i64>> = HashMap::new();
         for (k, job) in jobs.iter().enumerate() {
             if shared.as_ref().is_none_or(|(t, _)| *t != job.tenant_id) {
                 shared = Some((job.tenant_id, WholeCache::default()));
             }
             let cache = &mut shared.as_mut().expect("set above").1;
-            if let Err(e) = self.run_job_with(job.id, max_chunks, cache, at).await {
+            // Upkeep goes on between jobs: many jobs claimed together can take minutes.
+            if let Some(t) = job.tenant_id.map(TenantId) {
+                self.take_due_crossings().await?;
+                if self.lock(t).await? {
+                    let (_, evaluated) = self.process_dirty(t).await?;
+                    for (segment, ids) in evaluated {
+                        touched.entry(segment).or_default().extend(ids);
+                    }
+                }
+            }
+            if let Err(e) = self.run_job_with(job.id, max_chunks, cache, at, &mut touched).await {
                 tracing::warn!(job.id = job.id, error = %e, "segment evaluation failed; will retry");
                 let retry = Utc::now() + Duration::from_secs(5);
                 self.store
@@ -347,7 +362,7 @@ impl Segmenter {
     /// Runs (or resumes) a claimed evaluation job. `max_chunks` stops it after that many
     /// chunks, as a crash would (tests use it to prove a resumed job emits nothing twice).
     pub async fn run_job(&self, job_id: i64, max_chunks: Option<usize>) -> Result<()> {
-        self.run_job_with(job_id, max_chunks, &mut WholeCache::default(), self.clock.now()).await
+        self.run_job_with(job_id, max_chunks, &mut WholeCache::default(), self.clock.now(), &mut HashMap::new()).await
     }
 
     async fn run_job_with(
@@ -356,6 +371,7 @@ impl Segmenter {
         max_chunks: Option<usize>,
         cache: &mut WholeCache,
         now: DateTime<Utc>,
+        touched: &mut HashMap<i64, HashSet<i64>>,
     ) -> Result<()> {
         let started = std::time::Instant::now();
         let job = self.store.read().await?.job(job_id).await?;
@@ -418,15 +434,15 @@ impl Segmenter {
         let mut changes: Vec<(i64, bool)> =
             entered.iter().map(|c| (*c, true)).chain(exited.iter().map(|c| (*c, false))).collect();
         changes.sort_unstable();
-        let mut touched: HashSet<i64> = HashSet::new();
         for (i, part) in changes.chunks(self.settings.chunk.max(1)).enumerate() {
             if max_chunks.is_some_and(|m| i >= m) {
                 return Ok(());
             }
             let (_, evaluated) = self.process_dirty(tenant).await?;
-            if let Some(ids) = evaluated.get(&def.row.id) {
-                touched.extend(ids);
+            for (segment, ids) in evaluated {
+                touched.entry(segment).or_default().extend(ids);
             }
+            let touched = touched.entry(def.row.id).or_default();
             let t = Transition {
                 segment_id: def.row.id,
                 segment_name: def.row.name.clone(),
