@@ -168,6 +168,9 @@ async fn seed_example_segment_is_evaluated_listed_and_kept_current(app: TestApp)
     let filtered = app.get(&format!("/v1/customers?segment_id={id}"), &token).await;
     assert_eq!(names(&filtered.assert_ok(200)["data"]), set(&["ana"]));
     assert_eq!(filtered.body["pagination"]["total"], 1);
+    let r = app.get("/v1/customers?segment_id=999", &token).await;
+    r.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.body["field"], "segment_id");
     // The built-in segments hold the RFM segments' customers.
     let ana_segments = app.get(&format!("/v1/customers/{ana}/segments"), &token).await;
     let ana_segments = ana_segments.assert_ok(200)["data"].as_array().unwrap().clone();
@@ -249,7 +252,7 @@ async fn every_condition_kind_selects_the_same_customers(app: TestApp) {
     let ben = customer(
         &app,
         &token,
-        json!({"email": "ben@example.com", "city": "Berlin", "country": "DE",
+        json!({"email": "ben@example.com", "name": "Ben Horvatić", "city": "Berlin", "country": "DE",
         "traits": {"plan": "team", "seats": 3, "trial": true, "sms_consent": true}}),
     )
     .await;
@@ -295,6 +298,9 @@ async fn every_condition_kind_selects_the_same_customers(app: TestApp) {
         (json!({"country": "HR"}), &["ana", "cid"]),
         (json!({"city": ["Berlin", "Split"]}), &["ben", "cid"]),
         (json!({"field": "email", "op": "starts_with", "value": "a"}), &["ana"]),
+        (json!({"field": "city", "op": "contains", "value": "AGR"}), &["ana"]),
+        (json!({"field": "name", "op": "contains", "value": "ć"}), &["ben"]),
+        (json!({"field": "name", "op": "contains", "value": "Ć"}), &[]),
         (json!({"created_after": "2026-06-01"}), &["ana", "ben", "cid", "dan"]),
         (json!({"created_before": "2026-06-01"}), &[]),
         (json!({"rfm_segment": "Loyal Customers"}), &["ana"]),

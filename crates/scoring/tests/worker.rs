@@ -193,6 +193,14 @@ impl EventStore for Stalled {
         }
         Ok(out)
     }
+    async fn behaviour(
+        &self,
+        tenant: TenantId,
+        query: &cairn_events::BehaviourQuery<'_>,
+        customers: cairn_events::Customers<'_>,
+    ) -> cairn_events::Result<Vec<cairn_events::BehaviourStats>> {
+        self.inner.behaviour(tenant, query, customers).await
+    }
 }
 
 /// While a recompute is busy (here: its snapshot held back), a new purchase is still scored

@@ -629,10 +629,10 @@ pub(crate) fn value_holds(op: Op, operand: &Operand, v: Option<&Value>) -> bool 
         (Op::Neq, o) => !eq(o),
         (Op::In, Operand::List(items)) => items.iter().any(eq),
         (Op::Contains, Operand::Text(t)) => {
-            v.and_then(Value::as_str).is_some_and(|s| s.to_lowercase().contains(&t.to_lowercase()))
+            v.and_then(Value::as_str).is_some_and(|s| s.to_ascii_lowercase().contains(&t.to_ascii_lowercase()))
         }
         (Op::StartsWith, Operand::Text(t)) => {
-            v.and_then(Value::as_str).is_some_and(|s| s.to_lowercase().starts_with(&t.to_lowercase()))
+            v.and_then(Value::as_str).is_some_and(|s| s.to_ascii_lowercase().starts_with(&t.to_ascii_lowercase()))
         }
         (Op::Gt, o) => ord(o) == Some(Greater),
         (Op::Gte, o) => matches!(ord(o), Some(Greater | Equal)),

@@ -215,7 +215,7 @@ fn literal(o: &Operand, b: Backend) -> String {
 /// `LIKE` pattern text (lower-cased, wildcards escaped with `\`).
 fn like(term: &str, prefix_only: bool) -> String {
     let mut p = String::new();
-    for c in term.to_lowercase().chars() {
+    for c in term.to_ascii_lowercase().chars() {
         if matches!(c, '%' | '_' | '\\') {
             p.push('\\');
         }
@@ -271,6 +271,12 @@ fn field(fc: &FieldCondition, cx: &Context<'_>) -> String {
             format!("({})", items.iter().map(|v| leaf(&eq(v))).collect::<Vec<_>>().join(" OR "))
         }
         (Op::Contains | Op::StartsWith, Operand::Text(t)) => match column(&fc.field, Kind::Text, cx) {
+            // ASCII letters fold, nothing else: SQLite's LOWER and LIKE know no more, and
+            // PostgreSQL is made to match.
+            Some(col) if b == Backend::Postgres => format!(
+                "translate({col}, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') LIKE {}",
+                like(t, fc.op == Op::StartsWith)
+            ),
             Some(col) => format!("LOWER({col}) LIKE {}", like(t, fc.op == Op::StartsWith)),
             None => "1 = 0".into(),
         },

@@ -153,6 +153,11 @@ impl Services {
         }
         let filter = CustomerFilter { search, ..filter };
         let mut conn = self.store.read().await?;
+        if let Some(segment) = filter.segment_id {
+            if conn.segment(p.tenant_id, segment).await.is_err() {
+                return Err(ServiceError::invalid("segment_id", "is not a segment of this workspace"));
+            }
+        }
         let (customers, total) = conn.list_customers(p.tenant_id, &filter, sort, limit, offset).await?;
         let ids: Vec<CustomerId> = customers.iter().map(|c| c.id).collect();
         let mut scores: std::collections::HashMap<i64, ScoreRow> =
