@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod role;
 pub mod scope;
 pub mod text;
+pub mod worker;
 
 pub use clock::Clock;
 pub use email::Email;

@@ -124,27 +124,9 @@ impl Segmenter {
     }
 
     /// Works until `stop` turns true.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut backoff = self.settings.poll;
-        while !*stop.borrow() {
-            match self.tick().await {
-                Ok(busy) => {
-                    backoff = self.settings.poll;
-                    if busy {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "segment upkeep failed; will retry");
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                }
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => {}
-            }
-        }
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let wake = self.wake.clone();
+        cairn_domain::worker::poll_loop("segments", self.settings.poll, &wake, stop, || self.tick()).await
     }
 
     /// One pass: due crossings become marks, marked customers are re-evaluated, then one

@@ -15,6 +15,7 @@ pub mod identity;
 pub mod invitations;
 pub mod jobs;
 pub mod keys;
+mod marks;
 pub mod scores;
 pub mod segments;
 pub mod sessions;

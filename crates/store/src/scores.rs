@@ -260,19 +260,8 @@ impl Conn {
 
     /// Removes marks that were not renewed since they were read.
     pub async fn clear_scoring_dirty(&mut self, tenant: TenantId, marks: &[DirtyMark]) -> Result<()> {
-        for chunk in marks.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("DELETE FROM scoring_dirty WHERE tenant_id = ");
-                qb.push_bind(tenant.0);
-                qb.push(" AND (customer_id, version) IN (");
-                qb.push_values(chunk, |mut b, m| {
-                    b.push_bind(m.customer_id).push_bind(m.version);
-                });
-                qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
+        let marks: Vec<(i64, i64)> = marks.iter().map(|m| (m.customer_id, m.version)).collect();
+        self.clear_marks("scoring_dirty", tenant, &marks).await
     }
 
     /// Takes or renews the right to score a workspace until `until`. False when another
@@ -284,19 +273,7 @@ impl Conn {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool> {
-        let n = on!(self, |c| sqlx::query(
-            "INSERT INTO scoring_locks (tenant_id, holder, locked_until) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id) DO UPDATE SET holder = excluded.holder, locked_until = excluded.locked_until
-             WHERE scoring_locks.holder = excluded.holder OR scoring_locks.locked_until < $4"
-        )
-        .bind(tenant.0)
-        .bind(holder)
-        .bind(until)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(n == 1)
+        self.take_lease("scoring_locks", tenant, holder, now, until).await
     }
 
     pub async fn unlock_scoring(&mut self, tenant: TenantId, holder: &str) -> Result<()> {

@@ -482,33 +482,8 @@ impl Conn {
 
     /// Removes marks that were not renewed since they were read.
     pub async fn clear_segment_dirty(&mut self, tenant: TenantId, marks: &[SegmentMark]) -> Result<()> {
-        if let Raw::Postgres(c) = self.raw() {
-            for chunk in marks.chunks(10_000) {
-                sqlx::query(
-                    "DELETE FROM segment_dirty d USING UNNEST($2::bigint[], $3::bigint[]) AS u(c, v)
-                     WHERE d.tenant_id = $1 AND d.customer_id = u.c AND d.version = u.v",
-                )
-                .bind(tenant.0)
-                .bind(chunk.iter().map(|m| m.customer_id).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|m| m.version).collect::<Vec<_>>())
-                .execute(&mut *c)
-                .await?;
-            }
-            return Ok(());
-        }
-        for chunk in marks.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("DELETE FROM segment_dirty WHERE tenant_id = ");
-                qb.push_bind(tenant.0);
-                qb.push(" AND (customer_id, version) IN (");
-                qb.push_values(chunk, |mut b, m| {
-                    b.push_bind(m.customer_id).push_bind(m.version);
-                });
-                qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
+        let marks: Vec<(i64, i64)> = marks.iter().map(|m| (m.customer_id, m.version)).collect();
+        self.clear_marks("segment_dirty", tenant, &marks).await
     }
 
     /// Takes or renews the right to maintain a workspace's segments until `until`.
@@ -519,19 +494,7 @@ impl Conn {
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<bool> {
-        let n = on!(self, |c| sqlx::query(
-            "INSERT INTO segment_locks (tenant_id, holder, locked_until) VALUES ($1, $2, $3)
-             ON CONFLICT (tenant_id) DO UPDATE SET holder = excluded.holder, locked_until = excluded.locked_until
-             WHERE segment_locks.holder = excluded.holder OR segment_locks.locked_until < $4"
-        )
-        .bind(tenant.0)
-        .bind(holder)
-        .bind(until)
-        .bind(now)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
-        Ok(n > 0)
+        self.take_lease("segment_locks", tenant, holder, now, until).await
     }
 
     /// Sets customers' next crossings: `Some` replaces, `None` removes.
