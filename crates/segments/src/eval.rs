@@ -138,7 +138,7 @@ fn stats_key(name: &str, window: Window, conditions: &[PropertyCondition]) -> St
     format!("{name}\u{0}{window:?}\u{0}{conditions:?}")
 }
 
-fn window_ms(window: Window, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
+pub(crate) fn window_ms(window: Window, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
     match window {
         Window::Ever => (None, None),
         Window::LastDays(d) => (Some(now.timestamp_millis() - d as i64 * DAY_MS), None),

@@ -73,16 +73,14 @@ impl Explainer<'_> {
                 Filter::Segment(id) => json!({"segment": id, "held": held}),
                 Filter::Event(e) => {
                     let mut v = describe(f);
-                    let (from_ms, to_ms) = window_ms(e.window, self.now);
-                    let query = count_query(&e.event, from_ms, to_ms, &e.conditions);
-                    let stats = self.matching(&query, c.id).await?;
+                    let stats = self.matching(&e.event, e.window, &e.conditions, c.id).await?;
                     v["held"] = json!(held);
                     v["seen"] = json!({"count": stats.0, "first_at": stats.1, "last_at": stats.2});
                     v
                 }
                 Filter::EventTime(e) => {
                     let mut v = describe(f);
-                    let stats = self.matching(&count_query(&e.event, None, None, &[]), c.id).await?;
+                    let stats = self.matching(&e.event, Window::Ever, &[], c.id).await?;
                     v["held"] = json!(held);
                     v["seen"] = match e.occurrence {
                         Occurrence::First => json!({"first_at": stats.1}),
@@ -94,39 +92,25 @@ impl Explainer<'_> {
         })
     }
 
+    /// A customer's count, first and last time of matching events.
     async fn matching(
         &self,
-        q: &(String, Option<i64>, Option<i64>, Vec<PropertyCondition>),
+        name: &str,
+        window: Window,
+        conditions: &[PropertyCondition],
         customer: CustomerId,
     ) -> Result<(u64, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> {
-        let conditions = &q.3;
         let predicate = |p: &Value| conditions.iter().all(|c| crate::eval::property_holds(c, p));
+        let (from_ms, to_ms) = crate::eval::window_ms(window, self.now);
         let query = cairn_events::BehaviourQuery {
-            name: &q.0,
-            from_ms: q.1,
-            to_ms: q.2,
+            name,
+            from_ms,
+            to_ms,
             predicate: if conditions.is_empty() { None } else { Some(&predicate) },
         };
         let stats = self.events.behaviour(self.tenant, &query, cairn_events::Customers::Only(&[customer])).await?;
         let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
         Ok(stats.first().map_or((0, None, None), |s| (s.count, at(s.first_ms), at(s.last_ms))))
-    }
-}
-
-fn count_query(
-    name: &str,
-    from: Option<i64>,
-    to: Option<i64>,
-    conditions: &[PropertyCondition],
-) -> (String, Option<i64>, Option<i64>, Vec<PropertyCondition>) {
-    (name.to_string(), from, to, conditions.to_vec())
-}
-
-fn window_ms(w: Window, now: DateTime<Utc>) -> (Option<i64>, Option<i64>) {
-    match w {
-        Window::Ever => (None, None),
-        Window::LastDays(d) => (Some(now.timestamp_millis() - d as i64 * 86_400_000), None),
-        Window::Between(a, b) => (Some(a.timestamp_millis()), Some(b.timestamp_millis())),
     }
 }
 

@@ -259,7 +259,7 @@ impl Segmenter {
         let t_eval = t0.elapsed();
         let emails = self.emails(tenant, &transitions).await?;
         let mut tx = self.store.begin().await?;
-        write_transitions(&mut tx, tenant, &transitions, &emails, None, now).await?;
+        write_transitions(&mut tx, tenant, &transitions, &emails, false, now).await?;
         tx.set_crossings(tenant, &due).await?;
         tx.clear_segment_dirty(tenant, &marks).await?;
         let lease = Utc::now() + self.settings.lease;
@@ -434,7 +434,7 @@ impl Segmenter {
             let emails = self.emails(tenant, std::slice::from_ref(&t)).await?;
             let mut tx = self.store.begin().await?;
             let (entered, exited) =
-                write_transitions(&mut tx, tenant, std::slice::from_ref(&t), &emails, Some(referenced), now).await?;
+                write_transitions(&mut tx, tenant, std::slice::from_ref(&t), &emails, referenced, now).await?;
             progress.entered += entered;
             progress.exited += exited;
             progress.written += part.len() as u64;
@@ -492,18 +492,18 @@ pub async fn change_members(
         entered: add.to_vec(),
         exited: remove.to_vec(),
     };
-    write_transitions(tx, tenant, &[t], &emails, Some(true), now).await
+    write_transitions(tx, tenant, &[t], &emails, true, now).await
 }
 
 /// Writes membership changes and one event per row that really changed. With `referenced`
-/// (a job's segment that other segments refer to), the changed customers are marked so those
-/// segments follow. Returns (entered, exited).
+/// (segments refer to these ones, and are not evaluated in the same pass), the changed
+/// customers are marked so those segments follow. Returns (entered, exited).
 async fn write_transitions(
     tx: &mut Conn,
     tenant: TenantId,
     transitions: &[Transition],
     emails: &HashMap<i64, Option<String>>,
-    referenced: Option<bool>,
+    referenced: bool,
     now: DateTime<Utc>,
 ) -> Result<(u64, u64)> {
     let mut events: Vec<(&str, Value)> = Vec::new();
@@ -524,7 +524,7 @@ async fn write_transitions(
         };
         events.extend(entered.iter().map(|c| ("customer.segment_entered", payload(*c))));
         events.extend(exited.iter().map(|c| ("customer.segment_exited", payload(*c))));
-        if referenced == Some(true) {
+        if referenced {
             moved.extend(entered.iter().chain(&exited).map(|c| (tenant, CustomerId(*c), changed::MEMBERSHIP)));
         }
     }
