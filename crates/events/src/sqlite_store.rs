@@ -226,8 +226,11 @@ impl EventStore for SqliteEventStore {
              ORDER BY customer_id, timestamp"
         );
         let mut fold = SummaryFold::new(tz);
-        let mut rows =
-            sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql).bind(tenant.0).bind(to_millis(until)).fetch(&self.read);
+        let mut rows = sqlx::query_as::<_, (i64, i64, bool, f64)>(&sql)
+            .persistent(false)
+            .bind(tenant.0)
+            .bind(to_millis(until))
+            .fetch(&self.read);
         while let Some((customer, ms, purchase, amount)) = rows.try_next().await? {
             fold.push(customer, ms, purchase, amount)?;
         }
@@ -249,7 +252,7 @@ impl EventStore for SqliteEventStore {
                  WHERE tenant_id = $1 AND name = $2{time}{only} GROUP BY customer_id ORDER BY customer_id"
             );
             let rows: Vec<(i64, i64, i64, i64)> =
-                sqlx::query_as(&sql).bind(tenant.0).bind(query.name).fetch_all(&self.read).await?;
+                sqlx::query_as(&sql).persistent(false).bind(tenant.0).bind(query.name).fetch_all(&self.read).await?;
             return Ok(rows
                 .into_iter()
                 .map(|(customer_id, n, first_ms, last_ms)| BehaviourStats {
@@ -265,8 +268,11 @@ impl EventStore for SqliteEventStore {
              WHERE tenant_id = $1 AND name = $2{time}{only}"
         );
         let mut fold = BehaviourFold::default();
-        let mut rows =
-            sqlx::query_as::<_, (i64, String, i64, String)>(&sql).bind(tenant.0).bind(query.name).fetch(&self.read);
+        let mut rows = sqlx::query_as::<_, (i64, String, i64, String)>(&sql)
+            .persistent(false)
+            .bind(tenant.0)
+            .bind(query.name)
+            .fetch(&self.read);
         while let Some((customer, message_id, ms, properties)) = rows.try_next().await? {
             if predicate(&parse_json(&properties)?) {
                 fold.push(customer, &message_id, ms);

@@ -192,40 +192,59 @@ impl Segmenter {
         let kinds: HashMap<i64, i64> = marks.iter().map(|m| (m.customer_id, m.kinds)).collect();
         // Customers whose events or scores changed (or whose crossing came due) get their next
         // crossing recomputed over every time-relative segment.
-        let refresh: Vec<i64> = ids
+        let plan = plan(&defs);
+        // Customers whose events or scores changed (or whose crossing came due) get their next
+        // crossing recomputed over every time-relative segment (if there is any).
+        let any_relative = plan.iter().any(|(d, _)| d.filter.as_ref().is_some_and(is_relative));
+        let refresh: Vec<i64> = if any_relative {
+            ids.iter()
+                .copied()
+                .filter(|c| kinds[c] & (changed::EVENTS | changed::SCORES | changed::TIME) != 0)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Per planned segment, the customers it is re-evaluated for.
+        let scopes: Vec<Vec<i64>> = plan
             .iter()
-            .copied()
-            .filter(|c| kinds[c] & (changed::EVENTS | changed::SCORES | changed::TIME) != 0)
+            .map(|(def, bits)| {
+                let relative = def.filter.as_ref().is_some_and(is_relative);
+                ids.iter()
+                    .copied()
+                    .filter(|c| kinds[c] & bits != 0 || (relative && refresh.binary_search(c).is_ok()))
+                    .collect()
+            })
             .collect();
         let mut current: HashMap<i64, Vec<i64>> = HashMap::new();
-        for (segment, customer) in self.store.read().await?.segment_memberships_of(tenant, &ids).await? {
-            current.entry(segment).or_default().push(customer);
+        let mut snapshot = None;
+        let t_marks = t0.elapsed();
+        let mut t_read = t_marks;
+        if scopes.iter().any(|s| !s.is_empty()) {
+            for (segment, customer) in self.store.read().await?.segment_memberships_of(tenant, &ids).await? {
+                current.entry(segment).or_default().push(customer);
+            }
+            current.values_mut().for_each(|v| v.sort_unstable());
+            let mut snap = Snapshot::read(&self.store, tenant, ids.clone()).await?;
+            t_read = t0.elapsed();
+            let filters: Vec<&crate::Filter> = plan
+                .iter()
+                .zip(&scopes)
+                .filter(|(_, scope)| !scope.is_empty())
+                .filter_map(|((d, _), _)| d.filter.as_ref())
+                .collect();
+            snap.prefetch(self.events.as_ref(), tenant, now, &filters).await?;
+            snapshot = Some(snap);
         }
-        current.values_mut().for_each(|v| v.sort_unstable());
-
-        let plan = plan(&defs);
+        let t_prefetch = t0.elapsed();
         // Every segment's membership among the batch, updated as segments are evaluated in
         // reference order (a segment sees the new membership of those it refers to).
         let mut overrides: HashMap<i64, Vec<i64>> = defs.iter().map(|d| (d.row.id, Vec::new())).collect();
         overrides.extend(current.clone());
-        let t_marks = t0.elapsed();
-        let mut snap = Snapshot::read(&self.store, tenant, ids.clone()).await?;
-        let t_read = t0.elapsed();
-        let filters: Vec<&crate::Filter> = plan.iter().filter_map(|(d, _)| d.filter.as_ref()).collect();
-        snap.prefetch(self.events.as_ref(), tenant, now, &filters).await?;
-        let t_prefetch = t0.elapsed();
-        let mut snapshot = Some(snap);
         let mut evaluated: HashMap<i64, Vec<i64>> = HashMap::new();
         let mut transitions = Vec::new();
         let mut crossings: Vec<(i64, DateTime<Utc>)> = Vec::new();
-        for (def, bits) in &plan {
+        for ((def, _), scope) in plan.iter().zip(scopes) {
             let filter = def.filter.as_ref().expect("planned segments are dynamic");
-            let relative = is_relative(filter);
-            let scope: Vec<i64> = ids
-                .iter()
-                .copied()
-                .filter(|c| kinds[c] & bits != 0 || (relative && refresh.binary_search(c).is_ok()))
-                .collect();
             let old_all = current.get(&def.row.id).cloned().unwrap_or_default();
             if scope.is_empty() {
                 overrides.insert(def.row.id, old_all);

@@ -248,7 +248,8 @@ impl Conn {
         for chunk in ids.chunks(1_000) {
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id IN ({list})");
-            let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+            let rows: Vec<Row> =
+                on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows.into_iter().map(Customer::from));
         }
         Ok(out)

@@ -65,7 +65,7 @@ impl Conn {
                     b.push_bind(*customer).push_bind(*version);
                 });
                 qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(())

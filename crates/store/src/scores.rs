@@ -75,7 +75,8 @@ impl Conn {
         for chunk in ids.chunks(500) {
             let list = chunk.iter().map(|id| id.0.to_string()).collect::<Vec<_>>().join(",");
             let sql = format!("SELECT {COLS} FROM customer_scores WHERE tenant_id = $1 AND customer_id IN ({list})");
-            let rows: Vec<ScoreRow> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+            let rows: Vec<ScoreRow> =
+                on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);
         }
         Ok(out)
@@ -185,7 +186,12 @@ impl Conn {
         for chunk in ids.chunks(500) {
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
             let sql = format!("DELETE FROM customer_scores WHERE tenant_id = $1 AND customer_id IN ({list})");
-            on!(self, |c| sqlx::query(&sql).bind(tenant.0).execute(c).await.map(|r| r.rows_affected()))?;
+            on!(self, |c| sqlx::query(&sql)
+                .persistent(false)
+                .bind(tenant.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         Ok(())
     }

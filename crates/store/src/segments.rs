@@ -222,7 +222,7 @@ impl Conn {
         let sql = format!(
             "SELECT customer_id FROM segment_members WHERE tenant_id = $1 AND segment_id = $2{restrict} ORDER BY customer_id"
         );
-        Ok(on!(self, |c| sqlx::query_scalar(&sql).bind(tenant.0).bind(segment).fetch_all(c).await)?)
+        Ok(on!(self, |c| sqlx::query_scalar(&sql).persistent(false).bind(tenant.0).bind(segment).fetch_all(c).await)?)
     }
 
     /// The (segment, customer) memberships of the given customers.
@@ -242,7 +242,8 @@ impl Conn {
                 "SELECT segment_id, customer_id FROM segment_members WHERE tenant_id = $1 AND customer_id IN ({})",
                 id_list(chunk)
             );
-            let rows: Vec<(i64, i64)> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+            let rows: Vec<(i64, i64)> =
+                on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);
         }
         Ok(out)
@@ -294,7 +295,13 @@ impl Conn {
                          ON CONFLICT DO NOTHING RETURNING customer_id",
                         id_list(chunk)
                     );
-                    sqlx::query_scalar(&sql).bind(tenant.0).bind(segment).bind(now).fetch_all(&mut *c).await?
+                    sqlx::query_scalar(&sql)
+                        .persistent(false)
+                        .bind(tenant.0)
+                        .bind(segment)
+                        .bind(now)
+                        .fetch_all(&mut *c)
+                        .await?
                 }
             };
             added.extend(rows);
@@ -312,8 +319,12 @@ impl Conn {
                  RETURNING customer_id",
                 id_list(chunk)
             );
-            let rows: Vec<i64> =
-                on!(self, |c| sqlx::query_scalar(&sql).bind(tenant.0).bind(segment).fetch_all(c).await)?;
+            let rows: Vec<i64> = on!(self, |c| sqlx::query_scalar(&sql)
+                .persistent(false)
+                .bind(tenant.0)
+                .bind(segment)
+                .fetch_all(c)
+                .await)?;
             removed.extend(rows);
         }
         self.adjust_member_count(tenant, segment, -(removed.len() as i64)).await?;
@@ -385,7 +396,8 @@ impl Conn {
                 "SELECT c.id FROM customers c LEFT JOIN customer_scores s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
                  WHERE c.tenant_id = $1{restrict} AND ({condition}) ORDER BY c.id"
             );
-            let rows: Vec<i64> = on!(self, |c| sqlx::query_scalar(&sql).bind(tenant.0).fetch_all(c).await)?;
+            let rows: Vec<i64> =
+                on!(self, |c| sqlx::query_scalar(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);
         }
         out.sort_unstable();
@@ -403,7 +415,7 @@ impl Conn {
         for chunk in ids.chunks(5_000) {
             let sql = format!("SELECT id, email FROM customers WHERE tenant_id = $1 AND id IN ({})", id_list(chunk));
             let rows: Vec<(i64, Option<String>)> =
-                on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?;
+                on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);
         }
         Ok(out)
@@ -416,7 +428,7 @@ impl Conn {
         }
         let restrict = only.map(|ids| format!(" AND customer_id IN ({})", id_list(ids))).unwrap_or_default();
         let sql = format!("SELECT customer_id, last_purchase_day FROM customer_scores WHERE tenant_id = $1{restrict}");
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?)
+        Ok(on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?)
     }
 
     /// Marks customers for re-evaluation with what changed about them (bits OR-ed into an
@@ -455,7 +467,7 @@ impl Conn {
                     " ON CONFLICT (tenant_id, customer_id) DO UPDATE SET version = segment_dirty.version + 1, \
                      kinds = segment_dirty.kinds | excluded.kinds, marked_at = excluded.marked_at",
                 );
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(())
@@ -503,7 +515,12 @@ impl Conn {
         for chunk in gone.chunks(5_000) {
             let sql =
                 format!("DELETE FROM segment_crossings WHERE tenant_id = $1 AND customer_id IN ({})", id_list(chunk));
-            on!(self, |c| sqlx::query(&sql).bind(tenant.0).execute(c).await.map(|r| r.rows_affected()))?;
+            on!(self, |c| sqlx::query(&sql)
+                .persistent(false)
+                .bind(tenant.0)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         let set: Vec<(i64, DateTime<Utc>)> = due.iter().filter_map(|(c, d)| d.map(|d| (*c, d))).collect();
         self.upsert_crossings(tenant, &set, "excluded.due_at").await
@@ -537,7 +554,7 @@ impl Conn {
                     b.push_bind(tenant.0).push_bind(*id).push_bind(*d);
                 });
                 qb.push(format!(" ON CONFLICT (tenant_id, customer_id) DO UPDATE SET due_at = {value}"));
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(())
@@ -567,7 +584,7 @@ impl Conn {
                     b.push_bind(*t).push_bind(*id);
                 });
                 qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(due.len())
