@@ -11,6 +11,9 @@ CREATE TABLE segments (
     kind          TEXT NOT NULL,
     builtin       TEXT,
     filters       TEXT,
+    -- What the filter depends on (bits of the segment engine's `changed`): the ingest
+    -- processor marks customers only for changes some segment of the workspace can see.
+    deps          BIGINT NOT NULL DEFAULT 31,
     member_count  BIGINT NOT NULL DEFAULT 0,
     job_id        BIGINT,
     created_at    TIMESTAMPTZ NOT NULL,
@@ -62,8 +65,8 @@ END;
 $$ LANGUAGE plpgsql IMMUTABLE;
 
 -- The RFM segments exist in every workspace (new workspaces get them when they are created).
-INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, created_at, updated_at)
-SELECT t.id, b.name, b.description, b.color, 'dynamic', b.name, b.filters, now(), now()
+INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, deps, created_at, updated_at)
+SELECT t.id, b.name, b.description, b.color, 'dynamic', b.name, b.filters, 2, now(), now()
 FROM tenants t CROSS JOIN (VALUES
     ('Champions', 'RFM score 13-15', '#16a34a', '{"rfm_segment":"Champions"}'),
     ('Loyal Customers', 'RFM score 9-12', '#2563eb', '{"rfm_segment":"Loyal Customers"}'),

@@ -11,6 +11,9 @@ CREATE TABLE segments (
     kind          TEXT NOT NULL,
     builtin       TEXT,
     filters       TEXT,
+    -- What the filter depends on (bits of the segment engine's `changed`): the ingest
+    -- processor marks customers only for changes some segment of the workspace can see.
+    deps          INTEGER NOT NULL DEFAULT 31,
     member_count  INTEGER NOT NULL DEFAULT 0,
     job_id        INTEGER,
     created_at    TEXT NOT NULL,
@@ -53,8 +56,8 @@ CREATE TABLE segment_locks (
 );
 
 -- The RFM segments exist in every workspace (new workspaces get them when they are created).
-INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, created_at, updated_at)
-SELECT t.id, b.column1, b.column2, b.column3, 'dynamic', b.column1, b.column4,
+INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, deps, created_at, updated_at)
+SELECT t.id, b.column1, b.column2, b.column3, 'dynamic', b.column1, b.column4, 2,
        strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
 FROM tenants t CROSS JOIN (VALUES
     ('Champions', 'RFM score 13-15', '#16a34a', '{"rfm_segment":"Champions"}'),

@@ -235,6 +235,15 @@ async fn seed_example_segment_is_evaluated_listed_and_kept_current(app: TestApp)
         ]
     );
     assert_eq!(app.get(&format!("/v1/segments/{id}"), &token).await.body["data"]["member_count"], 0);
+
+    // A segment on behaviour follows tracked events through the ingest processor's marks (it
+    // marks customers only for changes some segment depends on; this one depends on events).
+    let active =
+        create_segment(&app, &token, json!({"name": "Active", "filters": {"event": "login", "within_days": 7}})).await;
+    assert!(members(&app, &token, active).await.is_empty());
+    track(&app, &key, vec![event("cid", "login", "2026-07-30T23:00:00Z", "l1", json!({}))], 6).await;
+    wait(Duration::from_secs(10), || async { (members(&app, &token, active).await == set(&["cid"])).then_some(()) })
+        .await;
 }
 
 /// Four customers with traits, profile fields, scores, events and consent; each filter below

@@ -102,7 +102,21 @@ impl Processor {
 
     /// Marks customers for segment re-evaluation (after their events are stored, like scoring
     /// marks): those with new events for profile and event conditions, new profiles for all.
+    ///
+    /// Only changes some dynamic segment of the workspace depends on are marked (read after the
+    /// events are stored: a segment saved later is evaluated over a snapshot that has them).
     async fn mark_for_segments(&mut self, mut marks: Vec<(TenantId, CustomerId, i64)>) -> Result<(), ProcessError> {
+        if marks.is_empty() {
+            return Ok(());
+        }
+        let mut tenants: Vec<i64> = marks.iter().map(|m| m.0 .0).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let deps = self.store.read().await?.segment_deps(&tenants).await?;
+        for m in marks.iter_mut() {
+            m.2 &= deps.get(&m.0 .0).copied().unwrap_or(0);
+        }
+        marks.retain(|m| m.2 != 0);
         if marks.is_empty() {
             return Ok(());
         }

@@ -99,9 +99,10 @@ impl Services {
         let description = check_description(input.description.flatten())?;
         let color = check_color(input.color.flatten())?;
         let kind = input.kind.unwrap_or_else(|| "dynamic".into());
+        let mut deps = cairn_segments::changed::MEMBERSHIP;
         let filters = match (kind.as_str(), input.filters) {
             ("dynamic", Some(f)) => {
-                self.checked_filter(p, &f, None).await?;
+                deps = cairn_segments::deps(&self.checked_filter(p, &f, None).await?);
                 Some(f.to_string())
             }
             ("dynamic", None) => return Err(ServiceError::invalid("filters", "is required for a dynamic segment")),
@@ -118,6 +119,7 @@ impl Services {
             color: color.as_deref(),
             kind: &kind,
             filters: filters.as_deref(),
+            deps,
         };
         let mut tx = self.store.begin().await?;
         let mut row = tx.insert_segment(p.tenant_id, &fields, None, now).await?;
@@ -170,6 +172,7 @@ impl Services {
             Some(c) => check_color(c)?,
             None => current.color.clone(),
         };
+        let mut deps = current.deps;
         let filters = match input.filters {
             Some(_) if builtin => {
                 return Err(ServiceError::invalid("filters", "the built-in RFM segments' filters cannot be changed"))
@@ -178,7 +181,7 @@ impl Services {
                 return Err(ServiceError::invalid("filters", "a static segment has no filters: add members instead"))
             }
             Some(f) => {
-                self.checked_filter(p, &f, Some(id)).await?;
+                deps = cairn_segments::deps(&self.checked_filter(p, &f, Some(id)).await?);
                 Some(f.to_string())
             }
             None => current.filters.clone(),
@@ -191,6 +194,7 @@ impl Services {
             color: color.as_deref(),
             kind: &current.kind,
             filters: filters.as_deref(),
+            deps,
         };
         let mut tx = self.store.begin().await?;
         let mut row = found(tx.update_segment(p.tenant_id, id, &fields, now).await, "segment")?;

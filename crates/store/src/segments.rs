@@ -32,6 +32,8 @@ pub struct SegmentRow {
     pub builtin: Option<String>,
     /// The filter as JSON text (dynamic segments).
     pub filters: Option<String>,
+    /// What the filter depends on (bits of the segment engine's `changed`).
+    pub deps: i64,
     pub member_count: i64,
     /// The last evaluation job queued for it.
     pub job_id: Option<i64>,
@@ -40,7 +42,7 @@ pub struct SegmentRow {
 }
 
 const COLS: &str =
-    "id, tenant_id, name, description, color, kind, builtin, filters, member_count, job_id, created_at, updated_at";
+    "id, tenant_id, name, description, color, kind, builtin, filters, deps, member_count, job_id, created_at, updated_at";
 
 /// The writable fields of a segment.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +52,8 @@ pub struct SegmentFields<'a> {
     pub color: Option<&'a str>,
     pub kind: &'a str,
     pub filters: Option<&'a str>,
+    /// What the filter depends on (bits of the segment engine's `changed`).
+    pub deps: i64,
 }
 
 /// A customer waiting to be re-evaluated: the version of the mark (bumped by every new mark)
@@ -84,8 +88,8 @@ impl Conn {
         now: DateTime<Utc>,
     ) -> Result<SegmentRow> {
         let sql = format!(
-            "INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) RETURNING {COLS}"
+            "INSERT INTO segments (tenant_id, name, description, color, kind, builtin, filters, deps, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8) RETURNING {COLS}"
         );
         Ok(on!(self, |c| sqlx::query_as(&sql)
             .bind(tenant.0)
@@ -96,6 +100,7 @@ impl Conn {
             .bind(builtin)
             .bind(f.filters)
             .bind(now)
+            .bind(f.deps)
             .fetch_one(c)
             .await)?)
     }
@@ -109,6 +114,8 @@ impl Conn {
                 color: Some(color),
                 kind: "dynamic",
                 filters: Some(filters),
+                // Scores only (the segment engine's `changed::SCORES`).
+                deps: 2,
             };
             self.insert_segment(tenant, &f, Some(name), now).await?;
         }
@@ -136,7 +143,7 @@ impl Conn {
         now: DateTime<Utc>,
     ) -> Result<SegmentRow> {
         let sql = format!(
-            "UPDATE segments SET name = $1, description = $2, color = $3, filters = $4, updated_at = $5
+            "UPDATE segments SET name = $1, description = $2, color = $3, filters = $4, updated_at = $5, deps = $8
              WHERE tenant_id = $6 AND id = $7 RETURNING {COLS}"
         );
         let row: Option<SegmentRow> = on!(self, |c| sqlx::query_as(&sql)
@@ -147,9 +154,28 @@ impl Conn {
             .bind(now)
             .bind(tenant.0)
             .bind(id)
+            .bind(f.deps)
             .fetch_optional(c)
             .await)?;
         row.ok_or(StoreError::NotFound)
+    }
+
+    /// Per workspace, what its dynamic segments depend on, together (bits of the segment
+    /// engine's `changed`; 0 for a workspace without any).
+    pub async fn segment_deps(&mut self, tenants: &[i64]) -> Result<HashMap<i64, i64>> {
+        if tenants.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!(
+            "SELECT tenant_id, deps FROM segments WHERE kind = 'dynamic' AND tenant_id IN ({})",
+            id_list(tenants)
+        );
+        let rows: Vec<(i64, i64)> = on!(self, |c| sqlx::query_as(&sql).persistent(false).fetch_all(c).await)?;
+        let mut out: HashMap<i64, i64> = tenants.iter().map(|t| (*t, 0)).collect();
+        for (t, d) in rows {
+            *out.entry(t).or_default() |= d;
+        }
+        Ok(out)
     }
 
     pub async fn set_segment_job(&mut self, tenant: TenantId, id: i64, job_id: i64) -> Result<()> {
