@@ -23,6 +23,7 @@ use crate::{
 };
 
 pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> {
+    let signals = shutdown_signal();
     let stores = stores::open(store_args).await?;
     let clock = if args.test_clock { Clock::test() } else { Clock::system() };
     let settings = ServiceSettings {
@@ -110,7 +111,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     let app = cairn_api::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
+        signals.await;
         let _ = stop_tx.send(true);
     });
     let grace = Duration::from_secs(args.shutdown_timeout_secs);
@@ -203,21 +204,32 @@ async fn housekeeping(svc: Services) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGTERM and SIGINT handlers now — a signal that arrives before the server runs
+/// (say, right after it answered its first health check) must stop it gracefully, not kill it
+/// with the default action — and returns what resolves on the first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (term, int) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (signal(SignalKind::terminate()).ok(), signal(SignalKind::interrupt()).ok())
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("signal received: no new connections; finishing in-flight requests");
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! { _ = wait(term) => {}, _ = wait(int) => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("signal received: no new connections; finishing in-flight requests");
+    }
 }

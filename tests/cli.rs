@@ -316,7 +316,7 @@ fn json_logs_are_one_object_per_line() {
         .env("CAIRN_ADMIN_PASSWORD", "admin password 1");
     let server = Server::start(cmd);
     let (status, logs) = server.terminate();
-    assert!(status.success());
+    assert!(status.success(), "exit status {status}: {logs}");
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 3, "{logs}");
     for line in lines {
