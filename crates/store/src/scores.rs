@@ -239,7 +239,7 @@ impl Conn {
                     " ON CONFLICT (tenant_id, customer_id) DO UPDATE SET version = scoring_dirty.version + 1, \
                      marked_at = excluded.marked_at",
                 );
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(())
