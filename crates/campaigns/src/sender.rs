@@ -1,0 +1,601 @@
+//! The sender. Each instance runs one; a workspace's campaigns are sent by one instance at a
+//! time (`campaign_locks`, a lease renewed per batch).
+//!
+//! Exactly once per recipient (docs/campaigns.md):
+//!
+//! 1. When sending starts the audience is resolved into send records, one per (campaign,
+//!    customer, channel), `queued` or `skipped` with the reason — inserted with `ON CONFLICT DO
+//!    NOTHING`, so a resumed resolution adds only what is missing.
+//! 2. A queued message is prepared (SMTP: MAIL, RCPT, DATA — nothing is committed by the
+//!    server yet), then its record moves to `committing` (a group commit for all lanes), then
+//!    the data and its final dot go out (SMS: the provider request). A crash before the
+//!    `committing` commit leaves it `queued`: the server discarded the unfinished transaction,
+//!    so it is sent again, once. A crash after it leaves it `committing`: the message left (or
+//!    is about to), so a restart settles it as `sent` (SMTP) or `unknown` (SMS, until the
+//!    provider's status callback) and never sends it again.
+//! 3. Outcomes are written per batch: `sent`, `bounced` (5xx at RCPT; the address is
+//!    suppressed), `failed`, or `queued` again with a backoff (4xx, no connection).
+//!
+//! Suppressions and opt-outs are checked again right before each batch goes out.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use cairn_channels::{
+    email::{Outgoing, SmtpFailure, SmtpLane},
+    sms::{self, SmsOutcome, SmsSettings},
+};
+use cairn_domain::{Clock, TenantId};
+use cairn_store::{
+    campaigns::{CampaignRow, NewSend, SendOutcome, SendRow},
+    customers::Customer,
+    Store,
+};
+use chrono::Utc;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::{
+    address_of, compose_email, compose_sms, normalise,
+    settings::{self, Defaults, EmailSettings, SmsWorkspaceSettings},
+    skip_reason, templates, EmailSender, Links,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Store(#[from] cairn_store::StoreError),
+}
+
+/// How the sender works.
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// Concurrent SMTP connections (or SMS requests) per campaign.
+    pub lanes: usize,
+    /// Send records taken per batch.
+    pub batch: i64,
+    /// How often to look for work when idle.
+    pub poll: Duration,
+    /// Attempts before a message that keeps failing transiently is given up.
+    pub max_attempts: i64,
+    /// First retry delay; doubled per attempt, at most an hour.
+    pub retry_base: Duration,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            lanes: 8,
+            batch: 1000,
+            poll: Duration::from_millis(500),
+            max_attempts: 5,
+            retry_base: Duration::from_secs(30),
+        }
+    }
+}
+
+pub struct Sender {
+    store: Store,
+    clock: Clock,
+    holder: String,
+    defaults: Defaults,
+    links: Links,
+    http: reqwest::Client,
+    config: SenderConfig,
+    wake: Arc<Notify>,
+    /// Campaigns whose leftover `committing` records this process has settled.
+    settled: Mutex<HashSet<i64>>,
+}
+
+/// One message ready for its channel.
+enum Msg {
+    Email(Outgoing),
+    Sms { to: String, body: String, callback: String, parts: i64 },
+}
+
+struct Job {
+    send: SendRow,
+    msg: Msg,
+}
+
+type Lease = (TenantId, Instant);
+
+impl Sender {
+    pub fn new(
+        store: Store,
+        clock: Clock,
+        holder: String,
+        defaults: Defaults,
+        links: Links,
+        config: SenderConfig,
+    ) -> Sender {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
+        Sender {
+            store,
+            clock,
+            holder,
+            defaults,
+            links,
+            http,
+            config,
+            wake: Arc::new(Notify::new()),
+            settled: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Wakes the sender (a campaign was sent or scheduled).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        let wake = self.wake.clone();
+        cairn_domain::worker::poll_loop("campaigns", self.config.poll, &wake, stop, || self.tick()).await
+    }
+
+    /// One round: due scheduled campaigns start; every sending campaign of a workspace this
+    /// instance holds advances. True when there is more to do at once.
+    pub async fn tick(&self) -> Result<bool, SendError> {
+        let now = self.clock.now();
+        self.store.write().await?.start_due_campaigns(now).await?;
+        let tenants = self.store.read().await?.sending_tenants().await?;
+        let mut busy = false;
+        for tenant in tenants {
+            let mut lease = (tenant, Instant::now());
+            if !self.renew(&mut lease, true).await? {
+                continue;
+            }
+            let campaigns = self.store.read().await?.sending_campaigns(tenant).await?;
+            for c in campaigns {
+                busy |= self.work(c, &mut lease).await?;
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Takes or renews the workspace's lease (at most every few seconds unless `force`).
+    async fn renew(&self, lease: &mut Lease, force: bool) -> Result<bool, SendError> {
+        if !force && lease.1.elapsed() < Duration::from_secs(5) {
+            return Ok(true);
+        }
+        let now = Utc::now();
+        let ok = self
+            .store
+            .write()
+            .await?
+            .take_campaign_lease(lease.0, &self.holder, now, now + chrono::Duration::seconds(30))
+            .await?;
+        lease.1 = Instant::now();
+        Ok(ok)
+    }
+
+    async fn fail(&self, c: &CampaignRow, error: &str) -> Result<(), SendError> {
+        tracing::warn!(campaign.id = c.id, error, "campaign failed");
+        self.store.write().await?.fail_campaign(TenantId(c.tenant_id), c.id, error, self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Advances one sending campaign for up to ten seconds. True when it should be called again
+    /// at once.
+    async fn work(&self, c: CampaignRow, lease: &mut Lease) -> Result<bool, SendError> {
+        let tenant = TenantId(c.tenant_id);
+        let channel = match c.kind.as_str() {
+            "email" | "sms" => c.kind.clone(),
+            _ => {
+                self.fail(&c, "ad campaigns are exported (audience.csv), not sent").await?;
+                return Ok(false);
+            }
+        };
+        if self.settled.lock().expect("not poisoned").insert(c.id) {
+            let to = if channel == "email" { "sent" } else { "unknown" };
+            let n = self.store.write().await?.settle_committing(c.id, to, self.clock.now()).await?;
+            if n > 0 {
+                tracing::info!(campaign.id = c.id, settled = n, "messages in flight at a restart settled, not resent");
+            }
+        }
+        let t = match templates(&c) {
+            Ok(t) => t,
+            Err(e) => {
+                self.fail(&c, &e.to_string()).await?;
+                return Ok(false);
+            }
+        };
+        // The channel's settings.
+        let mut conn = self.store.read().await?;
+        let email: EmailSettings = settings::load(&mut conn, tenant, "email").await?;
+        let sms_settings: SmsWorkspaceSettings = settings::load(&mut conn, tenant, "sms").await?;
+        drop(conn);
+        let (transport, workspace_rate) = if channel == "email" {
+            let Some(smtp) = email.smtp(&self.defaults) else {
+                self.fail(&c, "no SMTP server is configured (CAIRN_SMTP_URL or PUT /v1/settings/email)").await?;
+                return Ok(false);
+            };
+            let from_email = c.from_email.clone().or(email.from_email.clone());
+            let Some(from_email) = from_email else {
+                self.fail(&c, "no from_email: set it on the campaign or in /v1/settings/email").await?;
+                return Ok(false);
+            };
+            let sender = EmailSender {
+                from_name: c.from_name.clone().or(email.from_name.clone()),
+                from_email,
+                reply_to: c.reply_to.clone().or(email.reply_to.clone()),
+                unsubscribe_mailto: email.unsubscribe_mailto.clone(),
+            };
+            let lanes = (0..self.config.lanes).map(|_| SmtpLane::new(smtp.clone())).collect();
+            (Transport::Email { lanes, sender, dkim: email.dkim() }, email.rate_limit)
+        } else {
+            let Some(s) = sms_settings.resolve(&self.defaults) else {
+                self.fail(&c, "no SMS provider is configured (CAIRN_SMS_* or PUT /v1/settings/sms)").await?;
+                return Ok(false);
+            };
+            (Transport::Sms(s), sms_settings.rate_limit)
+        };
+        let mut transport = transport;
+        if !c.audience_ready {
+            self.resolve_audience(&c, &channel).await?;
+        }
+        let rate = [c.rate_limit, workspace_rate].into_iter().flatten().filter(|r| *r > 0).min();
+        let limiter = Limiter::new(rate);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let result = loop {
+            if Instant::now() > deadline {
+                break Ok(true);
+            }
+            if !self.renew(lease, false).await? {
+                break Ok(false);
+            }
+            let current = self.store.read().await?.campaign(tenant, c.id).await?;
+            if current.status != "sending" {
+                if current.status == "cancelled" {
+                    self.store.write().await?.cancel_queued_sends(c.id, self.clock.now()).await?;
+                }
+                break Ok(false);
+            }
+            let due = self.store.read().await?.due_sends(c.id, self.clock.now(), self.config.batch).await?;
+            if due.is_empty() {
+                let counts = self.store.read().await?.send_counts(c.id).await?;
+                if counts.queued == 0 && counts.in_flight == 0 {
+                    self.finish(&c).await?;
+                    break Ok(true);
+                }
+                break Ok(false);
+            }
+            self.send_batch(&c, &channel, &t, &mut transport, &limiter, due).await?;
+        };
+        if let Transport::Email { lanes, .. } = &mut transport {
+            for l in lanes {
+                l.quit().await;
+            }
+        }
+        result
+    }
+
+    /// Creates every recipient's send record.
+    async fn resolve_audience(&self, c: &CampaignRow, channel: &str) -> Result<(), SendError> {
+        let tenant = TenantId(c.tenant_id);
+        let ids = match c.segment_id {
+            Some(s) => self.store.read().await?.segment_member_ids(tenant, s, None).await?,
+            None => vec![],
+        };
+        let mut total = 0i64;
+        for chunk in ids.chunks(5_000) {
+            let customers = self.store.read().await?.customers_by_ids(tenant, chunk).await?;
+            let addresses: Vec<String> = customers.iter().filter_map(|cu| address_of(channel, cu)).collect();
+            let suppressed = self.store.read().await?.suppressed(tenant, channel, &addresses).await?;
+            let sends: Vec<NewSend> = customers
+                .iter()
+                .map(|cu| {
+                    let address = address_of(channel, cu);
+                    let reason = skip_reason(channel, cu, c.require_consent).or_else(|| {
+                        address.as_ref().filter(|a| suppressed.contains(*a)).map(|_| "suppressed")
+                    });
+                    NewSend {
+                        customer_id: cu.id.0,
+                        address,
+                        status: if reason.is_some() { "skipped" } else { "queued" },
+                        reason,
+                    }
+                })
+                .collect();
+            total += sends.len() as i64;
+            let mut tx = self.store.begin().await?;
+            tx.insert_sends(tenant, c.id, channel, &sends, self.clock.now()).await?;
+            tx.commit().await?;
+        }
+        self.store.write().await?.set_audience_ready(c.id, total, self.clock.now()).await?;
+        tracing::info!(campaign.id = c.id, recipients = total, "campaign audience resolved");
+        Ok(())
+    }
+
+    async fn finish(&self, c: &CampaignRow) -> Result<(), SendError> {
+        let tenant = TenantId(c.tenant_id);
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        if tx.transition_campaign(tenant, c.id, &["sending"], "sent", None, now).await? {
+            let n = tx.send_counts(c.id).await?;
+            let payload = json!({
+                "campaign_id": c.id,
+                "campaign_name": c.name,
+                "type": c.kind,
+                "segment_id": c.segment_id,
+                "recipients": n.recipients,
+                "sent": n.sent + n.delivered,
+                "failed": n.failed,
+                "bounced": n.bounced,
+                "skipped": n.skipped,
+                "unknown": n.unknown,
+                "finished_at": now,
+            });
+            tx.insert_outbox(tenant, "campaign.sent", &payload, now).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(campaign.id = c.id, "campaign sent");
+        Ok(())
+    }
+
+    /// Renders, re-checks and sends one batch; writes the outcomes.
+    async fn send_batch(
+        &self,
+        c: &CampaignRow,
+        channel: &str,
+        t: &crate::Templates,
+        transport: &mut Transport,
+        limiter: &Limiter,
+        due: Vec<SendRow>,
+    ) -> Result<(), SendError> {
+        let tenant = TenantId(c.tenant_id);
+        let now = self.clock.now();
+        let ids: Vec<i64> = due.iter().map(|s| s.customer_id).collect();
+        let customers: HashMap<i64, Customer> = self
+            .store
+            .read()
+            .await?
+            .customers_by_ids(tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|cu| (cu.id.0, cu))
+            .collect();
+        let addresses: Vec<String> = due.iter().filter_map(|s| s.address.clone()).collect();
+        let suppressed = self.store.read().await?.suppressed(tenant, channel, &addresses).await?;
+        let mut outcomes = Vec::new();
+        let mut jobs = VecDeque::new();
+        for s in due {
+            let skip = |reason: &str| SendOutcome {
+                id: s.id,
+                status: "skipped",
+                reason: Some(reason.to_string()),
+                provider_id: None,
+                error: None,
+                parts: None,
+                attempts: s.attempts,
+                next_attempt_at: now,
+            };
+            let Some(cu) = customers.get(&s.customer_id) else {
+                outcomes.push(skip("deleted"));
+                continue;
+            };
+            let to = s.address.clone().unwrap_or_default();
+            if let Some(reason) = skip_reason(channel, cu, c.require_consent) {
+                outcomes.push(skip(reason));
+                continue;
+            }
+            if suppressed.contains(&normalise(channel, &to)) {
+                outcomes.push(skip("suppressed"));
+                continue;
+            }
+            let msg = match transport {
+                Transport::Email { sender, dkim, .. } => compose_email(c, t, sender, cu, &to, s.id, &self.links)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| e.build(dkim.as_ref()))
+                    .map(Msg::Email),
+                Transport::Sms(_) => compose_sms(c, t, cu, s.id, &self.links).map(|(body, parts)| Msg::Sms {
+                    to: to.clone(),
+                    body,
+                    callback: self.links.sms_status_url(s.id),
+                    parts: parts as i64,
+                }).map_err(|e| e.to_string()),
+            };
+            match msg {
+                Ok(msg) => jobs.push_back(Job { send: s, msg }),
+                Err(e) => outcomes.push(SendOutcome {
+                    status: "failed",
+                    reason: Some("render".into()),
+                    error: Some(e),
+                    ..skip("render")
+                }),
+            }
+        }
+        let address_by_send: HashMap<i64, String> =
+            jobs.iter().filter_map(|j| Some((j.send.id, normalise(channel, j.send.address.as_deref()?)))).collect();
+        outcomes.extend(self.pipeline(jobs, transport, limiter).await?);
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        tx.finish_sends(&outcomes, now).await?;
+        for o in outcomes.iter().filter(|o| o.status == "bounced") {
+            if let Some(a) = address_by_send.get(&o.id) {
+                tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sends jobs over the transport's lanes; every message passes the commit point (its record
+    /// moved to `committing`, in a group commit) before it can leave.
+    async fn pipeline(
+        &self,
+        jobs: VecDeque<Job>,
+        transport: &mut Transport,
+        limiter: &Limiter,
+    ) -> Result<Vec<SendOutcome>, SendError> {
+        let queue = Mutex::new(jobs);
+        let results = Mutex::new(Vec::new());
+        let failure: Mutex<Option<SendError>> = Mutex::new(None);
+        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, oneshot::Sender<bool>)>();
+        let committer = async {
+            while let Some(first) = rx.recv().await {
+                let mut waiting = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    waiting.push(more);
+                }
+                let ids: Vec<i64> = waiting.iter().map(|w| w.0).collect();
+                let moved = match self.commit(&ids).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        *failure.lock().expect("not poisoned") = Some(e);
+                        HashSet::new()
+                    }
+                };
+                for (id, reply) in waiting {
+                    let _ = reply.send(moved.contains(&id));
+                }
+            }
+        };
+        let retry = |s: &SendRow, error: String, attempts: i64| -> SendOutcome {
+            let give_up = attempts >= self.config.max_attempts;
+            let delay = self.config.retry_base.saturating_mul(1 << attempts.clamp(0, 7) as u32).min(Duration::from_secs(3600));
+            SendOutcome {
+                id: s.id,
+                status: if give_up { "failed" } else { "queued" },
+                reason: Some(if give_up { "retries_exhausted".into() } else { "retry".into() }),
+                provider_id: None,
+                error: Some(error),
+                parts: None,
+                attempts,
+                next_attempt_at: self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+            }
+        };
+        let done = |s: &SendRow, status: &'static str, reason: Option<&str>, provider: Option<String>, error: Option<String>, parts: Option<i64>| SendOutcome {
+            id: s.id,
+            status,
+            reason: reason.map(str::to_string),
+            provider_id: provider,
+            error,
+            parts,
+            attempts: s.attempts + 1,
+            next_attempt_at: self.clock.now(),
+        };
+        match transport {
+            Transport::Email { lanes, .. } => {
+                let workers = lanes.iter_mut().map(|lane| {
+                    let tx = tx.clone();
+                    let (queue, results, retry, done) = (&queue, &results, &retry, &done);
+                    async move {
+                        loop {
+                            let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
+                            let Msg::Email(out) = &job.msg else { unreachable!("email transport") };
+                            let s = &job.send;
+                            limiter.acquire().await;
+                            let outcome = match lane.prepare(out).await {
+                                Err(SmtpFailure::Transient(e)) => Some(retry(s, e, s.attempts + 1)),
+                                Err(SmtpFailure::Rejected(e)) => Some(done(s, "bounced", Some("hard_bounce"), None, Some(e), None)),
+                                Err(SmtpFailure::Permanent(e)) => Some(done(s, "failed", Some("rejected"), None, Some(e), None)),
+                                Ok(()) => {
+                                    let (otx, orx) = oneshot::channel();
+                                    let _ = tx.send((s.id, otx));
+                                    if orx.await.unwrap_or(false) {
+                                        Some(match lane.commit(out).await {
+                                            Ok(true) => done(s, "sent", None, None, None, None),
+                                            Ok(false) => done(s, "sent", Some("unconfirmed"), None, None, None),
+                                            // Refused after the data: nothing was accepted.
+                                            Err(SmtpFailure::Transient(e)) => retry(s, e, s.attempts + 1),
+                                            Err(f) => done(s, "failed", Some("rejected"), None, Some(f.message().into()), None),
+                                        })
+                                    } else {
+                                        // Cancelled meanwhile (or the store failed): abandon.
+                                        lane.reset().await;
+                                        None
+                                    }
+                                }
+                            };
+                            results.lock().expect("not poisoned").extend(outcome);
+                        }
+                    }
+                });
+                let workers: Vec<_> = workers.collect();
+                drop(tx);
+                tokio::join!(committer, futures::future::join_all(workers));
+            }
+            Transport::Sms(settings) => {
+                let settings = settings.clone();
+                let workers: Vec<_> = (0..self.config.lanes)
+                    .map(|_| {
+                        let tx = tx.clone();
+                        let (queue, results, retry, done, settings) = (&queue, &results, &retry, &done, &settings);
+                        async move {
+                            loop {
+                                let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
+                                let Msg::Sms { to, body, callback, parts } = &job.msg else { unreachable!("sms transport") };
+                                let s = &job.send;
+                                limiter.acquire().await;
+                                let (otx, orx) = oneshot::channel();
+                                let _ = tx.send((s.id, otx));
+                                if !orx.await.unwrap_or(false) {
+                                    continue;
+                                }
+                                let outcome = match sms::send(&self.http, settings, to, body, Some(callback)).await {
+                                    SmsOutcome::Accepted(sid) => done(s, "sent", None, Some(sid), None, Some(*parts)),
+                                    SmsOutcome::Rejected(e) => done(s, "failed", Some("rejected"), None, Some(e), Some(*parts)),
+                                    SmsOutcome::Retry(e) => retry(s, e, s.attempts + 1),
+                                    SmsOutcome::Unknown(e) => done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts)),
+                                };
+                                results.lock().expect("not poisoned").push(outcome);
+                            }
+                        }
+                    })
+                    .collect();
+                drop(tx);
+                tokio::join!(committer, futures::future::join_all(workers));
+            }
+        }
+        if let Some(e) = failure.into_inner().expect("not poisoned") {
+            // Outcomes of messages that did leave are still written by the caller on the next
+            // round: their records stay `committing` and are settled, never resent.
+            return Err(e);
+        }
+        Ok(results.into_inner().expect("not poisoned"))
+    }
+
+    async fn commit(&self, ids: &[i64]) -> Result<HashSet<i64>, SendError> {
+        let moved = self.store.write().await?.commit_sends(ids, self.clock.now()).await?;
+        Ok(moved.into_iter().collect())
+    }
+}
+
+enum Transport {
+    Email { lanes: Vec<SmtpLane>, sender: EmailSender, dkim: Option<cairn_channels::email::Dkim> },
+    Sms(SmsSettings),
+}
+
+/// Spaces messages to a rate (messages per second); no limit when `None`.
+pub struct Limiter {
+    interval: Option<Duration>,
+    next: tokio::sync::Mutex<Instant>,
+}
+
+impl Limiter {
+    pub fn new(per_second: Option<i64>) -> Limiter {
+        Limiter {
+            interval: per_second.map(|r| Duration::from_secs_f64(1.0 / r as f64)),
+            next: tokio::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    pub async fn acquire(&self) {
+        let Some(interval) = self.interval else { return };
+        let slot = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + interval;
+            slot
+        };
+        tokio::time::sleep_until(slot.into()).await;
+    }
+}
