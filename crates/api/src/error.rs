@@ -115,6 +115,8 @@ impl From<ServiceError> for ApiError {
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Duplicate { field, message } => ApiError::duplicate(Some(field), message),
+            ServiceError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
+            ServiceError::Unavailable(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message),
             e @ (ServiceError::Store(_) | ServiceError::Events(_) | ServiceError::Internal(_)) => {
                 ApiError::internal(&e)
             }

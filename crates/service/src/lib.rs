@@ -3,6 +3,7 @@
 //! hands the store rows to write. Handlers (HTTP or CLI) only translate in and out.
 
 pub mod accounts;
+pub mod campaigns;
 pub mod auth;
 pub mod customers;
 pub mod keys;
@@ -58,6 +59,9 @@ pub struct Services {
     pub events: Arc<dyn EventStore>,
     pub clock: Clock,
     pub settings: ServiceSettings,
+    /// Links, channel defaults and the sender's wake-up (absent: campaign sending, test sends
+    /// and tracking links are unavailable).
+    pub campaigns: Option<Arc<campaigns::CampaignKit>>,
     key_touches: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
     /// Ingestion's short-lived cache of authenticated keys, by the key's hash.
     ingest_keys: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
@@ -65,7 +69,21 @@ pub struct Services {
 
 impl Services {
     pub fn new(store: Store, events: Arc<dyn EventStore>, clock: Clock, settings: ServiceSettings) -> Services {
-        Services { store, events, clock, settings, key_touches: Default::default(), ingest_keys: Default::default() }
+        Services {
+            store,
+            events,
+            clock,
+            settings,
+            campaigns: None,
+            key_touches: Default::default(),
+            ingest_keys: Default::default(),
+        }
+    }
+
+    /// Turns on campaign sending, test sends and tracking links.
+    pub fn with_campaigns(mut self, kit: campaigns::CampaignKit) -> Services {
+        self.campaigns = Some(Arc::new(kit));
+        self
     }
 }
 
@@ -87,6 +105,12 @@ pub enum ServiceError {
     /// 409 `DUPLICATE`.
     #[error("{message}")]
     Duplicate { field: String, message: String },
+    /// 409 `CONFLICT`: the resource is not in a state that allows this (a campaign already sent).
+    #[error("{0}")]
+    Conflict(String),
+    /// 503 `UNAVAILABLE`: something this needs is not configured (no SMTP server).
+    #[error("{0}")]
+    Unavailable(String),
     /// 500: the store failed. The message is logged, never shown.
     #[error(transparent)]
     Store(StoreError),
