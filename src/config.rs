@@ -151,6 +151,27 @@ pub struct ServeArgs {
     /// Roles this instance runs (comma-separated: api, ingest, worker). All by default.
     #[arg(long, env = "CAIRN_ROLES", default_value = "api,ingest,worker", value_parser = parse_roles)]
     pub roles: String,
+    /// The URL customers reach this server at: tracking, unsubscribe and SMS callback links
+    /// start with it. Default: http:// and the listen address.
+    #[arg(long, env = "CAIRN_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// The default SMTP server for campaigns: smtp://user:pass@host:port?tls=none|starttls|tls
+    /// (workspaces may set their own with PUT /v1/settings/email).
+    #[arg(long, env = "CAIRN_SMTP_URL", hide_env_values = true, value_parser = parse_smtp_url)]
+    pub smtp_url: Option<cairn_channels::email::SmtpSettings>,
+    /// SMTP connections per sending campaign.
+    #[arg(long, env = "CAIRN_SMTP_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub smtp_connections: u64,
+    /// The default SMS provider: a Twilio-compatible Messages API base URL.
+    #[arg(long, env = "CAIRN_SMS_API_URL", requires_all = ["sms_account_sid", "sms_auth_token", "sms_from"])]
+    pub sms_api_url: Option<String>,
+    #[arg(long, env = "CAIRN_SMS_ACCOUNT_SID")]
+    pub sms_account_sid: Option<String>,
+    #[arg(long, env = "CAIRN_SMS_AUTH_TOKEN", hide_env_values = true)]
+    pub sms_auth_token: Option<String>,
+    /// The sending number (E.164) or alphanumeric sender id.
+    #[arg(long, env = "CAIRN_SMS_FROM")]
+    pub sms_from: Option<String>,
     /// Seconds to let in-flight requests finish after SIGTERM before exiting.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,
@@ -227,6 +248,19 @@ pub enum KeysCmd {
         tenant: String,
         id: i64,
     },
+}
+
+fn parse_public_url(s: &str) -> Result<String, String> {
+    match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+            Ok(s.trim_end_matches('/').to_string())
+        }
+        _ => Err(format!("CAIRN_PUBLIC_URL must be an http(s) URL such as https://cairn.example.com, not {s:?}")),
+    }
+}
+
+fn parse_smtp_url(s: &str) -> Result<cairn_channels::email::SmtpSettings, String> {
+    cairn_channels::email::SmtpSettings::parse(s).map_err(|e| format!("CAIRN_SMTP_URL: {e}"))
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {

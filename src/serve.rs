@@ -33,6 +33,35 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     };
     let svc = Services::new(stores.entities.clone(), stores.events.clone(), clock, settings);
     bootstrap(&svc, &args).await?;
+    let public_url = args.public_url.clone().unwrap_or_else(|| format!("http://{}", args.listen));
+    let secret = {
+        let fresh = hex::encode(rand::random::<[u8; 32]>());
+        stores.entities.write().await?.server_secret("campaign_links", &fresh, svc.clock.now()).await?
+    };
+    let links = cairn_campaigns::Links::new(&public_url, secret.as_bytes());
+    let defaults = cairn_campaigns::settings::Defaults {
+        smtp: args.smtp_url.clone(),
+        sms: match (&args.sms_api_url, &args.sms_account_sid, &args.sms_auth_token, &args.sms_from) {
+            (Some(api_url), Some(account_sid), Some(auth_token), Some(from)) => {
+                Some(cairn_channels::sms::SmsSettings {
+                    api_url: api_url.clone(),
+                    account_sid: account_sid.clone(),
+                    auth_token: auth_token.clone(),
+                    from: from.clone(),
+                })
+            }
+            _ => None,
+        },
+    };
+    let sender = Arc::new(cairn_campaigns::sender::Sender::new(
+        stores.entities.clone(),
+        svc.clock.clone(),
+        format!("sender-{:016x}", rand::random::<u64>()),
+        defaults.clone(),
+        links.clone(),
+        cairn_campaigns::sender::SenderConfig { lanes: args.smtp_connections as usize, ..Default::default() },
+    ));
+    let svc = svc.with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults, wake: sender.waker() });
 
     let (ingest, reader) = IngestLog::open(LogConfig {
         dir: store_args.data_dir.join("ingest-log"),
@@ -67,6 +96,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     );
     let scoring = tokio::spawn(scorer.run(processor_stop.clone()));
     let segments = tokio::spawn(segmenter.run(processor_stop.clone()));
+    let campaigns = tokio::spawn(sender.run(processor_stop.clone()));
 
     let dispatcher = Dispatcher::new(
         stores.entities.clone(),
@@ -136,6 +166,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     // A recompute stopped mid-way resumes from its last committed chunk at the next start.
     let _ = tokio::time::timeout(Duration::from_secs(5), scoring).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), segments).await;
+    // A batch in flight finishes (its messages are committed); the rest resumes at the next start.
+    let _ = tokio::time::timeout(Duration::from_secs(15), campaigns).await;
     // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {

@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod campaigns;
 mod conventions;
 mod customers;
 mod isolation;

@@ -43,6 +43,7 @@ pub struct TestApp {
     webhooks: tokio::task::JoinHandle<()>,
     scoring: tokio::task::JoinHandle<()>,
     segments: tokio::task::JoinHandle<()>,
+    campaigns: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -53,6 +54,7 @@ impl Drop for TestApp {
         self.webhooks.abort();
         self.scoring.abort();
         self.segments.abort();
+        self.campaigns.abort();
     }
 }
 
@@ -63,7 +65,22 @@ pub async fn spawn(backend: Backend) -> TestApp {
 /// Spawns a server whose rate limits are generous unless the test says otherwise, with the
 /// test clock on.
 pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) -> TestApp {
+    spawn_full(backend, tweak, cairn_campaigns::settings::Defaults::default()).await
+}
+
+/// Spawns a server whose campaigns send through these channel defaults.
+pub async fn spawn_channels(backend: Backend, channels: cairn_campaigns::settings::Defaults) -> TestApp {
+    spawn_full(backend, |_| {}, channels).await
+}
+
+pub async fn spawn_full(
+    backend: Backend,
+    tweak: impl FnOnce(&mut ApiSettings),
+    channels: cairn_campaigns::settings::Defaults,
+) -> TestApp {
     let dir = TempDir::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
     let (config, pg) = match backend {
         Backend::Sqlite => (StoreConfig::Sqlite { path: dir.0.join("cairn.db") }, None),
         Backend::Postgres | Backend::PostgresClickHouse => {
@@ -87,7 +104,23 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     };
     events.migrate().await.expect("migrate event store");
     let clock = Clock::test();
-    let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default());
+    let links = cairn_campaigns::Links::new(&format!("http://{addr}"), b"test-link-secret");
+    let sender = Arc::new(cairn_campaigns::sender::Sender::new(
+        store.clone(),
+        clock.clone(),
+        "test-sender".into(),
+        channels.clone(),
+        links.clone(),
+        cairn_campaigns::sender::SenderConfig {
+            lanes: 4,
+            batch: 50,
+            poll: std::time::Duration::from_millis(50),
+            retry_base: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+    ));
+    let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default())
+        .with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults: channels, wake: sender.waker() });
     let mut settings = ApiSettings {
         secret_key_rate_limit: 10_000,
         public_key_rate_limit: 10_000,
@@ -124,6 +157,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
     );
     let scoring = tokio::spawn(scorer.clone().run(stopped.clone()));
     let segments = tokio::spawn(segmenter.clone().run(stopped.clone()));
+    let campaigns = tokio::spawn(sender.clone().run(stopped.clone()));
     let dispatcher = cairn_channels::webhooks::Dispatcher::new(
         store.clone(),
         clock.clone(),
@@ -143,8 +177,6 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         api_logs,
         started: Instant::now(),
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let app = cairn_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -166,6 +198,7 @@ pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut ApiSettings)) 
         scoring,
         segmenter,
         segments,
+        campaigns,
         _stop: stop,
     }
 }

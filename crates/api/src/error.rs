@@ -116,7 +116,9 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Duplicate { field, message } => ApiError::duplicate(Some(field), message),
             ServiceError::Conflict(message) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
-            ServiceError::Unavailable(message) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message),
+            ServiceError::Unavailable(message) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", message)
+            }
             e @ (ServiceError::Store(_) | ServiceError::Events(_) | ServiceError::Internal(_)) => {
                 ApiError::internal(&e)
             }

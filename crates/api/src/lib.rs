@@ -147,6 +147,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::customers::router())
         .merge(routes::scoring::router())
         .merge(routes::segments::router())
+        .merge(routes::campaigns::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())
         .merge(routes::webhooks::router())
@@ -156,7 +157,8 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
     if settings.test_clock {
         router = router.merge(routes::clock::router());
     }
-    router.split_for_parts()
+    let (router, doc) = router.split_for_parts();
+    (router.merge(routes::public::router()), doc)
 }
 
 /// The whole application: routes, the OpenAPI document at `/v1/openapi.json`, and the

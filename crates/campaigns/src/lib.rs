@@ -41,7 +41,13 @@ pub fn context(c: &CampaignRow, customer: &Customer, send: i64, links: &Links) -
 }
 
 /// An email as a recipient sees it in a browser (no tracking).
-pub fn render_email(c: &CampaignRow, t: &Templates, customer: &Customer, send: i64, links: &Links) -> Result<Rendered, TemplateError> {
+pub fn render_email(
+    c: &CampaignRow,
+    t: &Templates,
+    customer: &Customer,
+    send: i64,
+    links: &Links,
+) -> Result<Rendered, TemplateError> {
     t.render(&context(c, customer, send, links))
 }
 
@@ -98,7 +104,13 @@ pub fn compose_email(
 }
 
 /// One recipient's SMS body and how many segments it takes.
-pub fn compose_sms(c: &CampaignRow, t: &Templates, customer: &Customer, send: i64, links: &Links) -> Result<(String, u32), TemplateError> {
+pub fn compose_sms(
+    c: &CampaignRow,
+    t: &Templates,
+    customer: &Customer,
+    send: i64,
+    links: &Links,
+) -> Result<(String, u32), TemplateError> {
     let body = t.render(&context(c, customer, send, links))?.body.trim().to_string();
     let parts = sms::segments(&body);
     Ok((body, parts))

@@ -83,7 +83,7 @@ impl Links {
     }
 
     pub fn sms_status_url(&self, send: i64) -> String {
-        format!("{}/v1/sms/status/{}", self.base, self.token(LinkKind::SmsStatus, send, ""))
+        format!("{}/hooks/sms/status/{}", self.base, self.token(LinkKind::SmsStatus, send, ""))
     }
 }
 

@@ -1,6 +1,9 @@
 //! The sender. Each instance runs one; a workspace's campaigns are sent by one instance at a
 //! time (`campaign_locks`, a lease renewed per batch).
 //!
+//! Leases and retry times follow the system clock; what a campaign means (send_at, the stamps
+//! of sends) follows the injected [`Clock`].
+//!
 //! Exactly once per recipient (docs/campaigns.md):
 //!
 //! 1. When sending starts the audience is resolved into send records, one per (campaign,
@@ -112,10 +115,7 @@ impl Sender {
         links: Links,
         config: SenderConfig,
     ) -> Sender {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .expect("an HTTP client");
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build().expect("an HTTP client");
         Sender {
             store,
             clock,
@@ -257,7 +257,7 @@ impl Sender {
                 }
                 break Ok(false);
             }
-            let due = self.store.read().await?.due_sends(c.id, self.clock.now(), self.config.batch).await?;
+            let due = self.store.read().await?.due_sends(c.id, Utc::now(), self.config.batch).await?;
             if due.is_empty() {
                 let counts = self.store.read().await?.send_counts(c.id).await?;
                 if counts.queued == 0 && counts.in_flight == 0 {
@@ -292,9 +292,8 @@ impl Sender {
                 .iter()
                 .map(|cu| {
                     let address = address_of(channel, cu);
-                    let reason = skip_reason(channel, cu, c.require_consent).or_else(|| {
-                        address.as_ref().filter(|a| suppressed.contains(*a)).map(|_| "suppressed")
-                    });
+                    let reason = skip_reason(channel, cu, c.require_consent)
+                        .or_else(|| address.as_ref().filter(|a| suppressed.contains(*a)).map(|_| "suppressed"));
                     NewSend {
                         customer_id: cu.id.0,
                         address,
@@ -305,7 +304,7 @@ impl Sender {
                 .collect();
             total += sends.len() as i64;
             let mut tx = self.store.begin().await?;
-            tx.insert_sends(tenant, c.id, channel, &sends, self.clock.now()).await?;
+            tx.insert_sends(tenant, c.id, channel, &sends, self.clock.now(), Utc::now()).await?;
             tx.commit().await?;
         }
         self.store.write().await?.set_audience_ready(c.id, total, self.clock.now()).await?;
@@ -394,12 +393,14 @@ impl Sender {
                     .map_err(|e| e.to_string())
                     .and_then(|e| e.build(dkim.as_ref()))
                     .map(Msg::Email),
-                Transport::Sms(_) => compose_sms(c, t, cu, s.id, &self.links).map(|(body, parts)| Msg::Sms {
-                    to: to.clone(),
-                    body,
-                    callback: self.links.sms_status_url(s.id),
-                    parts: parts as i64,
-                }).map_err(|e| e.to_string()),
+                Transport::Sms(_) => compose_sms(c, t, cu, s.id, &self.links)
+                    .map(|(body, parts)| Msg::Sms {
+                        to: to.clone(),
+                        body,
+                        callback: self.links.sms_status_url(s.id),
+                        parts: parts as i64,
+                    })
+                    .map_err(|e| e.to_string()),
             };
             match msg {
                 Ok(msg) => jobs.push_back(Job { send: s, msg }),
@@ -459,7 +460,8 @@ impl Sender {
         };
         let retry = |s: &SendRow, error: String, attempts: i64| -> SendOutcome {
             let give_up = attempts >= self.config.max_attempts;
-            let delay = self.config.retry_base.saturating_mul(1 << attempts.clamp(0, 7) as u32).min(Duration::from_secs(3600));
+            let delay =
+                self.config.retry_base.saturating_mul(1 << attempts.clamp(0, 7) as u32).min(Duration::from_secs(3600));
             SendOutcome {
                 id: s.id,
                 status: if give_up { "failed" } else { "queued" },
@@ -468,10 +470,15 @@ impl Sender {
                 error: Some(error),
                 parts: None,
                 attempts,
-                next_attempt_at: self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                next_attempt_at: Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
             }
         };
-        let done = |s: &SendRow, status: &'static str, reason: Option<&str>, provider: Option<String>, error: Option<String>, parts: Option<i64>| SendOutcome {
+        let done = |s: &SendRow,
+                    status: &'static str,
+                    reason: Option<&str>,
+                    provider: Option<String>,
+                    error: Option<String>,
+                    parts: Option<i64>| SendOutcome {
             id: s.id,
             status,
             reason: reason.map(str::to_string),
@@ -494,8 +501,12 @@ impl Sender {
                             limiter.acquire().await;
                             let outcome = match lane.prepare(out).await {
                                 Err(SmtpFailure::Transient(e)) => Some(retry(s, e, s.attempts + 1)),
-                                Err(SmtpFailure::Rejected(e)) => Some(done(s, "bounced", Some("hard_bounce"), None, Some(e), None)),
-                                Err(SmtpFailure::Permanent(e)) => Some(done(s, "failed", Some("rejected"), None, Some(e), None)),
+                                Err(SmtpFailure::Rejected(e)) => {
+                                    Some(done(s, "bounced", Some("hard_bounce"), None, Some(e), None))
+                                }
+                                Err(SmtpFailure::Permanent(e)) => {
+                                    Some(done(s, "failed", Some("rejected"), None, Some(e), None))
+                                }
                                 Ok(()) => {
                                     let (otx, orx) = oneshot::channel();
                                     let _ = tx.send((s.id, otx));
@@ -505,7 +516,14 @@ impl Sender {
                                             Ok(false) => done(s, "sent", Some("unconfirmed"), None, None, None),
                                             // Refused after the data: nothing was accepted.
                                             Err(SmtpFailure::Transient(e)) => retry(s, e, s.attempts + 1),
-                                            Err(f) => done(s, "failed", Some("rejected"), None, Some(f.message().into()), None),
+                                            Err(f) => done(
+                                                s,
+                                                "failed",
+                                                Some("rejected"),
+                                                None,
+                                                Some(f.message().into()),
+                                                None,
+                                            ),
                                         })
                                     } else {
                                         // Cancelled meanwhile (or the store failed): abandon.
@@ -531,7 +549,9 @@ impl Sender {
                         async move {
                             loop {
                                 let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
-                                let Msg::Sms { to, body, callback, parts } = &job.msg else { unreachable!("sms transport") };
+                                let Msg::Sms { to, body, callback, parts } = &job.msg else {
+                                    unreachable!("sms transport")
+                                };
                                 let s = &job.send;
                                 limiter.acquire().await;
                                 let (otx, orx) = oneshot::channel();
@@ -541,9 +561,13 @@ impl Sender {
                                 }
                                 let outcome = match sms::send(&self.http, settings, to, body, Some(callback)).await {
                                     SmsOutcome::Accepted(sid) => done(s, "sent", None, Some(sid), None, Some(*parts)),
-                                    SmsOutcome::Rejected(e) => done(s, "failed", Some("rejected"), None, Some(e), Some(*parts)),
+                                    SmsOutcome::Rejected(e) => {
+                                        done(s, "failed", Some("rejected"), None, Some(e), Some(*parts))
+                                    }
                                     SmsOutcome::Retry(e) => retry(s, e, s.attempts + 1),
-                                    SmsOutcome::Unknown(e) => done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts)),
+                                    SmsOutcome::Unknown(e) => {
+                                        done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts))
+                                    }
                                 };
                                 results.lock().expect("not poisoned").push(outcome);
                             }

@@ -94,7 +94,8 @@ impl Templates {
             }
             Ok(out)
         };
-        let subject = if self.has_subject { one("subject", "subject")?.replace(['\r', '\n'], " ") } else { String::new() };
+        let subject =
+            if self.has_subject { one("subject", "subject")?.replace(['\r', '\n'], " ") } else { String::new() };
         Ok(Rendered { subject: subject.trim().to_string(), body: one(self.body_name(), "body")? })
     }
 }
@@ -166,8 +167,12 @@ mod tests {
 
     #[test]
     fn runaway_templates_stop() {
-        let t = Templates::compile(None, "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", false)
-            .unwrap();
+        let t = Templates::compile(
+            None,
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            false,
+        )
+        .unwrap();
         let e = t.render(&json!({})).unwrap_err();
         assert!(e.message.contains("too much work"), "{e:?}");
     }

@@ -145,7 +145,8 @@ pub struct Dkim {
 
 impl Dkim {
     fn config(&self) -> Result<DkimConfig, String> {
-        let alg = if self.private_key.contains("BEGIN") { DkimSigningAlgorithm::Rsa } else { DkimSigningAlgorithm::Ed25519 };
+        let alg =
+            if self.private_key.contains("BEGIN") { DkimSigningAlgorithm::Rsa } else { DkimSigningAlgorithm::Ed25519 };
         let key = DkimSigningKey::new(self.private_key.trim(), alg).map_err(|e| format!("DKIM key: {e}"))?;
         let headers = ["From", "Subject", "To", "Date", "Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post"]
             .into_iter()
@@ -430,7 +431,9 @@ mod tests {
         // Unfolded (long header lines are folded with CRLF and a space).
         let out = String::from_utf8(e.build(None).unwrap().bytes).unwrap().replace("\r\n ", " ");
         assert!(out.contains("Message-ID: <c1.s2@shop.test>"), "{out}");
-        assert!(out.contains("List-Unsubscribe: <https://cairn.test/u/abc>, <mailto:unsubscribe@shop.test?subject=unsubscribe>"));
+        assert!(out.contains(
+            "List-Unsubscribe: <https://cairn.test/u/abc>, <mailto:unsubscribe@shop.test?subject=unsubscribe>"
+        ));
         assert!(out.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
         assert!(out.contains("multipart/alternative"));
     }

@@ -104,9 +104,7 @@ pub fn verify(auth_token: &str, url: &str, params: &[(String, String)], given: &
 /// An E.164 number: `+`, a non-zero digit, 7 to 15 digits in all.
 pub fn is_e164(s: &str) -> bool {
     let Some(digits) = s.strip_prefix('+') else { return false };
-    (7..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
+    (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0')
 }
 
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";

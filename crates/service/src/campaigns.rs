@@ -77,8 +77,9 @@ pub struct PreviewView {
 pub enum Tracked {
     /// A valid link of a test send or preview: nothing is recorded.
     Test,
-    /// Recorded; the event to track on the customer, if this was the first time.
-    Recorded { tenant: TenantId, customer: i64, event: Option<(String, String, Value)> },
+    /// Recorded; the events to track on the customer (name, message id, properties). Their
+    /// message ids are fixed per message (and link), so repeats are one event.
+    Recorded { tenant: TenantId, customer: i64, events: Vec<(String, String, Value)> },
 }
 
 const KINDS: [&str; 3] = ["email", "sms", "ad"];
@@ -109,7 +110,9 @@ fn check_text(field: &str, v: Option<String>, max: usize) -> Result<Option<Strin
 
 impl Services {
     fn kit(&self) -> Result<&CampaignKit> {
-        self.campaigns.as_deref().ok_or_else(|| ServiceError::Unavailable("campaigns are not enabled on this server".into()))
+        self.campaigns
+            .as_deref()
+            .ok_or_else(|| ServiceError::Unavailable("campaigns are not enabled on this server".into()))
     }
 
     async fn campaign_view(&self, row: CampaignRow) -> Result<CampaignView> {
@@ -118,7 +121,12 @@ impl Services {
     }
 
     /// Merges an input over the current fields and checks the result.
-    async fn campaign_fields(&self, p: &Principal, current: Option<&CampaignRow>, i: CampaignInput) -> Result<CampaignFields> {
+    async fn campaign_fields(
+        &self,
+        p: &Principal,
+        current: Option<&CampaignRow>,
+        i: CampaignInput,
+    ) -> Result<CampaignFields> {
         let pick = |new: Option<Option<String>>, old: Option<&Option<String>>| match new {
             Some(v) => v,
             None => old.cloned().flatten(),
@@ -249,7 +257,8 @@ impl Services {
             return Err(ServiceError::Conflict(format!("a {} campaign cannot be edited", current.status)));
         }
         let f = self.campaign_fields(p, Some(&current), input).await?;
-        let row = found(self.store.write().await?.update_campaign(p.tenant_id, id, &f, self.clock.now()).await, "campaign")?;
+        let row =
+            found(self.store.write().await?.update_campaign(p.tenant_id, id, &f, self.clock.now()).await, "campaign")?;
         self.campaign_view(row).await
     }
 
@@ -289,7 +298,13 @@ impl Services {
         let c = self.campaign_row(p, id).await?;
         Self::check_sendable(&c)?;
         let now = self.clock.now();
-        if !self.store.write().await?.transition_campaign(p.tenant_id, id, &["draft", "scheduled"], "sending", None, now).await? {
+        if !self
+            .store
+            .write()
+            .await?
+            .transition_campaign(p.tenant_id, id, &["draft", "scheduled"], "sending", None, now)
+            .await?
+        {
             return Err(ServiceError::Conflict(format!("a {} campaign cannot be sent", c.status)));
         }
         kit.wake.notify_one();
@@ -357,7 +372,8 @@ impl Services {
                     unsubscribe_mailto: None,
                 };
                 let to = customer.email.clone().unwrap_or_default();
-                let e = compose_email(&c, &t, &sender, &customer, &to, TEST_SEND, &kit.links).map_err(template_error)?;
+                let e =
+                    compose_email(&c, &t, &sender, &customer, &to, TEST_SEND, &kit.links).map_err(template_error)?;
                 Ok(PreviewView { subject: Some(e.subject), body: e.html, text: Some(e.text), segments: None })
             }
             _ => {
@@ -399,7 +415,9 @@ impl Services {
         let mut out = Vec::new();
         if c.kind == "email" {
             let s = self.email_settings(p.tenant_id).await?;
-            let smtp = s.smtp(&kit.defaults).ok_or_else(|| ServiceError::Unavailable("no SMTP server is configured".into()))?;
+            let smtp = s
+                .smtp(&kit.defaults)
+                .ok_or_else(|| ServiceError::Unavailable("no SMTP server is configured".into()))?;
             let from_email = c.from_email.clone().or(s.from_email.clone()).ok_or_else(|| {
                 ServiceError::invalid("from_email", "is required: set it on the campaign or in /v1/settings/email")
             })?;
@@ -428,15 +446,18 @@ impl Services {
             lane.quit().await;
         } else {
             let s = self.sms_settings(p.tenant_id).await?;
-            let provider =
-                s.resolve(&kit.defaults).ok_or_else(|| ServiceError::Unavailable("no SMS provider is configured".into()))?;
+            let provider = s
+                .resolve(&kit.defaults)
+                .ok_or_else(|| ServiceError::Unavailable("no SMS provider is configured".into()))?;
             let http = reqwest::Client::new();
             for a in to {
                 let customer = self.sample_customer(p.tenant_id, "sms", &a).await?;
                 let result = match compose_sms(&c, &t, &customer, TEST_SEND, &kit.links) {
                     Ok((body, _)) => match sms::send(&http, &provider, &a, &body, None).await {
                         sms::SmsOutcome::Accepted(_) => Ok(()),
-                        sms::SmsOutcome::Rejected(e) | sms::SmsOutcome::Retry(e) | sms::SmsOutcome::Unknown(e) => Err(e),
+                        sms::SmsOutcome::Rejected(e) | sms::SmsOutcome::Retry(e) | sms::SmsOutcome::Unknown(e) => {
+                            Err(e)
+                        }
                     },
                     Err(e) => Err(e.to_string()),
                 };
@@ -706,10 +727,11 @@ impl Services {
         self.set_consent(tenant, Some(s.customer_id), &s.channel, &address, false, "unsubscribed").await?;
         let first = self.store.write().await?.stamp_send(s.id, SendStamp::Unsubscribed, self.clock.now()).await?;
         tracing::info!(send.id = s.id, first, "unsubscribed");
-        let event = first.then(|| {
-            ("unsubscribed".to_string(), format!("unsubscribed:{}", s.id), json!({"campaign_id": s.campaign_id, "channel": s.channel}))
-        });
-        Ok(Tracked::Recorded { tenant, customer: s.customer_id, event })
+        // Emitted every time under one message id: the event store keeps one, and a failed
+        // append is made good by the next request.
+        let props = json!({"campaign_id": s.campaign_id, "channel": s.channel});
+        let events = vec![("unsubscribed".to_string(), format!("unsubscribed:{}", s.id), props)];
+        Ok(Tracked::Recorded { tenant, customer: s.customer_id, events })
     }
 
     /// Checks an unsubscribe link for the confirmation page: the campaign's name, or None for a test.
@@ -730,9 +752,10 @@ impl Services {
             return Ok(Tracked::Test);
         }
         let s = self.send_of(id).await?;
-        let first = self.store.write().await?.stamp_send(s.id, SendStamp::Opened, self.clock.now()).await?;
-        let event = first.then(|| ("email_opened".to_string(), format!("email_opened:{}", s.id), json!({"campaign_id": s.campaign_id})));
-        Ok(Tracked::Recorded { tenant: TenantId(s.tenant_id), customer: s.customer_id, event })
+        self.store.write().await?.stamp_send(s.id, SendStamp::Opened, self.clock.now()).await?;
+        // Every open is tracked under the message's one id: the event store keeps the first.
+        let events = vec![opened(&s)];
+        Ok(Tracked::Recorded { tenant: TenantId(s.tenant_id), customer: s.customer_id, events })
     }
 
     /// A click: the target, and the click tracked once per (message, link). A click counts as
@@ -748,12 +771,13 @@ impl Services {
         w.stamp_send(s.id, SendStamp::Clicked, now).await?;
         w.stamp_send(s.id, SendStamp::Opened, now).await?;
         let link = hex::encode(&Sha256::digest(target.as_bytes())[..8]);
-        let event = Some((
+        let mut events = vec![opened(&s)];
+        events.push((
             "email_clicked".to_string(),
             format!("email_clicked:{}:{link}", s.id),
             json!({"campaign_id": s.campaign_id, "url": target}),
         ));
-        Ok(Tracked::Recorded { tenant: TenantId(s.tenant_id), customer: s.customer_id, event })
+        Ok(Tracked::Recorded { tenant: TenantId(s.tenant_id), customer: s.customer_id, events })
     }
 
     /// The email of a send as a web page (no tracking).
@@ -793,7 +817,11 @@ impl Services {
             _ => return Ok(()),
         };
         let error = get("ErrorCode").map(|c| format!("provider error {c}"));
-        self.store.write().await?.settle_send(s.id, status, get("MessageSid"), error.as_deref(), self.clock.now()).await?;
+        self.store
+            .write()
+            .await?
+            .settle_send(s.id, status, get("MessageSid"), error.as_deref(), self.clock.now())
+            .await?;
         Ok(())
     }
 
@@ -838,7 +866,9 @@ impl Services {
         for e in events {
             let address = normalise("email", &e.email);
             let send = match e.message_id.as_deref().and_then(send_id_of_message_id) {
-                Some(id) => self.store.read().await?.send_record(id).await.ok().filter(|s| s.tenant_id == p.tenant_id.0),
+                Some(id) => {
+                    self.store.read().await?.send_record(id).await.ok().filter(|s| s.tenant_id == p.tenant_id.0)
+                }
                 None => self.store.read().await?.latest_send_to(p.tenant_id, "email", &address).await?,
             };
             let mut tx = self.store.begin().await?;
@@ -866,8 +896,15 @@ impl Services {
             }
             tx.commit().await?;
             if e.kind == "complaint" {
-                self.set_consent(p.tenant_id, send.as_ref().map(|s| s.customer_id), "email", &address, false, "complaint")
-                    .await?;
+                self.set_consent(
+                    p.tenant_id,
+                    send.as_ref().map(|s| s.customer_id),
+                    "email",
+                    &address,
+                    false,
+                    "complaint",
+                )
+                .await?;
             }
             applied += 1;
         }
@@ -885,6 +922,10 @@ pub struct EmailEvent {
     pub soft: bool,
     pub message_id: Option<String>,
     pub reason: Option<String>,
+}
+
+fn opened(s: &SendRow) -> (String, String, Value) {
+    ("email_opened".to_string(), format!("email_opened:{}", s.id), json!({"campaign_id": s.campaign_id}))
 }
 
 /// Our Message-IDs are `c{campaign}.s{send}@domain`.

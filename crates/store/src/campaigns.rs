@@ -347,7 +347,8 @@ impl Conn {
 
     // ---- send records ----
 
-    /// Creates send records; those that exist already are left alone. Returns how many were new.
+    /// Creates send records, due at `due` (retries are timed by the system clock); those that
+    /// exist already are left alone. Returns how many were new.
     pub async fn insert_sends(
         &mut self,
         tenant: TenantId,
@@ -355,6 +356,7 @@ impl Conn {
         channel: &str,
         sends: &[NewSend],
         now: DateTime<Utc>,
+        due: DateTime<Utc>,
     ) -> Result<u64> {
         let mut n = 0;
         if let Raw::Postgres(c) = self.raw() {
@@ -362,7 +364,7 @@ impl Conn {
                 n += sqlx::query(
                     "INSERT INTO campaign_sends (tenant_id, campaign_id, customer_id, channel, address, status, reason,
                          next_attempt_at, created_at, updated_at)
-                     SELECT $1, $2, u.c, $3, u.a, u.s, u.r, $4, $4, $4
+                     SELECT $1, $2, u.c, $3, u.a, u.s, u.r, $9, $4, $4
                      FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS u(c, a, s, r)
                      ON CONFLICT (campaign_id, customer_id, channel) DO NOTHING",
                 )
@@ -374,6 +376,7 @@ impl Conn {
                 .bind(chunk.iter().map(|s| s.address.clone()).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|s| s.status).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|s| s.reason).collect::<Vec<_>>())
+                .bind(due)
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
@@ -384,7 +387,7 @@ impl Conn {
             n += on!(self, |c| sqlx::query(
                 "INSERT INTO campaign_sends (tenant_id, campaign_id, customer_id, channel, address, status, reason,
                      next_attempt_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $8)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)
                  ON CONFLICT (campaign_id, customer_id, channel) DO NOTHING"
             )
             .bind(tenant.0)
@@ -395,6 +398,7 @@ impl Conn {
             .bind(s.status)
             .bind(s.reason)
             .bind(now)
+            .bind(due)
             .execute(c)
             .await
             .map(|r| r.rows_affected()))?;
@@ -503,14 +507,16 @@ impl Conn {
 
     /// Queued records of a cancelled campaign are cancelled.
     pub async fn cancel_queued_sends(&mut self, campaign: i64, now: DateTime<Utc>) -> Result<u64> {
-        Ok(on!(self, |c| sqlx::query(
+        Ok(on!(self, |c| {
+            sqlx::query(
             "UPDATE campaign_sends SET status = 'cancelled', updated_at = $1 WHERE campaign_id = $2 AND status = 'queued'"
         )
         .bind(now)
         .bind(campaign)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?)
+        .map(|r| r.rows_affected())
+        })?)
     }
 
     pub async fn send_counts(&mut self, campaign: i64) -> Result<SendCounts> {
@@ -587,7 +593,8 @@ impl Conn {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on!(self, |c| sqlx::query(
+        on!(self, |c| {
+            sqlx::query(
             "UPDATE campaign_sends SET status = $1, provider_id = COALESCE($2, provider_id), error = COALESCE($3, error),
                  delivered_at = CASE WHEN $1 = 'delivered' THEN $4 ELSE delivered_at END,
                  sent_at = COALESCE(sent_at, $4), updated_at = $4
@@ -600,7 +607,8 @@ impl Conn {
         .bind(id)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 
@@ -653,7 +661,12 @@ impl Conn {
     }
 
     /// Which of `addresses` are suppressed.
-    pub async fn suppressed(&mut self, tenant: TenantId, channel: &str, addresses: &[String]) -> Result<HashSet<String>> {
+    pub async fn suppressed(
+        &mut self,
+        tenant: TenantId,
+        channel: &str,
+        addresses: &[String],
+    ) -> Result<HashSet<String>> {
         let mut out = HashSet::new();
         if let Raw::Postgres(c) = self.raw() {
             let rows: Vec<String> = sqlx::query_scalar(
@@ -703,7 +716,12 @@ impl Conn {
     }
 
     /// Profiles of a workspace with this email (`channel` email) or phone (`sms`).
-    pub async fn customer_ids_by_address(&mut self, tenant: TenantId, channel: &str, address: &str) -> Result<Vec<i64>> {
+    pub async fn customer_ids_by_address(
+        &mut self,
+        tenant: TenantId,
+        channel: &str,
+        address: &str,
+    ) -> Result<Vec<i64>> {
         let sql = if channel == "sms" {
             "SELECT id FROM customers WHERE tenant_id = $1 AND phone = $2 ORDER BY id"
         } else {
@@ -731,7 +749,8 @@ impl Conn {
         settings: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        on!(self, |c| sqlx::query(
+        on!(self, |c| {
+            sqlx::query(
             "INSERT INTO channel_settings (tenant_id, channel, settings, updated_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (tenant_id, channel) DO UPDATE SET settings = excluded.settings, updated_at = excluded.updated_at"
         )
@@ -741,7 +760,8 @@ impl Conn {
         .bind(now)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         Ok(())
     }
 

@@ -1,11 +1,13 @@
 //! One router per resource, merged in `crate::routes`.
 
 pub mod auth;
+pub mod campaigns;
 pub mod clock;
 pub mod customers;
 pub mod keys;
 pub mod logs;
 pub mod ops;
+pub mod public;
 pub mod scoring;
 pub mod segment;
 pub mod segments;
