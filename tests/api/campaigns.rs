@@ -5,8 +5,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    io::BufRead,
-    process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -18,7 +16,11 @@ use cairn_channels::{email::SmtpSettings, sms::SmsSettings};
 use chrono::{TimeZone, Utc};
 use serde_json::{json, Value};
 
-use crate::common::{spawn_channels, Backend, TempDir, TestApp};
+use crate::common::{spawn_channels, Backend, TestApp};
+
+#[path = "../support/smtp.rs"]
+mod smtp;
+use smtp::SmtpSink;
 
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -38,66 +40,6 @@ on_both_stores!(
     sms_campaign_goes_through_the_provider_and_callbacks_and_keywords_settle_it,
     drafts_schedules_cancels_settings_audience_and_bounce_intake,
 );
-
-/// A real SMTP server (aiosmtpd) on loopback, storing each accepted message as a JSON line.
-pub struct SmtpSink {
-    child: Child,
-    pub port: u16,
-    path: std::path::PathBuf,
-    _dir: TempDir,
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl SmtpSink {
-    pub fn start(auth: Option<(&str, &str)>) -> SmtpSink {
-        let dir = TempDir::new();
-        let path = dir.0.join("messages.jsonl");
-        let mut cmd = Command::new("python3");
-        cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py")).arg(&path);
-        if let Some((u, p)) = auth {
-            cmd.args(["--user", u, "--password", p]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 tests/support/smtp_sink.py (scripts/test.sh installs aiosmtpd)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().parse().unwrap_or_else(|_| panic!("the SMTP sink did not start: {line:?}"));
-        SmtpSink { child, port, path, _dir: dir }
-    }
-
-    pub fn url(&self) -> String {
-        format!("smtp://127.0.0.1:{}?tls=none", self.port)
-    }
-
-    pub fn messages(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    pub async fn wait_for(&self, n: usize) -> Vec<Value> {
-        let started = Instant::now();
-        loop {
-            let m = self.messages();
-            if m.len() >= n {
-                return m;
-            }
-            assert!(started.elapsed() < Duration::from_secs(30), "only {} of {n} messages arrived", m.len());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// The unfolded value of a header of a raw message.
 fn header(raw: &str, name: &str) -> Option<String> {
@@ -388,9 +330,12 @@ async fn email_campaign_goes_once_to_each_reachable_recipient_with_headers_track
 
 /// The provider stand-in: Twilio's Messages API shape; numbers ending in 0000 are refused
 /// (400, code 21211); every accepted message gets signed `sent` then `delivered` callbacks.
+/// A request the provider got: its form fields and its Authorization header.
+type ProviderRequest = (HashMap<String, String>, String);
+
 #[derive(Clone, Default)]
 struct Provider {
-    requests: Arc<Mutex<Vec<(HashMap<String, String>, String)>>>,
+    requests: Arc<Mutex<Vec<ProviderRequest>>>,
 }
 
 const SID: &str = "ACtest0000000000000000000000000000";

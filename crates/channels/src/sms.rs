@@ -126,9 +126,7 @@ pub fn segments(body: &str) -> u32 {
         }
     }
     let (units, single, part) = if gsm { (septets, 160, 153) } else { (body.encode_utf16().count(), 70, 67) };
-    if units == 0 {
-        1
-    } else if units <= single {
+    if units <= single {
         1
     } else {
         units.div_ceil(part) as u32
