@@ -13,9 +13,13 @@
 //!    server yet), then its record moves to `committing` (a group commit for all lanes), then
 //!    the data and its final dot go out (SMS: the provider request). A crash before the
 //!    `committing` commit leaves it `queued`: the server discarded the unfinished transaction,
-//!    so it is sent again, once. A crash after it leaves it `committing`: the message left (or
-//!    is about to), so a restart settles it as `sent` (SMTP) or `unknown` (SMS, until the
-//!    provider's status callback) and never sends it again.
+//!    so it is sent again, once. A crash after it leaves it `committing`: the message may have
+//!    left, so a restart settles it as `unknown` (reason `interrupted`) and never sends it
+//!    again; a delivery or bounce report (SMS status callbacks, `POST /v1/email-events`)
+//!    settles it later. No protocol can do better: the database commit and the final dot are
+//!    two separate effects, and a crash between them leaves one without the other. The window
+//!    is one in-flight message per connection for the time between the commit and the write
+//!    (docs/campaigns.md measures how often a kill -9 lands in it).
 //! 3. Outcomes are written per batch: `sent`, `bounced` (5xx at RCPT; the address is
 //!    suppressed), `failed`, or `queued` again with a backoff (4xx, no connection).
 //!
@@ -193,8 +197,7 @@ impl Sender {
             }
         };
         if self.settled.lock().expect("not poisoned").insert(c.id) {
-            let to = if channel == "email" { "sent" } else { "unknown" };
-            let n = self.store.write().await?.settle_committing(c.id, to, self.clock.now()).await?;
+            let n = self.store.write().await?.settle_committing(c.id, "unknown", self.clock.now()).await?;
             if n > 0 {
                 tracing::info!(campaign.id = c.id, settled = n, "messages in flight at a restart settled, not resent");
             }
@@ -437,6 +440,9 @@ impl Sender {
     ) -> Result<Vec<SendOutcome>, SendError> {
         let queue = Mutex::new(jobs);
         let results = Mutex::new(Vec::new());
+        // Outcomes not yet written: each group commit writes them with the next records it
+        // moves to `committing`, so that few finished messages are ever left `committing`.
+        let unflushed: Mutex<Vec<SendOutcome>> = Mutex::new(Vec::new());
         let failure: Mutex<Option<SendError>> = Mutex::new(None);
         let (tx, mut rx) = mpsc::unbounded_channel::<(i64, oneshot::Sender<bool>)>();
         let committer = async {
@@ -446,7 +452,8 @@ impl Sender {
                     waiting.push(more);
                 }
                 let ids: Vec<i64> = waiting.iter().map(|w| w.0).collect();
-                let moved = match self.commit(&ids).await {
+                let finished = std::mem::take(&mut *unflushed.lock().expect("not poisoned"));
+                let moved = match self.commit(&ids, &finished).await {
                     Ok(m) => m,
                     Err(e) => {
                         *failure.lock().expect("not poisoned") = Some(e);
@@ -492,7 +499,7 @@ impl Sender {
             Transport::Email { lanes, .. } => {
                 let workers = lanes.iter_mut().map(|lane| {
                     let tx = tx.clone();
-                    let (queue, results, retry, done) = (&queue, &results, &retry, &done);
+                    let (queue, results, unflushed, retry, done) = (&queue, &results, &unflushed, &retry, &done);
                     async move {
                         loop {
                             let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
@@ -532,7 +539,10 @@ impl Sender {
                                     }
                                 }
                             };
-                            results.lock().expect("not poisoned").extend(outcome);
+                            if let Some(o) = outcome {
+                                unflushed.lock().expect("not poisoned").push(o.clone());
+                                results.lock().expect("not poisoned").push(o);
+                            }
                         }
                     }
                 });
@@ -545,7 +555,8 @@ impl Sender {
                 let workers: Vec<_> = (0..self.config.lanes)
                     .map(|_| {
                         let tx = tx.clone();
-                        let (queue, results, retry, done, settings) = (&queue, &results, &retry, &done, &settings);
+                        let (queue, results, unflushed, retry, done, settings) =
+                            (&queue, &results, &unflushed, &retry, &done, &settings);
                         async move {
                             loop {
                                 let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
@@ -569,6 +580,7 @@ impl Sender {
                                         done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts))
                                     }
                                 };
+                                unflushed.lock().expect("not poisoned").push(outcome.clone());
                                 results.lock().expect("not poisoned").push(outcome);
                             }
                         }
@@ -586,8 +598,14 @@ impl Sender {
         Ok(results.into_inner().expect("not poisoned"))
     }
 
-    async fn commit(&self, ids: &[i64]) -> Result<HashSet<i64>, SendError> {
-        let moved = self.store.write().await?.commit_sends(ids, self.clock.now()).await?;
+    /// One group commit: the outcomes finished since the last one, and `ids` moved to
+    /// `committing` (returns those really moved).
+    async fn commit(&self, ids: &[i64], finished: &[SendOutcome]) -> Result<HashSet<i64>, SendError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        tx.finish_sends(finished, now).await?;
+        let moved = tx.commit_sends(ids, now).await?;
+        tx.commit().await?;
         Ok(moved.into_iter().collect())
     }
 }

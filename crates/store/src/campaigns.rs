@@ -488,13 +488,11 @@ impl Conn {
         Ok(())
     }
 
-    /// After a restart: records left `committing` by a crash are settled without sending again
-    /// (`to`: `sent` for SMTP, whose message left once its data was committed; `unknown` for
-    /// SMS until the provider's callback tells). Returns how many.
+    /// After a restart: records left `committing` by a crash are settled as `to` (`unknown`:
+    /// the message may have left) and never sent again. Returns how many.
     pub async fn settle_committing(&mut self, campaign: i64, to: &str, now: DateTime<Utc>) -> Result<u64> {
         Ok(on!(self, |c| sqlx::query(
-            "UPDATE campaign_sends SET status = $1, reason = 'interrupted', sent_at = COALESCE(sent_at, $2),
-                 updated_at = $2
+            "UPDATE campaign_sends SET status = $1, reason = 'interrupted', updated_at = $2
              WHERE campaign_id = $3 AND status = 'committing'"
         )
         .bind(to)
