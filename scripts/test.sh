@@ -65,6 +65,12 @@ if ! python3 -c 'import segment.analytics' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore segment-analytics-python==2.4.0
 fi
 
+# --- A real SMTP server for the campaign tests (aiosmtpd, tests/support/smtp_sink.py) ---------
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  log "installing aiosmtpd (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
+fi
+
 # --- The suite --------------------------------------------------------------------------------
 log "building and running every test"
 out=$(mktemp)
