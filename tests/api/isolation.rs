@@ -50,6 +50,17 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::DELETE, "/v1/segments/{id}/members", "segment", Some(json!({"customer_ids": [1]}))),
         (Method::POST, "/v1/segments/{id}/members/import", "segment", None),
         (Method::DELETE, "/v1/segments/{id}", "segment", None),
+        (Method::GET, "/v1/campaigns/{id}", "campaign", None),
+        (Method::PUT, "/v1/campaigns/{id}", "campaign", Some(json!({"name": "Changed"}))),
+        (Method::GET, "/v1/campaigns/{id}/stats", "campaign", None),
+        (Method::GET, "/v1/campaigns/{id}/recipients", "campaign", None),
+        (Method::GET, "/v1/campaigns/{id}/audience.csv", "campaign", None),
+        (Method::POST, "/v1/campaigns/{id}/preview", "campaign", Some(json!({"customer_id": 1}))),
+        (Method::POST, "/v1/campaigns/{id}/test", "campaign", Some(json!({"to": ["qa@beta.com"]}))),
+        (Method::POST, "/v1/campaigns/{id}/schedule", "campaign", Some(json!({"send_at": "2999-01-01T00:00:00Z"}))),
+        (Method::POST, "/v1/campaigns/{id}/send", "campaign", None),
+        (Method::POST, "/v1/campaigns/{id}/cancel", "campaign", None),
+        (Method::DELETE, "/v1/campaigns/{id}", "campaign", None),
         (Method::GET, "/v1/webhooks/{id}", "webhook", None),
         (Method::PUT, "/v1/webhooks/{id}", "webhook", Some(json!({"status": "disabled"}))),
         (Method::POST, "/v1/webhooks/{id}/ping", "webhook", None),
@@ -87,6 +98,15 @@ async fn fixture(app: &TestApp) -> Fixture {
 
     let segment = app.post("/v1/segments", &a_owner, json!({"name": "Alpha list", "type": "static"})).await;
     let segment_id = segment.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    let campaign = app
+        .post(
+            "/v1/campaigns",
+            &a_owner,
+            json!({"name": "Alpha news", "type": "email", "segment_id": segment_id,
+            "subject": "Hi", "body": "<p>Hi</p>", "from_email": "news@alpha.com"}),
+        )
+        .await;
+    let campaign_id = campaign.assert_ok(201)["data"]["id"].as_i64().unwrap();
     let recompute = app.post("/v1/scoring/recompute", &a_owner, json!({})).await;
     let scoring_job_id = recompute.assert_ok(202)["data"]["id"].as_i64().unwrap();
 
@@ -104,6 +124,7 @@ async fn fixture(app: &TestApp) -> Fixture {
             ("delivery", delivery_id),
             ("scoring_job", scoring_job_id),
             ("segment", segment_id),
+            ("campaign", campaign_id),
         ],
         b_session,
         b_key,
@@ -136,6 +157,10 @@ async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
     let segment = f.ids.iter().find(|(k, _)| *k == "segment").unwrap().1;
     let s = app.get(&format!("/v1/segments/{segment}"), &f.a_owner).await;
     assert_eq!(s.assert_ok(200)["data"]["name"], "Alpha list", "B's PUT and DELETE changed nothing");
+    let campaign = f.ids.iter().find(|(k, _)| *k == "campaign").unwrap().1;
+    let c = app.get(&format!("/v1/campaigns/{campaign}"), &f.a_owner).await;
+    assert_eq!(c.assert_ok(200)["data"]["name"], "Alpha news", "B changed nothing");
+    assert_eq!(c.body["data"]["status"], "draft", "B could not send, schedule or cancel it");
     let invs = app.get("/v1/invitations", &f.a_owner).await;
     assert!(invs.body["data"].as_array().unwrap().iter().any(|i| i["status"] == "pending"));
     // Nor can B widen its own scopes through a narrower key.

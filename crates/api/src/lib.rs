@@ -148,6 +148,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::scoring::router())
         .merge(routes::segments::router())
         .merge(routes::campaigns::router())
+        .merge(routes::public::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())
         .merge(routes::webhooks::router())
@@ -157,8 +158,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
     if settings.test_clock {
         router = router.merge(routes::clock::router());
     }
-    let (router, doc) = router.split_for_parts();
-    (router.merge(routes::public::router()), doc)
+    router.split_for_parts()
 }
 
 /// The whole application: routes, the OpenAPI document at `/v1/openapi.json`, and the

@@ -10,24 +10,23 @@ use axum::{
     extract::{OriginalUri, Path, Query, State},
     http::{header, HeaderMap, StatusCode},
     response::{Html, IntoResponse, Response},
-    routing::{get, post},
-    Router,
 };
 use cairn_ingest::message::IngestMessage;
 use cairn_service::campaigns::Tracked;
 use serde::Deserialize;
 use serde_json::json;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{error::ApiError, AppState};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/t/o/{token}", get(open))
-        .route("/t/c/{token}", get(click))
-        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
-        .route("/v/{token}", get(view))
-        .route("/hooks/sms/status/{token}", post(sms_status))
-        .route("/hooks/sms/inbound/{workspace}", post(sms_inbound))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(open))
+        .routes(routes!(click))
+        .routes(routes!(unsubscribe_page, unsubscribe))
+        .routes(routes!(view))
+        .routes(routes!(sms_status))
+        .routes(routes!(sms_inbound))
 }
 
 /// A transparent 1×1 GIF.
@@ -79,6 +78,7 @@ async fn track(st: &AppState, t: &Tracked) {
     }
 }
 
+#[utoipa::path(get, path = "/t/o/{token}", tag = "public", params(("token" = String, Path)), responses((status = 200, content_type = "image/gif")))]
 async fn open(State(st): State<AppState>, Path(token): Path<String>) -> Response {
     let token = token.trim_end_matches(".gif");
     if let Ok(t) = st.svc.track_open(token).await {
@@ -93,6 +93,8 @@ struct ClickQuery {
     u: String,
 }
 
+/// A tracked link: records the click and redirects to the URL it was signed for.
+#[utoipa::path(get, path = "/t/c/{token}", tag = "public", params(("token" = String, Path), ("u" = String, Query)), responses((status = 302), (status = 404)))]
 async fn click(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -117,6 +119,7 @@ fn escape(s: &str) -> String {
 }
 
 /// The confirmation page: a GET never unsubscribes (link scanners follow links), its button does.
+#[utoipa::path(get, path = "/u/{token}", tag = "public", params(("token" = String, Path)), responses((status = 200, content_type = "text/html"), (status = 404)))]
 async fn unsubscribe_page(State(st): State<AppState>, Path(token): Path<String>) -> Result<Html<String>, ApiError> {
     let what = match st.svc.unsubscribe_page(&token).await? {
         Some(name) => format!("from messages like &ldquo;{}&rdquo;", escape(&name)),
@@ -132,12 +135,15 @@ async fn unsubscribe_page(State(st): State<AppState>, Path(token): Path<String>)
 }
 
 /// One-click unsubscribe (RFC 8058 `List-Unsubscribe=One-Click`, or the page's button).
+#[utoipa::path(post, path = "/u/{token}", tag = "public", params(("token" = String, Path)), responses((status = 200, content_type = "text/html"), (status = 404)))]
 async fn unsubscribe(State(st): State<AppState>, Path(token): Path<String>) -> Result<Html<String>, ApiError> {
     let t = st.svc.unsubscribe(&token).await?;
     track(&st, &t).await;
     Ok(page("Unsubscribed", "<h1>You are unsubscribed</h1><p>You will not receive these messages any more.</p>"))
 }
 
+/// The email as a web page.
+#[utoipa::path(get, path = "/v/{token}", tag = "public", params(("token" = String, Path)), responses((status = 200, content_type = "text/html"), (status = 404)))]
 async fn view(State(st): State<AppState>, Path(token): Path<String>) -> Result<Html<String>, ApiError> {
     Ok(Html(st.svc.view_in_browser(&token).await?))
 }
@@ -157,6 +163,8 @@ fn signature(h: &HeaderMap) -> String {
     h.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
 }
 
+/// The SMS provider's status callback (X-Twilio-Signature).
+#[utoipa::path(post, path = "/hooks/sms/status/{token}", tag = "public", params(("token" = String, Path)), responses((status = 204), (status = 403)))]
 async fn sms_status(
     State(st): State<AppState>,
     Path(token): Path<String>,
@@ -169,6 +177,8 @@ async fn sms_status(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Inbound SMS (STOP / START keywords), X-Twilio-Signature.
+#[utoipa::path(post, path = "/hooks/sms/inbound/{workspace}", tag = "public", params(("workspace" = i64, Path)), responses((status = 200, content_type = "text/xml"), (status = 403)))]
 async fn sms_inbound(
     State(st): State<AppState>,
     Path(workspace): Path<i64>,
