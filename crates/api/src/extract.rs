@@ -200,3 +200,11 @@ mod tests {
         assert!(msg.starts_with("malformed JSON"), "{msg}");
     }
 }
+
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>` field:
+/// absent → `None` (leave as is), `null` → `Some(None)` (clear), a value → `Some(Some(v))`.
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}

@@ -21,9 +21,14 @@ pub const TEST_SEND: i64 = 0;
 
 /// Compiles a campaign's templates (email bodies are HTML).
 pub fn templates(c: &CampaignRow) -> Result<Templates, TemplateError> {
-    let body = c.body.as_deref().unwrap_or("");
-    match c.kind.as_str() {
-        "email" => Templates::compile(Some(c.subject.as_deref().unwrap_or("")), body, true),
+    compile(&c.kind, c.subject.as_deref(), c.body.as_deref())
+}
+
+/// Compiles the templates of a campaign of this kind (email: subject and HTML body; SMS: body).
+pub fn compile(kind: &str, subject: Option<&str>, body: Option<&str>) -> Result<Templates, TemplateError> {
+    let body = body.unwrap_or("");
+    match kind {
+        "email" => Templates::compile(Some(subject.unwrap_or("")), body, true),
         _ => Templates::compile(None, body, false),
     }
 }

@@ -183,32 +183,7 @@ impl Services {
             require_consent: i.require_consent.or(current.map(|c| c.require_consent)).unwrap_or(false),
         };
         // Syntax errors are refused when saved.
-        let probe = CampaignRow {
-            id: 0,
-            tenant_id: p.tenant_id.0,
-            name: f.name.clone(),
-            kind: f.kind.clone(),
-            segment_id: f.segment_id,
-            subject: f.subject.clone(),
-            body: f.body.clone(),
-            from_name: None,
-            from_email: None,
-            reply_to: None,
-            status: "draft".into(),
-            send_at: None,
-            track_opens: true,
-            track_clicks: true,
-            rate_limit: None,
-            require_consent: false,
-            audience_ready: false,
-            recipients: 0,
-            error: None,
-            started_at: None,
-            finished_at: None,
-            created_at: Utc::now(),
-            updated_at: Utc::now(),
-        };
-        templates(&probe).map_err(template_error)?;
+        cairn_campaigns::compile(&f.kind, f.subject.as_deref(), f.body.as_deref()).map_err(template_error)?;
         Ok(f)
     }
 

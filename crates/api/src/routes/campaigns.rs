@@ -13,7 +13,7 @@ use cairn_campaigns::settings::{EmailSettings, SmsWorkspaceSettings};
 use cairn_service::campaigns::{CampaignInput, CampaignView as Campaign, EmailEvent};
 use cairn_store::campaigns::SendRow;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -44,10 +44,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(email_events))
 }
 
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Seed 003's campaign body, plus tracking, throttling and consent options.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -58,23 +54,23 @@ pub struct CampaignWrite {
     #[serde(rename = "type")]
     #[schema(example = "email")]
     kind: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<i64>, example = 3)]
     segment_id: Option<Option<i64>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "We miss you — here is 20% off")]
     subject: Option<Option<String>>,
     /// A minijinja template (`{{name}}`, filters, `{% if %}`); HTML for email.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "<p>Hi {{name}},</p><p>Use code BACK20 for 20% off your next order.</p>")]
     body: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "EnterCRM Team")]
     from_name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "hello@yourcompany.com")]
     from_email: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     reply_to: Option<Option<String>>,
     /// Open pixel (default true).
@@ -82,7 +78,7 @@ pub struct CampaignWrite {
     /// Click redirects (default true).
     track_clicks: Option<bool>,
     /// Messages per second for this campaign.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<i64>)]
     rate_limit: Option<Option<i64>>,
     /// Send only to customers whose `email_consent` / `sms_consent` trait is true (default:

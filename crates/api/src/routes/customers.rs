@@ -13,7 +13,7 @@ use cairn_store::{
     scores::ScoreRow,
 };
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,33 +34,29 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Distinguishes an absent field (leave it) from `null` (clear it).
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Seed 003's customer body. On `PUT`, absent fields stay as they are and `null` clears one;
 /// `traits` merge key by key (a `null` value removes the key).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerWrite {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "marko@example.com")]
     email: Option<Option<String>>,
     /// The customer's id in your own system (Segment's `userId`).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     user_id: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "Marko Horvatić")]
     name: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "+385921234567")]
     phone: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "Zagreb")]
     city: Option<Option<String>>,
     /// ISO 3166-1 alpha-2.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "HR")]
     country: Option<Option<String>>,
     /// Custom traits (a JSON object, at most 32 KB).

@@ -9,7 +9,7 @@ use cairn_segments::EvaluationProgress;
 use cairn_service::segments::{SegmentInput, SegmentView as Segment};
 use cairn_store::segments::Membership;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -34,20 +34,16 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(customer_segments))
 }
 
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 /// Seed 003's segment body, plus `type` (`dynamic`, the default, or `static`).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentWrite {
     #[schema(example = "High Value + Recent")]
     name: Option<String>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     #[schema(value_type = Option<String>, example = "#6366f1")]
     color: Option<Option<String>>,
     #[serde(rename = "type")]
