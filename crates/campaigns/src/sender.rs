@@ -179,7 +179,14 @@ impl Sender {
         Ok(ok)
     }
 
+    /// Fails a campaign; for an automation's triggered campaign, fails the messages waiting
+    /// instead (the next run's message may find the channel configured).
     async fn fail(&self, c: &CampaignRow, error: &str) -> Result<(), SendError> {
+        if c.status == "triggered" {
+            let n = self.store.write().await?.fail_queued_sends(c.id, error, self.clock.now()).await?;
+            tracing::warn!(campaign.id = c.id, messages = n, error, "automation messages failed");
+            return Ok(());
+        }
         tracing::warn!(campaign.id = c.id, error, "campaign failed");
         self.store.write().await?.fail_campaign(TenantId(c.tenant_id), c.id, error, self.clock.now()).await?;
         Ok(())
@@ -254,7 +261,7 @@ impl Sender {
                 break Ok(false);
             }
             let current = self.store.read().await?.campaign(tenant, c.id).await?;
-            if current.status != "sending" {
+            if current.status != "sending" && current.status != "triggered" {
                 if current.status == "cancelled" {
                     self.store.write().await?.cancel_queued_sends(c.id, self.clock.now()).await?;
                 }
@@ -262,6 +269,10 @@ impl Sender {
             }
             let due = self.store.read().await?.due_sends(c.id, Utc::now(), self.config.batch).await?;
             if due.is_empty() {
+                if current.status == "triggered" {
+                    // An automation's campaign never finishes: the next run may reach it.
+                    break Ok(false);
+                }
                 let counts = self.store.read().await?.send_counts(c.id).await?;
                 if counts.queued == 0 && counts.in_flight == 0 {
                     self.finish(&c).await?;
@@ -302,6 +313,7 @@ impl Sender {
                         address,
                         status: if reason.is_some() { "skipped" } else { "queued" },
                         reason,
+                        occurrence: 0,
                     }
                 })
                 .collect();

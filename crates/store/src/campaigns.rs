@@ -97,6 +97,8 @@ pub struct NewSend {
     pub address: Option<String>,
     pub status: &'static str,
     pub reason: Option<&'static str>,
+    /// 0 for a campaign; the automation run for a triggered campaign (one message per run).
+    pub occurrence: i64,
 }
 
 /// What happened to one message.
@@ -305,19 +307,27 @@ impl Conn {
         .map(|r| r.rows_affected()))?)
     }
 
-    /// Workspaces with a campaign sending.
+    /// Workspaces with a campaign sending, or an automation's triggered campaign with messages
+    /// waiting.
     pub async fn sending_tenants(&mut self) -> Result<Vec<TenantId>> {
         let ids: Vec<i64> = on!(self, |c| sqlx::query_scalar(
-            "SELECT DISTINCT tenant_id FROM campaigns WHERE status = 'sending' ORDER BY tenant_id"
+            "SELECT DISTINCT tenant_id FROM campaigns c WHERE status = 'sending' OR (status = 'triggered' AND EXISTS
+                 (SELECT 1 FROM campaign_sends s WHERE s.campaign_id = c.id AND s.status IN ('queued', 'committing')))
+             ORDER BY tenant_id"
         )
         .fetch_all(c)
         .await)?;
         Ok(ids.into_iter().map(TenantId).collect())
     }
 
-    /// A workspace's campaigns that are sending, oldest first.
+    /// A workspace's campaigns that are sending (or triggered with messages waiting), oldest
+    /// first.
     pub async fn sending_campaigns(&mut self, tenant: TenantId) -> Result<Vec<CampaignRow>> {
-        let sql = format!("SELECT {COLS} FROM campaigns WHERE tenant_id = $1 AND status = 'sending' ORDER BY id");
+        let sql = format!(
+            "SELECT {COLS} FROM campaigns c WHERE tenant_id = $1 AND (status = 'sending' OR (status = 'triggered' AND EXISTS
+                 (SELECT 1 FROM campaign_sends s WHERE s.campaign_id = c.id AND s.status IN ('queued', 'committing'))))
+             ORDER BY id"
+        );
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).fetch_all(c).await)?)
     }
 
@@ -363,10 +373,10 @@ impl Conn {
             for chunk in sends.chunks(10_000) {
                 n += sqlx::query(
                     "INSERT INTO campaign_sends (tenant_id, campaign_id, customer_id, channel, address, status, reason,
-                         next_attempt_at, created_at, updated_at)
-                     SELECT $1, $2, u.c, $3, u.a, u.s, u.r, $9, $4, $4
-                     FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[]) AS u(c, a, s, r)
-                     ON CONFLICT (campaign_id, customer_id, channel) DO NOTHING",
+                         next_attempt_at, created_at, updated_at, occurrence)
+                     SELECT $1, $2, u.c, $3, u.a, u.s, u.r, $9, $4, $4, u.o
+                     FROM UNNEST($5::bigint[], $6::text[], $7::text[], $8::text[], $10::bigint[]) AS u(c, a, s, r, o)
+                     ON CONFLICT (campaign_id, customer_id, channel, occurrence) DO NOTHING",
                 )
                 .bind(tenant.0)
                 .bind(campaign)
@@ -377,6 +387,7 @@ impl Conn {
                 .bind(chunk.iter().map(|s| s.status).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|s| s.reason).collect::<Vec<_>>())
                 .bind(due)
+                .bind(chunk.iter().map(|s| s.occurrence).collect::<Vec<_>>())
                 .execute(&mut *c)
                 .await?
                 .rows_affected();
@@ -386,9 +397,9 @@ impl Conn {
         for s in sends {
             n += on!(self, |c| sqlx::query(
                 "INSERT INTO campaign_sends (tenant_id, campaign_id, customer_id, channel, address, status, reason,
-                     next_attempt_at, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)
-                 ON CONFLICT (campaign_id, customer_id, channel) DO NOTHING"
+                     next_attempt_at, created_at, updated_at, occurrence)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8, $10)
+                 ON CONFLICT (campaign_id, customer_id, channel, occurrence) DO NOTHING"
             )
             .bind(tenant.0)
             .bind(campaign)
@@ -399,6 +410,7 @@ impl Conn {
             .bind(s.reason)
             .bind(now)
             .bind(due)
+            .bind(s.occurrence)
             .execute(c)
             .await
             .map(|r| r.rows_affected()))?;
@@ -515,6 +527,56 @@ impl Conn {
         .await
         .map(|r| r.rows_affected())
         })?)
+    }
+
+    /// Fails every queued message of a campaign (an automation's triggered campaign whose
+    /// channel is not configured).
+    pub async fn fail_queued_sends(&mut self, campaign: i64, error: &str, now: DateTime<Utc>) -> Result<u64> {
+        Ok(on!(self, |c| {
+            sqlx::query(
+                "UPDATE campaign_sends SET status = 'failed', error = $1, updated_at = $2
+                 WHERE campaign_id = $3 AND status = 'queued'",
+            )
+            .bind(error)
+            .bind(now)
+            .bind(campaign)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected())
+        })?)
+    }
+
+    /// Creates the campaign an automation's email or SMS step sends through: status
+    /// `triggered`, its audience the runs that reach the step.
+    pub async fn insert_triggered_campaign(
+        &mut self,
+        tenant: TenantId,
+        automation: i64,
+        f: &CampaignFields,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        Ok(on!(self, |c| sqlx::query_scalar(
+            "INSERT INTO campaigns (tenant_id, name, kind, subject, body, from_name, from_email, reply_to, status,
+                 track_opens, track_clicks, rate_limit, require_consent, audience_ready, automation_id, started_at,
+                 created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'triggered', $9, $10, $11, $12, TRUE, $13, $14, $14, $14) RETURNING id"
+        )
+        .bind(tenant.0)
+        .bind(&f.name)
+        .bind(&f.kind)
+        .bind(&f.subject)
+        .bind(&f.body)
+        .bind(&f.from_name)
+        .bind(&f.from_email)
+        .bind(&f.reply_to)
+        .bind(f.track_opens)
+        .bind(f.track_clicks)
+        .bind(f.rate_limit)
+        .bind(f.require_consent)
+        .bind(automation)
+        .bind(now)
+        .fetch_one(c)
+        .await)?)
     }
 
     pub async fn send_counts(&mut self, campaign: i64) -> Result<SendCounts> {

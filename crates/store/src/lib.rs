@@ -9,6 +9,7 @@
 #[macro_use]
 mod db;
 pub mod api_logs;
+pub mod automations;
 pub mod campaigns;
 pub mod customers;
 pub mod idempotency;

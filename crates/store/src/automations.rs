@@ -1,0 +1,834 @@
+//! Automations (docs/automations.md): definitions with their draft design (`automations`),
+//! immutable published versions (`automation_versions`), durable runs (`automation_runs`) with
+//! their step history (`automation_steps`), tracked events some automation listens for
+//! (`automation_signals`), and the trigger intake's mark on the outbox (`automated_at`).
+//!
+//! A run is claimed with a lease and advanced with a compare-and-set on its `rev`: an instance
+//! whose lease ran out (or a second instance) finds the row changed and writes nothing, so each
+//! step — and the side effects written in the same transaction — happens once.
+
+use std::collections::HashMap;
+
+use cairn_domain::TenantId;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::{db::Raw, webhooks::OutboxRow, Backend, Conn, Result, StoreError};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AutomationRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub name: String,
+    pub trigger_type: String,
+    pub trigger_config: Json<Value>,
+    /// once, once_at_a_time, every_time.
+    pub reentry: String,
+    pub exit_filter: Option<Json<Value>>,
+    pub design: Json<Value>,
+    pub is_active: bool,
+    /// The latest published version (0: never activated).
+    pub version: i64,
+    pub active_version: Option<i64>,
+    pub webhook_token: String,
+    pub listens: String,
+    pub next_tick_at: Option<DateTime<Utc>>,
+    pub activated_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLS: &str = "id, tenant_id, name, trigger_type, trigger_config, reentry, exit_filter, design, is_active, version, \
+                    active_version, webhook_token, listens, next_tick_at, activated_at, created_at, updated_at";
+
+/// The writable fields of an automation.
+#[derive(Debug, Clone)]
+pub struct AutomationFields {
+    pub name: String,
+    pub trigger_type: String,
+    pub trigger_config: Value,
+    pub reentry: String,
+    pub exit_filter: Option<Value>,
+    pub design: Value,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct VersionRow {
+    pub automation_id: i64,
+    pub version: i64,
+    pub tenant_id: i64,
+    pub design: Json<Value>,
+    pub trigger_type: String,
+    pub trigger_config: Json<Value>,
+    pub reentry: String,
+    pub exit_filter: Option<Json<Value>>,
+    /// Node id → the triggered campaign or webhook endpoint it sends through.
+    pub bindings: Json<Value>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub automation_id: i64,
+    pub version: i64,
+    pub customer_id: i64,
+    pub occurrence: String,
+    pub live: Option<i64>,
+    /// active (due), waiting, completed, exited, failed, cancelled.
+    pub status: String,
+    pub node: String,
+    /// At a delay or wait whose clock is running.
+    pub parked: bool,
+    /// The event a wait was waiting for happened.
+    pub matched: bool,
+    pub wait_event: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub rev: i64,
+    pub lease_until: Option<DateTime<Utc>>,
+    pub context: Json<Value>,
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub parked_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const RUN_COLS: &str = "id, tenant_id, automation_id, version, customer_id, occurrence, live, status, node, parked, \
+                        matched, wait_event, due_at, rev, lease_until, context, error, started_at, parked_at, updated_at, \
+                        finished_at";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StepRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub automation_id: i64,
+    pub version: i64,
+    pub node: String,
+    pub kind: String,
+    pub outcome: String,
+    pub detail: Json<Value>,
+    pub at: DateTime<Utc>,
+}
+
+/// A run to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub tenant_id: i64,
+    pub automation_id: i64,
+    pub version: i64,
+    pub customer_id: i64,
+    pub occurrence: String,
+    /// Once at a time: no second run of the automation while this one is in flight.
+    pub exclusive: bool,
+    pub node: String,
+    pub context: Value,
+}
+
+/// Where a run is after a step.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    pub id: i64,
+    pub rev: i64,
+    pub status: &'static str,
+    pub node: String,
+    pub parked: bool,
+    pub matched: bool,
+    pub wait_event: Option<String>,
+    pub due_at: Option<DateTime<Utc>>,
+    pub parked_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+impl RunUpdate {
+    pub fn finished(&self) -> bool {
+        matches!(self.status, "completed" | "exited" | "failed" | "cancelled")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewStep {
+    pub run_id: i64,
+    pub automation_id: i64,
+    pub version: i64,
+    pub node: String,
+    pub kind: &'static str,
+    pub outcome: String,
+    pub detail: Value,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SignalRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub customer_id: i64,
+    pub name: String,
+    pub message_id: String,
+    pub properties: Json<Value>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewSignal {
+    pub tenant_id: i64,
+    pub customer_id: i64,
+    pub name: String,
+    pub message_id: String,
+    pub properties: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// Per-node counts for a builder: runs that entered the node, are at it now (waiting or due),
+/// left it, and failed at it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    pub entered: i64,
+    pub waiting: i64,
+    pub completed: i64,
+    pub failed: i64,
+}
+
+impl Conn {
+    pub async fn insert_automation(
+        &mut self,
+        tenant: TenantId,
+        f: &AutomationFields,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<AutomationRow> {
+        let sql = format!(
+            "INSERT INTO automations (tenant_id, name, trigger_type, trigger_config, reentry, exit_filter, design,
+                 webhook_token, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {COLS}"
+        );
+        Ok(on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(&f.name)
+            .bind(&f.trigger_type)
+            .bind(Json(&f.trigger_config))
+            .bind(&f.reentry)
+            .bind(f.exit_filter.as_ref().map(Json))
+            .bind(Json(&f.design))
+            .bind(token)
+            .bind(now)
+            .fetch_one(c)
+            .await)?)
+    }
+
+    pub async fn automation(&mut self, tenant: TenantId, id: i64) -> Result<AutomationRow> {
+        let sql = format!("SELECT {COLS} FROM automations WHERE tenant_id = $1 AND id = $2");
+        let row: Option<AutomationRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn automation_by_token(&mut self, token: &str) -> Result<AutomationRow> {
+        let sql = format!("SELECT {COLS} FROM automations WHERE webhook_token = $1");
+        let row: Option<AutomationRow> = on!(self, |c| sqlx::query_as(&sql).bind(token).fetch_optional(c).await)?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn list_automations(
+        &mut self,
+        tenant: TenantId,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<AutomationRow>, i64)> {
+        let sql = format!("SELECT {COLS} FROM automations WHERE tenant_id = $1 ORDER BY id LIMIT $2 OFFSET $3");
+        let rows = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(limit).bind(offset).fetch_all(c).await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM automations WHERE tenant_id = $1")
+            .bind(tenant.0)
+            .fetch_one(c)
+            .await)?;
+        Ok((rows, total))
+    }
+
+    /// The active automations of every workspace (the trigger intake caches them).
+    pub async fn active_automations(&mut self) -> Result<Vec<AutomationRow>> {
+        let sql = format!("SELECT {COLS} FROM automations WHERE is_active = TRUE ORDER BY id");
+        Ok(on!(self, |c| sqlx::query_as(&sql).fetch_all(c).await)?)
+    }
+
+    /// A cheap fingerprint of the automations' state: changes whenever one is created, edited,
+    /// activated or deactivated.
+    pub async fn automations_stamp(&mut self) -> Result<(i64, Option<DateTime<Utc>>)> {
+        Ok(on!(self, |c| sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM automations").fetch_one(c).await)?)
+    }
+
+    pub async fn update_automation(
+        &mut self,
+        tenant: TenantId,
+        id: i64,
+        f: &AutomationFields,
+        now: DateTime<Utc>,
+    ) -> Result<AutomationRow> {
+        let sql = format!(
+            "UPDATE automations SET name = $1, trigger_type = $2, trigger_config = $3, reentry = $4, exit_filter = $5,
+                 design = $6, updated_at = $7
+             WHERE tenant_id = $8 AND id = $9 RETURNING {COLS}"
+        );
+        let row: Option<AutomationRow> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(&f.name)
+            .bind(&f.trigger_type)
+            .bind(Json(&f.trigger_config))
+            .bind(&f.reentry)
+            .bind(f.exit_filter.as_ref().map(Json))
+            .bind(Json(&f.design))
+            .bind(now)
+            .bind(tenant.0)
+            .bind(id)
+            .fetch_optional(c)
+            .await)?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    /// Deletes an automation with its versions, runs and steps.
+    pub async fn delete_automation(&mut self, tenant: TenantId, id: i64) -> Result<bool> {
+        let n = on!(self, |c| sqlx::query("DELETE FROM automations WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant.0)
+            .bind(id)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Publishes the automation's current fields as its next version and makes it the active
+    /// one. Returns the version number.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish_automation(
+        &mut self,
+        a: &AutomationRow,
+        bindings: &Value,
+        listens: &[String],
+        next_tick: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let version = a.version + 1;
+        on!(self, |c| sqlx::query(
+            "INSERT INTO automation_versions (automation_id, version, tenant_id, design, trigger_type, trigger_config,
+                 reentry, exit_filter, bindings, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(a.id)
+        .bind(version)
+        .bind(a.tenant_id)
+        .bind(&a.design)
+        .bind(&a.trigger_type)
+        .bind(&a.trigger_config)
+        .bind(&a.reentry)
+        .bind(&a.exit_filter)
+        .bind(Json(bindings))
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        let mut all: Vec<String> = serde_json::from_str(&a.listens).unwrap_or_default();
+        all.extend(listens.iter().cloned());
+        all.sort_unstable();
+        all.dedup();
+        let listens = serde_json::to_string(&all).expect("strings serialise");
+        on!(self, |c| sqlx::query(
+            "UPDATE automations SET version = $1, active_version = $1, is_active = TRUE, activated_at = $2,
+                 next_tick_at = $3, listens = $4, updated_at = $2
+             WHERE id = $5"
+        )
+        .bind(version)
+        .bind(now)
+        .bind(next_tick)
+        .bind(listens)
+        .bind(a.id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(version)
+    }
+
+    /// Turns an automation on (again, at its latest version) or off.
+    pub async fn set_automation_active(
+        &mut self,
+        tenant: TenantId,
+        id: i64,
+        active: bool,
+        next_tick: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        on!(self, |c| sqlx::query(
+            "UPDATE automations SET is_active = $1,
+                 active_version = CASE WHEN $1 THEN version ELSE NULL END,
+                 activated_at = CASE WHEN $1 THEN $2 ELSE activated_at END,
+                 next_tick_at = $3, updated_at = $2
+             WHERE tenant_id = $4 AND id = $5"
+        )
+        .bind(active)
+        .bind(now)
+        .bind(next_tick)
+        .bind(tenant.0)
+        .bind(id)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn automation_version(&mut self, automation: i64, version: i64) -> Result<VersionRow> {
+        let row: Option<VersionRow> = on!(self, |c| sqlx::query_as(
+            "SELECT automation_id, version, tenant_id, design, trigger_type, trigger_config, reentry, exit_filter,
+                 bindings, created_at
+             FROM automation_versions WHERE automation_id = $1 AND version = $2"
+        )
+        .bind(automation)
+        .bind(version)
+        .fetch_optional(c)
+        .await)?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    /// Active automations whose schedule or date trigger is due.
+    pub async fn due_automation_ticks(&mut self, now: DateTime<Utc>) -> Result<Vec<AutomationRow>> {
+        let sql = format!(
+            "SELECT {COLS} FROM automations WHERE next_tick_at IS NOT NULL AND next_tick_at <= $1 AND is_active = TRUE
+             ORDER BY next_tick_at LIMIT 100"
+        );
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(now).fetch_all(c).await)?)
+    }
+
+    /// Moves a tick on; false when another instance did it first.
+    pub async fn advance_tick(
+        &mut self,
+        id: i64,
+        from: DateTime<Utc>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<bool> {
+        let n = on!(self, |c| sqlx::query(
+            "UPDATE automations SET next_tick_at = $1 WHERE id = $2 AND next_tick_at = $3"
+        )
+        .bind(to)
+        .bind(id)
+        .bind(from)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// The event names the automations of these workspaces listen for.
+    pub async fn automation_listens(&mut self, tenants: &[i64]) -> Result<HashMap<i64, Vec<String>>> {
+        let mut out: HashMap<i64, Vec<String>> = HashMap::new();
+        for chunk in tenants.chunks(500) {
+            let rows: Vec<(i64, String)> = on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("SELECT tenant_id, listens FROM automations WHERE listens <> '[]' AND tenant_id IN (");
+                let mut sep = qb.separated(", ");
+                for t in chunk {
+                    sep.push_bind(*t);
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(c).await
+            })?;
+            for (t, l) in rows {
+                let names: Vec<String> = serde_json::from_str(&l).unwrap_or_default();
+                out.entry(t).or_default().extend(names);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---- runs ----
+
+    /// Starts runs; those that collide with an existing one (the same occurrence, or one in
+    /// flight when only one at a time may be) are left out. Returns the new runs' (id, index
+    /// into `runs`).
+    pub async fn insert_runs(&mut self, runs: &[NewRun], now: DateTime<Utc>) -> Result<Vec<(i64, usize)>> {
+        let mut out = Vec::new();
+        for (i, r) in runs.iter().enumerate() {
+            let id: Option<i64> = on!(self, |c| sqlx::query_scalar(
+                "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, live, status,
+                     node, due_at, context, started_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $8, $8)
+                 ON CONFLICT DO NOTHING RETURNING id"
+            )
+            .bind(r.tenant_id)
+            .bind(r.automation_id)
+            .bind(r.version)
+            .bind(r.customer_id)
+            .bind(&r.occurrence)
+            .bind(r.exclusive.then_some(1i64))
+            .bind(&r.node)
+            .bind(now)
+            .bind(Json(&r.context))
+            .fetch_optional(c)
+            .await)?;
+            if let Some(id) = id {
+                out.push((id, i));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Claims up to `limit` runs due at `now` (the injected clock) whose lease (the system
+    /// clock) is free, until `lease_until`.
+    pub async fn claim_due_runs(
+        &mut self,
+        now: DateTime<Utc>,
+        wall: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RunRow>> {
+        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "UPDATE automation_runs SET lease_until = $1
+             WHERE id IN (SELECT id FROM automation_runs
+                          WHERE due_at IS NOT NULL AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $3)
+                          ORDER BY due_at LIMIT $4 {lock})
+             RETURNING {RUN_COLS}"
+        );
+        let mut rows: Vec<RunRow> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(lease_until)
+            .bind(now)
+            .bind(wall)
+            .bind(limit)
+            .fetch_all(c)
+            .await)?;
+        rows.sort_by_key(|r| (r.due_at, r.id));
+        Ok(rows)
+    }
+
+    /// The earliest time a run falls due (for the scheduler's sleep).
+    pub async fn next_run_due(&mut self) -> Result<Option<DateTime<Utc>>> {
+        Ok(on!(self, |c| sqlx::query_scalar("SELECT MIN(due_at) FROM automation_runs WHERE due_at IS NOT NULL")
+            .fetch_one(c)
+            .await)?)
+    }
+
+    /// Moves a run on if it is still as it was read (`rev`). False: someone else moved it.
+    pub async fn update_run(&mut self, u: &RunUpdate, now: DateTime<Utc>) -> Result<bool> {
+        let finished = u.finished();
+        let n = on!(self, |c| sqlx::query(
+            "UPDATE automation_runs SET status = $1, node = $2, parked = $3, matched = $4, wait_event = $5, due_at = $6,
+                 parked_at = $7, error = $8, rev = rev + 1, lease_until = NULL, updated_at = $9,
+                 finished_at = CASE WHEN $10 THEN $9 ELSE NULL END,
+                 live = CASE WHEN $10 THEN NULL ELSE live END
+             WHERE id = $11 AND rev = $12"
+        )
+        .bind(u.status)
+        .bind(&u.node)
+        .bind(u.parked)
+        .bind(u.matched)
+        .bind(&u.wait_event)
+        .bind(u.due_at)
+        .bind(u.parked_at)
+        .bind(&u.error)
+        .bind(now)
+        .bind(finished)
+        .bind(u.id)
+        .bind(u.rev)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
+        Ok(n == 1)
+    }
+
+    /// Gives back leases without moving the runs (a tick that failed before writing).
+    pub async fn release_runs(&mut self, ids: &[i64]) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE automation_runs SET lease_until = NULL WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_steps(&mut self, steps: &[NewStep]) -> Result<()> {
+        for chunk in steps.chunks(1_000) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO automation_steps (run_id, automation_id, version, node, kind, outcome, detail, at) ",
+                );
+                qb.push_values(chunk, |mut b, s| {
+                    b.push_bind(s.run_id)
+                        .push_bind(s.automation_id)
+                        .push_bind(s.version)
+                        .push_bind(&s.node)
+                        .push_bind(s.kind)
+                        .push_bind(&s.outcome)
+                        .push_bind(Json(&s.detail))
+                        .push_bind(s.at);
+                });
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Wakes the runs of a customer waiting for `event` since before `at`.
+    pub async fn match_waiting_runs(
+        &mut self,
+        tenant: i64,
+        customer: i64,
+        event: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(on!(self, |c| sqlx::query(
+            "UPDATE automation_runs SET matched = TRUE, due_at = $1, updated_at = $1
+             WHERE tenant_id = $2 AND customer_id = $3 AND wait_event = $4 AND status = 'waiting' AND parked = TRUE
+               AND matched = FALSE AND parked_at <= $5"
+        )
+        .bind(now)
+        .bind(tenant)
+        .bind(customer)
+        .bind(event)
+        .bind(at)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+
+    /// Cancels the runs in flight of an automation (or of one customer in it).
+    pub async fn cancel_runs(
+        &mut self,
+        automation: i64,
+        customer: Option<i64>,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        Ok(on!(self, |c| sqlx::query(
+            "UPDATE automation_runs SET status = 'cancelled', due_at = NULL, live = NULL, rev = rev + 1,
+                 finished_at = $1, updated_at = $1
+             WHERE automation_id = $2 AND ($3 IS NULL OR customer_id = $3) AND status IN ('active', 'waiting')"
+        )
+        .bind(now)
+        .bind(automation)
+        .bind(customer)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?)
+    }
+
+    /// Moves the runs in flight on `from` to `to`, each from its node to the mapped one; runs at
+    /// unmapped nodes stay. Returns how many moved.
+    pub async fn migrate_runs(
+        &mut self,
+        automation: i64,
+        from: i64,
+        to: i64,
+        mapping: &[(String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        let mut n = 0;
+        for (old, new) in mapping {
+            n += on!(self, |c| sqlx::query(
+                "UPDATE automation_runs SET version = $1, node = $2, rev = rev + 1, updated_at = $3
+                 WHERE automation_id = $4 AND version = $5 AND node = $6 AND status IN ('active', 'waiting')"
+            )
+            .bind(to)
+            .bind(new)
+            .bind(now)
+            .bind(automation)
+            .bind(from)
+            .bind(old)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
+        }
+        Ok(n)
+    }
+
+    pub async fn run(&mut self, tenant: TenantId, id: i64) -> Result<RunRow> {
+        let sql = format!("SELECT {RUN_COLS} FROM automation_runs WHERE tenant_id = $1 AND id = $2");
+        let row: Option<RunRow> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
+        row.ok_or(StoreError::NotFound)
+    }
+
+    pub async fn run_steps(&mut self, run: i64) -> Result<Vec<StepRow>> {
+        Ok(on!(self, |c| sqlx::query_as(
+            "SELECT id, run_id, automation_id, version, node, kind, outcome, detail, at
+             FROM automation_steps WHERE run_id = $1 ORDER BY id"
+        )
+        .bind(run)
+        .fetch_all(c)
+        .await)?)
+    }
+
+    /// Runs of an automation, newest first, optionally of one status and at one node.
+    pub async fn list_runs(
+        &mut self,
+        automation: i64,
+        status: Option<&str>,
+        node: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<RunRow>, i64)> {
+        let filter = "automation_id = $1 AND ($2 IS NULL OR status = $2) AND ($3 IS NULL OR node = $3)";
+        let sql = format!("SELECT {RUN_COLS} FROM automation_runs WHERE {filter} ORDER BY id DESC LIMIT $4 OFFSET $5");
+        let rows = on!(self, |c| sqlx::query_as(&sql)
+            .bind(automation)
+            .bind(status)
+            .bind(node)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
+        let count = format!("SELECT COUNT(*) FROM automation_runs WHERE {filter}");
+        let total: i64 =
+            on!(self, |c| sqlx::query_scalar(&count).bind(automation).bind(status).bind(node).fetch_one(c).await)?;
+        Ok((rows, total))
+    }
+
+    pub async fn customer_runs(
+        &mut self,
+        tenant: TenantId,
+        customer: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<RunRow>, i64)> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM automation_runs WHERE tenant_id = $1 AND customer_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
+        );
+        let rows =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(customer).bind(limit).bind(offset).fetch_all(c).await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM automation_runs WHERE tenant_id = $1 AND customer_id = $2"
+        )
+        .bind(tenant.0)
+        .bind(customer)
+        .fetch_one(c)
+        .await)?;
+        Ok((rows, total))
+    }
+
+    /// Per-node counts of an automation (all versions): entered and completed from the step
+    /// history, waiting and failed from where runs are now.
+    pub async fn node_counts(&mut self, automation: i64) -> Result<HashMap<String, NodeCounts>> {
+        let mut out: HashMap<String, NodeCounts> = HashMap::new();
+        let entered: Vec<(String, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT node, COUNT(DISTINCT run_id) FROM automation_steps WHERE automation_id = $1 GROUP BY node"
+        )
+        .bind(automation)
+        .fetch_all(c)
+        .await)?;
+        for (node, n) in entered {
+            out.entry(node).or_default().entered = n;
+        }
+        let now: Vec<(String, String, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT node, status, COUNT(*) FROM automation_runs WHERE automation_id = $1
+             AND status IN ('active', 'waiting', 'failed') GROUP BY node, status"
+        )
+        .bind(automation)
+        .fetch_all(c)
+        .await)?;
+        for (node, status, n) in now {
+            let e = out.entry(node).or_default();
+            if status == "failed" {
+                e.failed += n;
+            } else {
+                e.waiting += n;
+            }
+        }
+        for c in out.values_mut() {
+            c.completed = (c.entered - c.waiting - c.failed).max(0);
+        }
+        Ok(out)
+    }
+
+    /// Run counts by status.
+    pub async fn run_counts(&mut self, automation: i64) -> Result<HashMap<String, i64>> {
+        let rows: Vec<(String, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT status, COUNT(*) FROM automation_runs WHERE automation_id = $1 GROUP BY status"
+        )
+        .bind(automation)
+        .fetch_all(c)
+        .await)?;
+        Ok(rows.into_iter().collect())
+    }
+
+    // ---- trigger intake ----
+
+    pub async fn insert_signals(&mut self, signals: &[NewSignal]) -> Result<()> {
+        for chunk in signals.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO automation_signals (tenant_id, customer_id, name, message_id, properties, at) ",
+                );
+                qb.push_values(chunk, |mut b, s| {
+                    b.push_bind(s.tenant_id)
+                        .push_bind(s.customer_id)
+                        .push_bind(&s.name)
+                        .push_bind(&s.message_id)
+                        .push_bind(Json(&s.properties))
+                        .push_bind(s.at);
+                });
+                qb.push(" ON CONFLICT (tenant_id, message_id) DO NOTHING");
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The oldest signals, locked for this transaction on PostgreSQL.
+    pub async fn take_signals(&mut self, limit: i64) -> Result<Vec<SignalRow>> {
+        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "SELECT id, tenant_id, customer_id, name, message_id, properties, at FROM automation_signals ORDER BY id LIMIT $1 {lock}"
+        );
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
+    }
+
+    pub async fn delete_signals(&mut self, ids: &[i64]) -> Result<()> {
+        self.delete_ids("automation_signals", ids).await
+    }
+
+    /// Outbox entries the trigger intake has not seen, locked for this transaction on
+    /// PostgreSQL.
+    pub async fn unautomated_outbox(&mut self, limit: i64) -> Result<Vec<OutboxRow>> {
+        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "SELECT id, tenant_id, event, payload, created_at FROM outbox WHERE automated_at IS NULL ORDER BY id LIMIT $1 {lock}"
+        );
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(limit).fetch_all(c).await)?)
+    }
+
+    pub async fn mark_automated(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        for chunk in ids.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE outbox SET automated_at = ");
+                qb.push_bind(now);
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn delete_ids(&mut self, table: &'static str, ids: &[i64]) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            sqlx::query(&format!("DELETE FROM {table} WHERE id = ANY($1)")).bind(ids).execute(&mut *c).await?;
+            return Ok(());
+        }
+        for chunk in ids.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE id IN ("));
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
+            })?;
+        }
+        Ok(())
+    }
+}
