@@ -62,6 +62,16 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         cairn_campaigns::sender::SenderConfig { lanes: args.smtp_connections as usize, ..Default::default() },
     ));
     let svc = svc.with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults, wake: sender.waker() });
+    let engine = Arc::new(
+        cairn_automations::engine::Engine::new(
+            stores.entities.clone(),
+            stores.events.clone(),
+            svc.clock.clone(),
+            cairn_automations::engine::EngineConfig::default(),
+        )
+        .with_campaigns_wake(sender.waker()),
+    );
+    let svc = svc.with_automations(engine.waker());
 
     let (ingest, reader) = IngestLog::open(LogConfig {
         dir: store_args.data_dir.join("ingest-log"),
@@ -92,11 +102,13 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         Processor::new(reader, stores.entities.clone(), stores.events.clone(), svc.clock.clone())
             .with_scoring_wake(scorer.wake())
             .with_segments_wake(segmenter.wake())
+            .with_automations_wake(engine.waker())
             .run(processor_stop.clone()),
     );
     let scoring = tokio::spawn(scorer.run(processor_stop.clone()));
     let segments = tokio::spawn(segmenter.run(processor_stop.clone()));
     let campaigns = tokio::spawn(sender.run(processor_stop.clone()));
+    let automations = tokio::spawn(engine.run(processor_stop.clone()));
 
     let dispatcher = Dispatcher::new(
         stores.entities.clone(),
@@ -168,6 +180,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     let _ = tokio::time::timeout(Duration::from_secs(5), segments).await;
     // A batch in flight finishes (its messages are committed); the rest resumes at the next start.
     let _ = tokio::time::timeout(Duration::from_secs(15), campaigns).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), automations).await;
     // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {

@@ -35,6 +35,7 @@ pub struct TestApp {
     pub events: Arc<dyn cairn_events::EventStore>,
     pub scorer: Arc<cairn_scoring::Scorer>,
     pub segmenter: Arc<cairn_segments::Segmenter>,
+    pub engine: Arc<cairn_automations::engine::Engine>,
     _pg: Option<FreshPg>,
     _ch: Option<FreshClickHouse>,
     _dir: TempDir,
@@ -44,6 +45,7 @@ pub struct TestApp {
     scoring: tokio::task::JoinHandle<()>,
     segments: tokio::task::JoinHandle<()>,
     campaigns: tokio::task::JoinHandle<()>,
+    automations: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -55,6 +57,7 @@ impl Drop for TestApp {
         self.scoring.abort();
         self.segments.abort();
         self.campaigns.abort();
+        self.automations.abort();
     }
 }
 
@@ -119,8 +122,18 @@ pub async fn spawn_full(
             ..Default::default()
         },
     ));
+    let engine = Arc::new(
+        cairn_automations::engine::Engine::new(
+            store.clone(),
+            events.clone(),
+            clock.clone(),
+            cairn_automations::engine::EngineConfig { poll: std::time::Duration::from_millis(50), ..Default::default() },
+        )
+        .with_campaigns_wake(sender.waker()),
+    );
     let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default())
-        .with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults: channels, wake: sender.waker() });
+        .with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults: channels, wake: sender.waker() })
+        .with_automations(engine.waker());
     let mut settings = ApiSettings {
         secret_key_rate_limit: 10_000,
         public_key_rate_limit: 10_000,
@@ -153,11 +166,13 @@ pub async fn spawn_full(
         cairn_ingest::Processor::new(reader, store.clone(), events.clone(), clock.clone())
             .with_scoring_wake(scorer.wake())
             .with_segments_wake(segmenter.wake())
+            .with_automations_wake(engine.waker())
             .run(stopped.clone()),
     );
     let scoring = tokio::spawn(scorer.clone().run(stopped.clone()));
     let segments = tokio::spawn(segmenter.clone().run(stopped.clone()));
     let campaigns = tokio::spawn(sender.clone().run(stopped.clone()));
+    let automations = tokio::spawn(engine.clone().run(stopped.clone()));
     let dispatcher = cairn_channels::webhooks::Dispatcher::new(
         store.clone(),
         clock.clone(),
@@ -199,6 +214,8 @@ pub async fn spawn_full(
         segmenter,
         segments,
         campaigns,
+        engine,
+        automations,
         _stop: stop,
     }
 }

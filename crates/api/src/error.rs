@@ -17,6 +17,7 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     pub retry_after: Option<u64>,
+    pub errors: Vec<cairn_service::Problem>,
 }
 
 /// The error envelope.
@@ -32,11 +33,16 @@ pub struct ErrorBody {
     /// The offending field (a JSON path such as `items[2].price`, or a header name).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// Every problem, when there are several (an automation design): each with its `field`,
+    /// `message`, and the `node` or `edge` id it concerns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub errors: Vec<cairn_service::Problem>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, retry_after: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None, errors: Vec::new() }
     }
 
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -111,6 +117,19 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::Invalid(f) => ApiError::validation(f.field, f.message),
+            ServiceError::Problems(list) => {
+                let summary: Vec<String> = list.iter().take(5).map(|p| format!("{}: {}", p.field, p.message)).collect();
+                let more = if list.len() > 5 { format!(" (and {} more)", list.len() - 5) } else { String::new() };
+                let mut e = ApiError::bad_request(format!(
+                    "{} problem{}: {}{more}",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" },
+                    summary.join("; ")
+                ));
+                e.field = list.first().map(|p| p.field.clone());
+                e.errors = list;
+                e
+            }
             ServiceError::Unauthenticated(m) => ApiError::unauthenticated(m),
             ServiceError::Forbidden(m) => ApiError::forbidden(m),
             ServiceError::NotFound(what) => ApiError::not_found(what),
@@ -128,7 +147,13 @@ impl From<ServiceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { success: false, error: self.message, code: self.code.to_string(), field: self.field };
+        let body = ErrorBody {
+            success: false,
+            error: self.message,
+            code: self.code.to_string(),
+            field: self.field,
+            errors: self.errors,
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

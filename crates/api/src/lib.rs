@@ -148,6 +148,7 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::scoring::router())
         .merge(routes::segments::router())
         .merge(routes::campaigns::router())
+        .merge(routes::automations::router())
         .merge(routes::public::router())
         .merge(routes::track::router())
         .merge(routes::segment::router())

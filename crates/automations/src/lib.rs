@@ -4,6 +4,7 @@
 
 pub mod design;
 pub mod duration;
+pub mod engine;
 pub mod trigger;
 
 pub use design::{compile, Design, Plan, Problem, Step};

@@ -14,6 +14,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::{Event, EventStore};
 use cairn_store::{
+    automations::NewSignal,
     customers::CustomerFields,
     identity::{Found, IdentityKind, ProfileTouch},
     Conn, Store,
@@ -69,6 +70,8 @@ pub struct Processor {
     segments_wake: Option<Arc<tokio::sync::Notify>>,
     /// Profiles created by the batch in progress (every segment is evaluated for them).
     created: Vec<(TenantId, CustomerId)>,
+    /// Woken when a batch signalled events some automation listens for.
+    automations_wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Processor {
@@ -85,6 +88,7 @@ impl Processor {
             scoring_wake: None,
             segments_wake: None,
             created: Vec::new(),
+            automations_wake: None,
         }
     }
 
@@ -98,6 +102,48 @@ impl Processor {
     pub fn with_segments_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Processor {
         self.segments_wake = Some(wake);
         self
+    }
+
+    /// Wakes the automation engine whenever a batch signalled events.
+    pub fn with_automations_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Processor {
+        self.automations_wake = Some(wake);
+        self
+    }
+
+    /// Signals the events some automation listens for (an event trigger, a wait), after they
+    /// are stored; a crash in between reprocesses the batch, and a signal is kept once per
+    /// message id.
+    async fn signal_automations(&mut self, events: &[Event]) -> Result<(), ProcessError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tenants: Vec<i64> = events.iter().map(|e| e.tenant_id.0).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let listens = self.store.read().await?.automation_listens(&tenants).await?;
+        if listens.is_empty() {
+            return Ok(());
+        }
+        let signals: Vec<NewSignal> = events
+            .iter()
+            .filter(|e| listens.get(&e.tenant_id.0).is_some_and(|names| names.iter().any(|n| *n == e.name)))
+            .map(|e| NewSignal {
+                tenant_id: e.tenant_id.0,
+                customer_id: e.customer_id.0,
+                name: e.name.clone(),
+                message_id: e.message_id.clone(),
+                properties: e.properties.clone(),
+                at: e.timestamp,
+            })
+            .collect();
+        if signals.is_empty() {
+            return Ok(());
+        }
+        self.store.write().await?.insert_signals(&signals).await?;
+        if let Some(wake) = &self.automations_wake {
+            wake.notify_one();
+        }
+        Ok(())
     }
 
     /// Marks customers for segment re-evaluation (after their events are stored, like scoring
@@ -313,6 +359,7 @@ impl Processor {
             events.iter().map(|e| (e.tenant_id, e.customer_id, PROFILE_AND_EVENTS)).collect();
         marks.extend(self.created.drain(..).map(|(t, c)| (t, c, EVERYTHING)));
         self.mark_for_segments(marks).await?;
+        self.signal_automations(&events).await?;
         tracing::debug!(
             messages = events.len(),
             prefetch_ms = t_prefetch.as_millis() as u64,

@@ -244,6 +244,11 @@ impl Services {
         if current.status == "sending" {
             return Err(ServiceError::Conflict("a sending campaign cannot be deleted: cancel it first".into()));
         }
+        if current.status == "triggered" {
+            return Err(ServiceError::Conflict(
+                "this campaign belongs to an automation's step: delete the automation instead".into(),
+            ));
+        }
         self.store.write().await?.delete_campaign(p.tenant_id, id).await?;
         Ok(())
     }

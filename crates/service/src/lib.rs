@@ -3,6 +3,7 @@
 //! hands the store rows to write. Handlers (HTTP or CLI) only translate in and out.
 
 pub mod accounts;
+pub mod automations;
 pub mod auth;
 pub mod campaigns;
 pub mod customers;
@@ -62,6 +63,8 @@ pub struct Services {
     /// Links, channel defaults and the sender's wake-up (absent: campaign sending, test sends
     /// and tracking links are unavailable).
     pub campaigns: Option<Arc<campaigns::CampaignKit>>,
+    /// Wakes the automation engine (absent: runs start at its next poll).
+    pub automations_wake: Option<Arc<tokio::sync::Notify>>,
     key_touches: Arc<Mutex<HashMap<ApiKeyId, Instant>>>,
     /// Ingestion's short-lived cache of authenticated keys, by the key's hash.
     ingest_keys: Arc<Mutex<HashMap<String, (Principal, Instant)>>>,
@@ -75,6 +78,7 @@ impl Services {
             clock,
             settings,
             campaigns: None,
+            automations_wake: None,
             key_touches: Default::default(),
             ingest_keys: Default::default(),
         }
@@ -105,6 +109,9 @@ pub enum ServiceError {
     /// 409 `DUPLICATE`.
     #[error("{message}")]
     Duplicate { field: String, message: String },
+    /// 400 `VALIDATION_ERROR` with every problem listed (an automation's design).
+    #[error("{} problems", .0.len())]
+    Problems(Vec<Problem>),
     /// 409 `CONFLICT`: the resource is not in a state that allows this (a campaign already sent).
     #[error("{0}")]
     Conflict(String),
@@ -159,6 +166,18 @@ impl ServiceError {
 }
 
 /// Maps a store's "not found" to the named resource's 404.
+/// One of several problems with a request (an automation design), with the node or edge it
+/// concerns.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Problem {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
+    pub field: String,
+    pub message: String,
+}
+
 pub(crate) fn found<T>(r: Result<T, StoreError>, what: &'static str) -> Result<T, ServiceError> {
     r.map_err(|e| match e {
         StoreError::NotFound => ServiceError::NotFound(what),

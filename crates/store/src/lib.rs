@@ -26,6 +26,7 @@ pub mod users;
 pub mod webhooks;
 
 pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
+pub use sqlx::types::Json;
 
 /// What can go wrong in the store that a caller can act on.
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! One router per resource, merged in `crate::routes`.
 
 pub mod auth;
+pub mod automations;
 pub mod campaigns;
 pub mod clock;
 pub mod customers;
