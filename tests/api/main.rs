@@ -5,6 +5,7 @@
 mod common;
 
 mod auth;
+mod automations;
 mod campaigns;
 mod conventions;
 mod customers;

@@ -26,7 +26,7 @@ use cairn_segments::{
     filter::{Filter, Window},
 };
 use cairn_store::{
-    automations::{AutomationRow, NewRun, NewStep, RunRow, RunUpdate, VersionRow},
+    automations::{AutomationRow, AutomationsStamp, NewRun, NewStep, RunRow, RunUpdate, VersionRow},
     campaigns::NewSend,
     customers::{Customer, CustomerFields},
     Conn, Store, StoreError,
@@ -111,7 +111,7 @@ pub struct Engine {
     /// Woken when a step queued a message.
     campaigns_wake: Option<Arc<Notify>>,
     plans: Mutex<HashMap<(i64, i64), Arc<Compiled>>>,
-    active: Mutex<(Option<(i64, Option<DateTime<Utc>>)>, Arc<Vec<Active>>)>,
+    active: Mutex<(Option<AutomationsStamp>, Arc<Vec<Active>>)>,
 }
 
 /// What one run came to in this tick.
@@ -439,12 +439,14 @@ impl Engine {
         }
         let n = claimed.len();
         let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
-        match self.advance(claimed, now).await {
-            Ok(moved) => {
-                self.write(moved, now).await?;
-                Ok(n as i64 == self.config.batch)
-            }
+        let result = match self.advance(claimed, now).await {
+            Ok(moved) => self.write(moved, now).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(n as i64 == self.config.batch),
             Err(e) => {
+                // Nothing was written: give the runs back for the next tick.
                 self.store.write().await?.release_runs(&ids).await?;
                 Err(e)
             }
@@ -907,6 +909,15 @@ impl Engine {
         }
         tx.insert_steps(&steps).await?;
         if !dirty.is_empty() {
+            // One mark per customer (PostgreSQL's upsert refuses to touch a row twice).
+            dirty.sort_unstable_by_key(|(t, c, _)| (t.0, c.0));
+            dirty.dedup_by(|b, a| {
+                let same = a.0 == b.0 && a.1 == b.1;
+                if same {
+                    a.2 |= b.2;
+                }
+                same
+            });
             tx.mark_segments_dirty(&dirty, now).await?;
         }
         tx.commit().await?;

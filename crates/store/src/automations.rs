@@ -42,6 +42,9 @@ pub struct AutomationRow {
 const COLS: &str = "id, tenant_id, name, trigger_type, trigger_config, reentry, exit_filter, design, is_active, version, \
                     active_version, webhook_token, listens, next_tick_at, activated_at, created_at, updated_at";
 
+/// See [`Conn::automations_stamp`].
+pub type AutomationsStamp = [i64; 4];
+
 /// The writable fields of an automation.
 #[derive(Debug, Clone)]
 pub struct AutomationFields {
@@ -252,10 +255,18 @@ impl Conn {
         Ok(on!(self, |c| sqlx::query_as(&sql).fetch_all(c).await)?)
     }
 
-    /// A cheap fingerprint of the automations' state: changes whenever one is created, edited,
-    /// activated or deactivated.
-    pub async fn automations_stamp(&mut self) -> Result<(i64, Option<DateTime<Utc>>)> {
-        Ok(on!(self, |c| sqlx::query_as("SELECT COUNT(*), MAX(updated_at) FROM automations").fetch_one(c).await)?)
+    /// A cheap fingerprint of what the trigger intake caches: changes whenever an automation is
+    /// created, deleted, published or turned on or off (whatever the clock says).
+    pub async fn automations_stamp(&mut self) -> Result<AutomationsStamp> {
+        let (count, max_id, versions, active): (i64, Option<i64>, Option<i64>, Option<i64>) = on!(self, |c| {
+            sqlx::query_as(
+                "SELECT COUNT(*), MAX(id), CAST(SUM(version) AS BIGINT), CAST(SUM(CASE WHEN is_active THEN 1 ELSE 0 END) AS BIGINT)
+                 FROM automations",
+            )
+            .fetch_one(c)
+            .await
+        })?;
+        Ok([count, max_id.unwrap_or(0), versions.unwrap_or(0), active.unwrap_or(0)])
     }
 
     pub async fn update_automation(
