@@ -16,9 +16,7 @@ use serde_json::{json, Value};
 
 use crate::common::{spawn_channels, Backend, TestApp};
 
-#[path = "../support/smtp.rs"]
-mod smtp;
-use smtp::SmtpSink;
+use super::campaigns::smtp::SmtpSink;
 
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
@@ -135,10 +133,22 @@ pub fn welcome_design() -> Value {
             node["data"][k] = v.clone();
         }
     };
-    fill(&mut d, "a1", json!({"action": "send_email", "subject": "Welcome, {{ name }}!", "body": "<p>Hi {{name}}, welcome aboard.</p>", "from_email": "hello@shop.test"}));
+    fill(
+        &mut d,
+        "a1",
+        json!({"action": "send_email", "subject": "Welcome, {{ name }}!", "body": "<p>Hi {{name}}, welcome aboard.</p>", "from_email": "hello@shop.test"}),
+    );
     fill(&mut d, "c1", json!({"filter": {"event": "purchase"}}));
-    fill(&mut d, "a2", json!({"action": "send_email", "subject": "Still looking, {{ name }}?", "body": "<p>Here is 10% off.</p>", "from_email": "hello@shop.test"}));
-    fill(&mut d, "a3", json!({"action": "send_email", "subject": "Thank you, {{ name }}", "body": "<p>Thanks for your order.</p>", "from_email": "hello@shop.test"}));
+    fill(
+        &mut d,
+        "a2",
+        json!({"action": "send_email", "subject": "Still looking, {{ name }}?", "body": "<p>Here is 10% off.</p>", "from_email": "hello@shop.test"}),
+    );
+    fill(
+        &mut d,
+        "a3",
+        json!({"action": "send_email", "subject": "Thank you, {{ name }}", "body": "<p>Thanks for your order.</p>", "from_email": "hello@shop.test"}),
+    );
     d
 }
 
@@ -167,7 +177,11 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
 
     // Seed 003: create it active — without a design it stays a draft.
     let a = app
-        .post("/v1/automations", &token, json!({"name": "Welcome Series", "trigger_type": "customer_created", "is_active": true}))
+        .post(
+            "/v1/automations",
+            &token,
+            json!({"name": "Welcome Series", "trigger_type": "customer_created", "is_active": true}),
+        )
         .await;
     let a = a.assert_ok(201)["data"].clone();
     let id = a["id"].as_i64().unwrap();
@@ -194,7 +208,10 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
     assert_eq!(v.assert_ok(200)["data"]["valid"], true);
     app.post(&format!("/v1/automations/{id}/design"), &token, welcome_design()).await.assert_ok(200);
     let a = app.post(&format!("/v1/automations/{id}/activate"), &token, json!({})).await.assert_ok(200)["data"].clone();
-    assert_eq!((a["is_active"].clone(), a["version"].clone(), a["active_version"].clone()), (json!(true), json!(1), json!(1)));
+    assert_eq!(
+        (a["is_active"].clone(), a["version"].clone(), a["active_version"].clone()),
+        (json!(true), json!(1), json!(1))
+    );
 
     // Two new customers enter; each gets the welcome email once and waits three days.
     let ana = customer(&app, &token, json!({"email": "ana@example.com", "name": "Ana"})).await;
@@ -210,7 +227,12 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
 
     // Ana buys during the delay.
     app.clock.set(t0 + chrono::Duration::hours(30));
-    track(&app, &key, vec![event("ana@example.com", "purchase", t0 + chrono::Duration::hours(30), "p-ana", json!({"amount": 42.0}))]).await;
+    track(
+        &app,
+        &key,
+        vec![event("ana@example.com", "purchase", t0 + chrono::Duration::hours(30), "p-ana", json!({"amount": 42.0}))],
+    )
+    .await;
     app.wait_for_events(1, 1).await;
 
     // Nothing moves before the three days are up.
@@ -229,7 +251,14 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
     let detail = run_detail(&app, &token, ana_run).await;
     assert_eq!(
         outcomes(&detail),
-        pairs(&[("t1", "entered"), ("a1", "queued"), ("d1", "waiting"), ("d1", "waited"), ("c1", "yes"), ("a3", "queued")])
+        pairs(&[
+            ("t1", "entered"),
+            ("a1", "queued"),
+            ("d1", "waiting"),
+            ("d1", "waited"),
+            ("c1", "yes"),
+            ("a3", "queued")
+        ])
     );
     let c1 = detail["steps"].as_array().unwrap().iter().find(|s| s["node"] == "c1").unwrap();
     assert_eq!(c1["detail"]["matched"], true);
@@ -253,7 +282,8 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
     // Each step's email went through a triggered campaign whose stats count it.
     let campaigns = app.get("/v1/campaigns?status=triggered", &token).await.assert_ok(200)["data"].clone();
     assert_eq!(campaigns.as_array().unwrap().len(), 3, "{campaigns}");
-    let welcome = campaigns.as_array().unwrap().iter().find(|c| c["name"] == "Welcome Series · Send Welcome Email").unwrap();
+    let welcome =
+        campaigns.as_array().unwrap().iter().find(|c| c["name"] == "Welcome Series · Send Welcome Email").unwrap();
     assert_eq!(welcome["stats"]["sent"], 2, "{welcome}");
     let r = app.delete(&format!("/v1/campaigns/{}", welcome["id"]), &token).await;
     r.assert_error(409, "CONFLICT");
@@ -264,13 +294,15 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
     assert_eq!(sink.messages().len(), 4);
 }
 
+type Received = Arc<Mutex<Vec<(HeaderMap, String)>>>;
+
 /// A local webhook receiver: records each request's headers and body.
-async fn receiver() -> (String, Arc<Mutex<Vec<(HeaderMap, String)>>>) {
-    let got: Arc<Mutex<Vec<(HeaderMap, String)>>> = Default::default();
+async fn receiver() -> (String, Received) {
+    let got: Received = Default::default();
     let app = Router::new()
         .route(
             "/hook",
-            post(|State(got): State<Arc<Mutex<Vec<(HeaderMap, String)>>>>, headers: HeaderMap, body: String| async move {
+            post(|State(got): State<Received>, headers: HeaderMap, body: String| async move {
                 got.lock().unwrap().push((headers, body));
                 "ok"
             }),
@@ -346,7 +378,8 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     )
     .await;
     let vip = vip["id"].as_i64().unwrap();
-    let tagger = |tag: &str| linear(json!({"label": "go"}), &[("a", "action", json!({"action": "add_tag", "tag": tag}))]);
+    let tagger =
+        |tag: &str| linear(json!({"label": "go"}), &[("a", "action", json!({"action": "add_tag", "tag": tag}))]);
     let rfm = create_active(
         &app,
         &token,
@@ -369,7 +402,11 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     .await;
     let waiting = runs_with(&app, &token, vip, "waiting", 2).await;
     assert!(waiting.iter().all(|r| r["node"] == "w" && r["wait_event"] == "review"), "{waiting:?}");
-    assert_eq!(waiting.iter().filter(|r| r["customer_id"] == ana).count(), 1, "the 50.00 purchase does not match: {waiting:?}");
+    assert_eq!(
+        waiting.iter().filter(|r| r["customer_id"] == ana).count(),
+        1,
+        "the 50.00 purchase does not match: {waiting:?}"
+    );
     let profile = app.get(&format!("/v1/customers/{ana}"), &token).await.assert_ok(200)["data"].clone();
     assert_eq!(profile["traits"]["vip"], true, "{profile}");
     assert!(profile["traits"]["tags"].as_array().unwrap().contains(&json!("big-spender")), "{profile}");
@@ -392,7 +429,12 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     }
 
     // Ana reviews: her wait ends on Yes. Ben's times out a day later: No → the split → an exit.
-    track(&app, &key, vec![event("ana@example.com", "review", t0 + chrono::Duration::hours(2), "r1", json!({"stars": 5}))]).await;
+    track(
+        &app,
+        &key,
+        vec![event("ana@example.com", "review", t0 + chrono::Duration::hours(2), "r1", json!({"stars": 5}))],
+    )
+    .await;
     app.clock.set(t0 + chrono::Duration::hours(3));
     let completed = runs_with(&app, &token, vip, "completed", 1).await;
     assert_eq!(completed[0]["customer_id"], ana);
@@ -469,7 +511,8 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     let cy_profile = app.get(&format!("/v1/customers/{cy}"), &token).await.assert_ok(200)["data"].clone();
     assert_eq!(cy_profile["traits"]["tags"], json!(["club", "manual"]), "{cy_profile}");
     let ana_profile = app.get(&format!("/v1/customers/{ana}"), &token).await.assert_ok(200)["data"].clone();
-    let mut tags: Vec<&str> = ana_profile["traits"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let mut tags: Vec<&str> =
+        ana_profile["traits"]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     tags.sort();
     assert_eq!(tags, ["big-spender", "scored"], "{ana_profile}");
 }
@@ -479,8 +522,10 @@ async fn schedule_and_date_triggers_fire_on_the_clock(backend: Backend) {
     let token = app.register("owner@shop.test", "Shop").await;
     let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 8, 0, 0).unwrap();
     app.clock.set(t0);
-    let ana = customer(&app, &token, json!({"email": "ana@example.com", "traits": {"renewal_date": "2026-06-09"}})).await;
-    let ben = customer(&app, &token, json!({"email": "ben@example.com", "traits": {"renewal_date": "2026-07-01"}})).await;
+    let ana =
+        customer(&app, &token, json!({"email": "ana@example.com", "traits": {"renewal_date": "2026-06-09"}})).await;
+    let ben =
+        customer(&app, &token, json!({"email": "ben@example.com", "traits": {"renewal_date": "2026-07-01"}})).await;
     let seg = app.post("/v1/segments", &token, json!({"name": "Newsletter", "type": "static"})).await;
     let seg = seg.assert_ok(201)["data"]["id"].as_i64().unwrap();
     app.post(&format!("/v1/segments/{seg}/members"), &token, json!({"customer_ids": [ana, ben]})).await.assert_ok(200);
@@ -552,14 +597,22 @@ async fn versions_migration_reentry_exit_goals_and_validation(backend: Backend) 
     let r = app.post("/v1/automations/validate", &token, bad).await;
     r.assert_error(400, "VALIDATION_ERROR");
     let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
-    for f in ["nodes.d.data.duration", "nodes.t2.type", "edges.e4.target", "nodes.d.edges", "nodes.c.edges", "nodes.x.edges"] {
+    for f in
+        ["nodes.d.data.duration", "nodes.t2.type", "edges.e4.target", "nodes.d.edges", "nodes.c.edges", "nodes.x.edges"]
+    {
         assert!(fields.contains(&f), "{f} not in {fields:?}");
     }
     app.post("/v1/automations", &token, json!({"name": "x", "trigger_type": "telepathy"}))
         .await
         .assert_error(400, "VALIDATION_ERROR");
-    let r = app.post("/v1/automations", &token, json!({"name": "x", "trigger_type": "segment_entered",
-        "design": linear(json!({}), &[("a", "action", json!({"action": "add_tag", "tag": "x"}))])})).await;
+    let r = app
+        .post(
+            "/v1/automations",
+            &token,
+            json!({"name": "x", "trigger_type": "segment_entered",
+        "design": linear(json!({}), &[("a", "action", json!({"action": "add_tag", "tag": "x"}))])}),
+        )
+        .await;
     let id = r.assert_ok(201)["data"]["id"].as_i64().unwrap();
     let r = app.post(&format!("/v1/automations/{id}/activate"), &token, json!({})).await;
     r.assert_error(400, "VALIDATION_ERROR");
@@ -567,7 +620,10 @@ async fn versions_migration_reentry_exit_goals_and_validation(backend: Backend) 
 
     // Version 1: wait a day, then tag "v1". Exit goal: a purchase.
     let flow = |tag: &str| {
-        linear(json!({}), &[("d", "delay", json!({"duration": "1d"})), ("a", "action", json!({"action": "add_tag", "tag": tag}))])
+        linear(
+            json!({}),
+            &[("d", "delay", json!({"duration": "1d"})), ("a", "action", json!({"action": "add_tag", "tag": tag}))],
+        )
     };
     let a = create_active(
         &app,
@@ -597,7 +653,9 @@ async fn versions_migration_reentry_exit_goals_and_validation(backend: Backend) 
     let v1: Vec<Value> = runs_with(&app, &token, id, "waiting", 3).await;
     assert!(v1.iter().all(|r| r["version"] == 1));
     // … unless migrated: Ben's and Cy's move to version 2 at its delay node (Ana's too).
-    let r = app.post(&format!("/v1/automations/{id}/migrate"), &token, json!({"from_version": 1, "mapping": {"d": "d"}})).await;
+    let r = app
+        .post(&format!("/v1/automations/{id}/migrate"), &token, json!({"from_version": 1, "mapping": {"d": "d"}}))
+        .await;
     assert_eq!(r.assert_ok(200)["data"]["migrated"], 3);
     app.post(&format!("/v1/automations/{id}/migrate"), &token, json!({"from_version": 1, "mapping": {"d": "nowhere"}}))
         .await
@@ -605,7 +663,12 @@ async fn versions_migration_reentry_exit_goals_and_validation(backend: Backend) 
 
     // Ana buys (the goal): she leaves. Cy opts out of everything … this flow sends nothing, so
     // she stays. Ben is cancelled by hand.
-    track(&app, &key, vec![event("ana@example.com", "purchase", t0 + chrono::Duration::hours(1), "p-ana", json!({"amount": 10.0}))]).await;
+    track(
+        &app,
+        &key,
+        vec![event("ana@example.com", "purchase", t0 + chrono::Duration::hours(1), "p-ana", json!({"amount": 10.0}))],
+    )
+    .await;
     app.wait_for_events(1, 1).await;
     let r = app.post(&format!("/v1/automations/{id}/cancel-runs"), &token, json!({"customer_id": ben})).await;
     assert_eq!(r.assert_ok(200)["data"]["cancelled"], 1);

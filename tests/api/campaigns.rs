@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::common::{spawn_channels, Backend, TestApp};
 
 #[path = "../support/smtp.rs"]
-mod smtp;
+pub(crate) mod smtp;
 use smtp::SmtpSink;
 
 macro_rules! on_both_stores {

@@ -127,7 +127,10 @@ pub async fn spawn_full(
             store.clone(),
             events.clone(),
             clock.clone(),
-            cairn_automations::engine::EngineConfig { poll: std::time::Duration::from_millis(50), ..Default::default() },
+            cairn_automations::engine::EngineConfig {
+                poll: std::time::Duration::from_millis(50),
+                ..Default::default()
+            },
         )
         .with_campaigns_wake(sender.waker()),
     );

@@ -58,10 +58,20 @@ pub struct Problem {
 
 impl Problem {
     fn node(id: &str, field: &str, message: impl Into<String>) -> Problem {
-        Problem { node: Some(id.to_string()), edge: None, field: format!("nodes.{id}.{field}"), message: message.into() }
+        Problem {
+            node: Some(id.to_string()),
+            edge: None,
+            field: format!("nodes.{id}.{field}"),
+            message: message.into(),
+        }
     }
     fn edge(id: &str, field: &str, message: impl Into<String>) -> Problem {
-        Problem { node: None, edge: Some(id.to_string()), field: format!("edges.{id}.{field}"), message: message.into() }
+        Problem {
+            node: None,
+            edge: Some(id.to_string()),
+            field: format!("edges.{id}.{field}"),
+            message: message.into(),
+        }
     }
     fn design(field: &str, message: impl Into<String>) -> Problem {
         Problem { node: None, edge: None, field: field.to_string(), message: message.into() }
@@ -92,10 +102,20 @@ pub enum Zone {
 pub enum Action {
     /// Through the node's triggered campaign; `template` copies a campaign's subject and body at
     /// activation.
-    SendEmail { subject: Option<String>, body: Option<String>, template: Option<i64> },
-    SendSms { message: Option<String>, template: Option<i64> },
+    SendEmail {
+        subject: Option<String>,
+        body: Option<String>,
+        template: Option<i64>,
+    },
+    SendSms {
+        message: Option<String>,
+        template: Option<i64>,
+    },
     /// A signed POST to `url`, with `body` (an object) merged into the payload's data.
-    Webhook { url: String, body: Value },
+    Webhook {
+        url: String,
+        body: Value,
+    },
     UpdateTraits(Map<String, Value>),
     AddTag(String),
     RemoveTag(String),
@@ -108,12 +128,21 @@ pub enum Action {
 #[derive(Debug, Clone)]
 pub enum Step {
     Trigger,
-    Action { action: Action, continue_on_failure: bool },
+    Action {
+        action: Action,
+        continue_on_failure: bool,
+    },
     Delay(Delay),
     /// Yes/No on a segment filter; `since_start` counts behaviour (event conditions without a
     /// window) since the run started.
-    Condition { filter: Filter, since_start: bool },
-    WaitForEvent { event: String, timeout: Duration },
+    Condition {
+        filter: Filter,
+        since_start: bool,
+    },
+    WaitForEvent {
+        event: String,
+        timeout: Duration,
+    },
     /// Random A/B: (label, percent), summing to 100.
     Split(Vec<(String, u32)>),
     Exit,
@@ -217,7 +246,9 @@ fn parse_action(n: &Node, out: &mut Vec<Problem>) -> Option<Action> {
     let id = n.id.as_str();
     let Some(kind) = text(d, "action") else {
         let hint = match guess_action(&label(n)) {
-            Some("send_email") => " — for an email (\"send_email\"), also data.subject and data.body, or data.template_id".to_string(),
+            Some("send_email") => {
+                " — for an email (\"send_email\"), also data.subject and data.body, or data.template_id".to_string()
+            }
             Some("send_sms") => " — for an SMS (\"send_sms\"), also data.message, or data.template_id".to_string(),
             Some("webhook") => " — for a webhook, also data.url".to_string(),
             _ => String::new(),
@@ -303,7 +334,11 @@ fn parse_action(n: &Node, out: &mut Vec<Problem>) -> Option<Action> {
             return None;
         }
         other => {
-            out.push(Problem::node(id, "data.action", format!("unknown action {other:?}: one of {}", ACTIONS.join(", "))));
+            out.push(Problem::node(
+                id,
+                "data.action",
+                format!("unknown action {other:?}: one of {}", ACTIONS.join(", ")),
+            ));
             return None;
         }
     };
@@ -332,7 +367,11 @@ fn parse_delay(n: &Node, out: &mut Vec<Problem>) -> Option<Delay> {
     if let Some(v) = d.get("duration") {
         let parsed = v.as_str().and_then(duration::parse);
         if parsed.is_none() {
-            out.push(Problem::node(id, "data.duration", "must be a duration such as \"3d\", \"2h\", \"90s\" or \"P3D\""));
+            out.push(Problem::node(
+                id,
+                "data.duration",
+                "must be a duration such as \"3d\", \"2h\", \"90s\" or \"P3D\"",
+            ));
         }
         return parsed.map(Delay::For);
     }
@@ -349,7 +388,11 @@ fn parse_delay(n: &Node, out: &mut Vec<Problem>) -> Option<Delay> {
                         let day = w.as_str().map(|s| s.to_ascii_lowercase());
                         match day.and_then(|s| WEEKDAYS.iter().position(|d| s.starts_with(d))) {
                             Some(i) => weekdays.push(i as u32),
-                            None => out.push(Problem::node(id, "data.until.weekdays", "must list days such as \"mon\", \"fri\"")),
+                            None => out.push(Problem::node(
+                                id,
+                                "data.until.weekdays",
+                                "must list days such as \"mon\", \"fri\"",
+                            )),
                         }
                     }
                 }
@@ -456,7 +499,11 @@ fn parse_step(n: &Node, out: &mut Vec<Problem>) -> Option<Step> {
                 let pct = b.get("percent").and_then(Value::as_u64).filter(|p| *p <= 100);
                 match (label, pct) {
                     (Some(l), Some(p)) => branches.push((l.to_string(), p as u32)),
-                    _ => out.push(Problem::node(id, &format!("data.branches[{i}]"), "needs a label and a percent (0–100)")),
+                    _ => out.push(Problem::node(
+                        id,
+                        &format!("data.branches[{i}]"),
+                        "needs a label and a percent (0–100)",
+                    )),
                 }
             }
             if branches.len() == list.len() && branches.iter().map(|b| b.1).sum::<u32>() != 100 {
@@ -470,7 +517,9 @@ fn parse_step(n: &Node, out: &mut Vec<Problem>) -> Option<Step> {
             out.push(Problem::node(
                 id,
                 "type",
-                format!("unknown node type {other:?}: trigger, action, delay, condition, wait_for_event, split or exit"),
+                format!(
+                    "unknown node type {other:?}: trigger, action, delay, condition, wait_for_event, split or exit"
+                ),
             ));
             None
         }
@@ -569,13 +618,22 @@ pub fn compile(d: &Design) -> Result<Plan, Vec<Problem>> {
     let mut next = HashMap::new();
     for n in &d.nodes {
         let edges = outgoing.get(n.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-        let labelled = |want: &str| edges.iter().filter(|e| e.label.as_deref().map(str::trim).is_some_and(|l| l.eq_ignore_ascii_case(want))).count();
+        let labelled = |want: &str| {
+            edges
+                .iter()
+                .filter(|e| e.label.as_deref().map(str::trim).is_some_and(|l| l.eq_ignore_ascii_case(want)))
+                .count()
+        };
         match n.kind.as_str() {
             "condition" | "wait_for_event" | "wait" => {
                 for want in ["Yes", "No"] {
                     let k = labelled(want);
                     if k != 1 {
-                        out.push(Problem::node(&n.id, "edges", format!("needs exactly one \"{want}\" edge; it has {k}")));
+                        out.push(Problem::node(
+                            &n.id,
+                            "edges",
+                            format!("needs exactly one \"{want}\" edge; it has {k}"),
+                        ));
                     }
                 }
                 if edges.len() > 2 {
@@ -587,7 +645,11 @@ pub fn compile(d: &Design) -> Result<Plan, Vec<Problem>> {
                     for (l, _) in branches {
                         let k = labelled(l);
                         if k != 1 {
-                            out.push(Problem::node(&n.id, "edges", format!("needs exactly one edge labelled {l:?}; it has {k}")));
+                            out.push(Problem::node(
+                                &n.id,
+                                "edges",
+                                format!("needs exactly one edge labelled {l:?}; it has {k}"),
+                            ));
                         }
                     }
                 }
@@ -599,13 +661,19 @@ pub fn compile(d: &Design) -> Result<Plan, Vec<Problem>> {
             }
             _ => {
                 if edges.len() > 1 {
-                    out.push(Problem::node(&n.id, "edges", format!("may lead to one node only; it has {} edges", edges.len())));
+                    out.push(Problem::node(
+                        &n.id,
+                        "edges",
+                        format!("may lead to one node only; it has {} edges", edges.len()),
+                    ));
                 }
             }
         }
         for e in edges {
             let key = match n.kind.as_str() {
-                "condition" | "wait_for_event" | "wait" | "split" => e.label.clone().unwrap_or_default().trim().to_ascii_lowercase(),
+                "condition" | "wait_for_event" | "wait" | "split" => {
+                    e.label.clone().unwrap_or_default().trim().to_ascii_lowercase()
+                }
                 _ => String::new(),
             };
             next.insert((n.id.clone(), key), e.target.clone());
@@ -614,12 +682,7 @@ pub fn compile(d: &Design) -> Result<Plan, Vec<Problem>> {
     if !out.is_empty() {
         return Err(out);
     }
-    Ok(Plan {
-        trigger: triggers[0].id.clone(),
-        steps,
-        next,
-        order: d.nodes.iter().map(|n| n.id.clone()).collect(),
-    })
+    Ok(Plan { trigger: triggers[0].id.clone(), steps, next, order: d.nodes.iter().map(|n| n.id.clone()).collect() })
 }
 
 #[cfg(test)]
@@ -652,7 +715,10 @@ mod tests {
     fn the_seeds_label_only_design_lists_what_each_node_misses() {
         let problems = compile(&seed()).unwrap_err();
         let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["nodes.a1.data.action", "nodes.c1.data.filter", "nodes.a2.data.action", "nodes.a3.data.action"]);
+        assert_eq!(
+            fields,
+            ["nodes.a1.data.action", "nodes.c1.data.filter", "nodes.a2.data.action", "nodes.a3.data.action"]
+        );
         assert!(problems[0].message.contains("send_email"), "{}", problems[0].message);
         assert_eq!(problems[0].node.as_deref(), Some("a1"));
     }
@@ -723,7 +789,13 @@ mod tests {
         .unwrap();
         let problems = compile(&d).unwrap_err();
         let fields: HashSet<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-        for f in ["nodes.d.data.duration", "nodes.w.data.timeout", "nodes.s.data.branches", "nodes.h.data.url", "nodes.q.type"] {
+        for f in [
+            "nodes.d.data.duration",
+            "nodes.w.data.timeout",
+            "nodes.s.data.branches",
+            "nodes.h.data.url",
+            "nodes.q.type",
+        ] {
             assert!(fields.contains(f), "{f} missing from {fields:?}");
         }
     }

@@ -9,11 +9,8 @@ const MAX_SECONDS: i64 = 5 * 366 * 86_400;
 /// Parses a duration; `None` when it is not one, zero, or longer than five years.
 pub fn parse(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let secs = if let Some(iso) = s.strip_prefix('P').or_else(|| s.strip_prefix('p')) {
-        iso8601(iso)?
-    } else {
-        compact(s)?
-    };
+    let secs =
+        if let Some(iso) = s.strip_prefix('P').or_else(|| s.strip_prefix('p')) { iso8601(iso)? } else { compact(s)? };
     (secs > 0 && secs <= MAX_SECONDS).then(|| Duration::seconds(secs))
 }
 

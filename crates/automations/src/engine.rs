@@ -92,7 +92,14 @@ impl Compiled {
             .as_object()
             .map(|m| m.iter().filter_map(|(k, v)| v.as_i64().map(|id| (k.clone(), id))).collect())
             .unwrap_or_default();
-        Ok(Compiled { automation_id: v.automation_id, tenant_id: v.tenant_id, version: v.version, plan, exit, bindings })
+        Ok(Compiled {
+            automation_id: v.automation_id,
+            tenant_id: v.tenant_id,
+            version: v.version,
+            plan,
+            exit,
+            bindings,
+        })
     }
 }
 
@@ -518,6 +525,7 @@ impl Engine {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let mut groups: HashMap<(i64, i64), Vec<usize>> = HashMap::new();
+        #[allow(clippy::needless_range_loop)] // walks[i] is finished inside the loop
         for i in 0..walks.len() {
             let w = &walks[i];
             if w.done {
@@ -528,10 +536,17 @@ impl Engine {
             let channels = plan.plan.channels();
             let customer = &customers[&(w.run.tenant_id, w.run.customer_id)];
             let opted_out = !channels.is_empty()
-                && channels.iter().all(|ch| customer.traits.get(format!("{ch}_consent")).and_then(Value::as_bool) == Some(false));
+                && channels
+                    .iter()
+                    .all(|ch| customer.traits.get(format!("{ch}_consent")).and_then(Value::as_bool) == Some(false));
             if opted_out {
                 let w = &mut walks[i];
-                w.step("exit", "unsubscribed", json!({"reason": "the customer opted out of every channel this flow sends on"}), now);
+                w.step(
+                    "exit",
+                    "unsubscribed",
+                    json!({"reason": "the customer opted out of every channel this flow sends on"}),
+                    now,
+                );
                 w.finish("exited", None);
                 continue;
             }
@@ -577,7 +592,9 @@ impl Engine {
         zones: &HashMap<i64, chrono_tz::Tz>,
         now: DateTime<Utc>,
     ) -> Result<HashMap<usize, bool>> {
-        let mut groups: HashMap<(i64, i64, String, Option<DateTime<Utc>>), Vec<usize>> = HashMap::new();
+        // (automation, version, node, run start when behaviour is counted since then) → runs.
+        type Group = (i64, i64, String, Option<DateTime<Utc>>);
+        let mut groups: HashMap<Group, Vec<usize>> = HashMap::new();
         for &i in pending {
             let w = &walks[i];
             if let Some(Step::Condition { filter, since_start }) = w.plan.plan.steps.get(&w.node) {
@@ -649,11 +666,21 @@ impl Engine {
                             w.park(until, None, now);
                         }
                         Some(until) => {
-                            w.step("delay", "passed", json!({"until": until, "reason": "the time had already come"}), now);
+                            w.step(
+                                "delay",
+                                "passed",
+                                json!({"until": until, "reason": "the time had already come"}),
+                                now,
+                            );
                             w.go(next(""));
                         }
                         None => {
-                            w.step("delay", "passed", json!({"reason": "the customer has no usable date in that trait"}), now);
+                            w.step(
+                                "delay",
+                                "passed",
+                                json!({"reason": "the customer has no usable date in that trait"}),
+                                now,
+                            );
                             w.go(next(""));
                         }
                     }
@@ -703,25 +730,23 @@ impl Engine {
                 w.step("split", &chosen.to_ascii_lowercase(), json!({"roll": roll, "branch": chosen}), now);
                 w.go(next(&chosen));
             }
-            Step::Action { action, continue_on_failure } => {
-                match self.action(w, action, customer, now).await? {
-                    Ok((outcome, detail, effect)) => {
-                        if let Some(e) = effect {
-                            w.effects.push(e);
-                        }
-                        w.step("action", outcome, detail, now);
-                        w.go(next(""));
+            Step::Action { action, continue_on_failure } => match self.action(w, action, customer, now).await? {
+                Ok((outcome, detail, effect)) => {
+                    if let Some(e) = effect {
+                        w.effects.push(e);
                     }
-                    Err(error) => {
-                        w.step("action", "failed", json!({"error": error}), now);
-                        if *continue_on_failure {
-                            w.go(next(""));
-                        } else {
-                            w.finish("failed", Some(error));
-                        }
+                    w.step("action", outcome, detail, now);
+                    w.go(next(""));
+                }
+                Err(error) => {
+                    w.step("action", "failed", json!({"error": error}), now);
+                    if *continue_on_failure {
+                        w.go(next(""));
+                    } else {
+                        w.finish("failed", Some(error));
                     }
                 }
-            }
+            },
         }
         Ok(())
     }
@@ -771,7 +796,11 @@ impl Engine {
                     }
                 }
                 let body = cairn_channels::webhooks::body("automation.webhook", now, &data);
-                ("queued", json!({"action": "webhook", "endpoint_id": endpoint}), Some(Effect::Webhook { endpoint, body }))
+                (
+                    "queued",
+                    json!({"action": "webhook", "endpoint_id": endpoint}),
+                    Some(Effect::Webhook { endpoint, body }),
+                )
             }
             Action::UpdateTraits(t) => {
                 ("done", json!({"action": "update_traits", "traits": t}), Some(Effect::Traits(t.clone())))
@@ -779,9 +808,11 @@ impl Engine {
             Action::AddTag(tag) => {
                 ("done", json!({"action": "add_tag", "tag": tag}), Some(Effect::Tag { tag: tag.clone(), add: true }))
             }
-            Action::RemoveTag(tag) => {
-                ("done", json!({"action": "remove_tag", "tag": tag}), Some(Effect::Tag { tag: tag.clone(), add: false }))
-            }
+            Action::RemoveTag(tag) => (
+                "done",
+                json!({"action": "remove_tag", "tag": tag}),
+                Some(Effect::Tag { tag: tag.clone(), add: false }),
+            ),
             Action::AddToStaticSegment(s) | Action::RemoveFromStaticSegment(s) => {
                 let add = matches!(action, Action::AddToStaticSegment(_));
                 let name = if add { "add_to_static_segment" } else { "remove_from_static_segment" };
@@ -796,7 +827,11 @@ impl Engine {
                 if !row.is_active {
                     return Ok(Err(format!("automation {other} is not active")));
                 }
-                ("done", json!({"action": "enroll", "automation_id": other}), Some(Effect::Enroll { automation: *other }))
+                (
+                    "done",
+                    json!({"action": "enroll", "automation_id": other}),
+                    Some(Effect::Enroll { automation: *other }),
+                )
             }
         }))
     }
@@ -870,7 +905,8 @@ impl Engine {
                     }
                     Effect::Tag { tag, add } => {
                         change_traits(&mut tx, tenant, customer, now, |t| {
-                            let mut tags: Vec<Value> = t.get("tags").and_then(Value::as_array).cloned().unwrap_or_default();
+                            let mut tags: Vec<Value> =
+                                t.get("tags").and_then(Value::as_array).cloned().unwrap_or_default();
                             tags.retain(|v| v.as_str() != Some(tag.as_str()));
                             if add {
                                 tags.push(Value::String(tag));
@@ -882,13 +918,20 @@ impl Engine {
                     }
                     Effect::StaticSegment { segment, add } => {
                         let (changed, event) = if add {
-                            (tx.add_segment_members(tenant, segment, &[customer.0], now).await?, "customer.segment_entered")
+                            (
+                                tx.add_segment_members(tenant, segment, &[customer.0], now).await?,
+                                "customer.segment_entered",
+                            )
                         } else {
-                            (tx.remove_segment_members(tenant, segment, &[customer.0]).await?, "customer.segment_exited")
+                            (
+                                tx.remove_segment_members(tenant, segment, &[customer.0]).await?,
+                                "customer.segment_exited",
+                            )
                         };
                         if !changed.is_empty() {
                             let name = tx.segment(tenant, segment).await.map(|s| s.name).unwrap_or_default();
-                            let payload = json!({"customer_id": customer.0, "segment_id": segment, "segment_name": name});
+                            let payload =
+                                json!({"customer_id": customer.0, "segment_id": segment, "segment_name": name});
                             tx.insert_outbox(tenant, event, &payload, now).await?;
                             dirty.push((tenant, customer, cairn_segments::changed::MEMBERSHIP));
                         }
@@ -1152,7 +1195,12 @@ fn trait_time(s: &str, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
 }
 
 /// When a delay ends for this customer; `None` when a trait it needs is missing.
-pub fn delay_until(d: &Delay, customer: &Customer, workspace: chrono_tz::Tz, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+pub fn delay_until(
+    d: &Delay,
+    customer: &Customer,
+    workspace: chrono_tz::Tz,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     match d {
         Delay::For(dur) => Some(now + *dur),
         Delay::UntilTrait { name, offset } => {

@@ -25,16 +25,28 @@ pub const TYPES: &[&str] = &[
 pub enum Trigger {
     CustomerCreated,
     /// A tracked event of this name whose properties satisfy every condition.
-    Event { name: String, conditions: Vec<PropertyCondition> },
+    Event {
+        name: String,
+        conditions: Vec<PropertyCondition>,
+    },
     SegmentEntered(i64),
     SegmentExited(i64),
     /// Any change of R, F, M or the RFM segment; with `to`, only changes into that segment.
-    RfmChanged { to: Option<String> },
+    RfmChanged {
+        to: Option<String>,
+    },
     /// Each tick of `cron` in `tz` enrolls the members of `segment`.
-    Schedule { cron: Box<cron::Schedule>, tz: chrono_tz::Tz, segment: i64 },
+    Schedule {
+        cron: Box<cron::Schedule>,
+        tz: chrono_tz::Tz,
+        segment: i64,
+    },
     /// Enrolls, once a day, the customers whose date trait `name` falls `offset_days` from today
     /// (negative: before the date, e.g. -7 for a week before a renewal).
-    DateProperty { name: String, offset_days: i64 },
+    DateProperty {
+        name: String,
+        offset_days: i64,
+    },
     Manual,
     Webhook,
 }
@@ -115,7 +127,10 @@ pub fn parse(kind: &str, config: &Map<String, Value>) -> Result<Trigger, Vec<Pro
         "date_property" => {
             let name = config.get("trait").and_then(Value::as_str).filter(|s| !s.trim().is_empty());
             if name.is_none() {
-                out.push(problem("trait", "is required for a date_property trigger: a date trait such as renewal_date"));
+                out.push(problem(
+                    "trait",
+                    "is required for a date_property trigger: a date trait such as renewal_date",
+                ));
             }
             let offset = match config.get("offset_days") {
                 None => Some(0),
@@ -211,7 +226,11 @@ mod tests {
     #[test]
     fn every_type_parses_and_problems_name_the_field() {
         assert!(matches!(parse("customer_created", &Map::new()), Ok(Trigger::CustomerCreated)));
-        let e = parse("event", &cfg(json!({"event": "purchase", "where": [{"property": "amount", "op": "gt", "value": 100}]}))).unwrap();
+        let e = parse(
+            "event",
+            &cfg(json!({"event": "purchase", "where": [{"property": "amount", "op": "gt", "value": 100}]})),
+        )
+        .unwrap();
         assert!(matches!(e, Trigger::Event { ref conditions, .. } if conditions.len() == 1));
         let p = parse("segment_entered", &Map::new()).unwrap_err();
         assert_eq!(p[0].field, "trigger_config.segment_id");
@@ -223,7 +242,8 @@ mod tests {
 
     #[test]
     fn schedules_tick_in_their_time_zone() {
-        let t = parse("schedule", &cfg(json!({"cron": "0 9 * * *", "timezone": "Europe/Paris", "segment_id": 1}))).unwrap();
+        let t =
+            parse("schedule", &cfg(json!({"cron": "0 9 * * *", "timezone": "Europe/Paris", "segment_id": 1}))).unwrap();
         let now: DateTime<Utc> = "2026-06-01T08:00:00Z".parse().unwrap();
         // 09:00 in Paris (UTC+2 in summer) is 07:00 UTC: already past today, so tomorrow.
         assert_eq!(t.next_tick(now, chrono_tz::UTC).unwrap().to_rfc3339(), "2026-06-02T07:00:00+00:00");
@@ -232,7 +252,9 @@ mod tests {
     #[test]
     fn rfm_trigger_fires_on_entering_its_segment_only() {
         let t = parse("rfm_changed", &cfg(json!({"to_segment": "At Risk"}))).unwrap();
-        assert!(t.matches_outbox(&json!({"old": {"rfm_segment": "Loyal Customers"}, "new": {"rfm_segment": "At Risk"}})));
+        assert!(
+            t.matches_outbox(&json!({"old": {"rfm_segment": "Loyal Customers"}, "new": {"rfm_segment": "At Risk"}}))
+        );
         assert!(!t.matches_outbox(&json!({"old": {"rfm_segment": "At Risk"}, "new": {"rfm_segment": "At Risk"}})));
         assert!(!t.matches_outbox(&json!({"old": null, "new": {"rfm_segment": "Champions"}})));
     }

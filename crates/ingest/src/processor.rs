@@ -126,7 +126,7 @@ impl Processor {
         }
         let signals: Vec<NewSignal> = events
             .iter()
-            .filter(|e| listens.get(&e.tenant_id.0).is_some_and(|names| names.iter().any(|n| *n == e.name)))
+            .filter(|e| listens.get(&e.tenant_id.0).is_some_and(|names| names.contains(&e.name)))
             .map(|e| NewSignal {
                 tenant_id: e.tenant_id.0,
                 customer_id: e.customer_id.0,

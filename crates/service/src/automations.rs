@@ -242,7 +242,12 @@ impl Services {
 
     /// Checks a design (and, when given, a trigger) without saving anything: every problem, with
     /// node ids.
-    pub async fn validate_design(&self, p: &Principal, d: &Design, trigger: Option<(&str, &Map<String, Value>)>) -> Result<()> {
+    pub async fn validate_design(
+        &self,
+        p: &Principal,
+        d: &Design,
+        trigger: Option<(&str, &Map<String, Value>)>,
+    ) -> Result<()> {
         p.require_private()?;
         p.require(Scope::AutomationsRead)?;
         let mut list = match design::compile(d) {
@@ -274,11 +279,12 @@ impl Services {
                 message,
             };
             match action {
-                Action::SendEmail { template: Some(t), .. } | Action::SendSms { template: Some(t), .. } => {
-                    if conn.campaign(p.tenant_id, *t).await.is_err() {
-                        out.push(bad("template_id", format!("campaign {t} does not exist")));
-                    }
+                Action::SendEmail { template: Some(t), .. } | Action::SendSms { template: Some(t), .. }
+                    if conn.campaign(p.tenant_id, *t).await.is_err() =>
+                {
+                    out.push(bad("template_id", format!("campaign {t} does not exist")));
                 }
+                Action::SendEmail { template: Some(_), .. } | Action::SendSms { template: Some(_), .. } => {}
                 Action::SendEmail { subject, body, .. } => {
                     if let Err(e) = cairn_campaigns::compile("email", subject.as_deref(), body.as_deref()) {
                         out.push(bad(if e.field == "subject" { "subject" } else { "body" }, template_problem(&e)));
@@ -292,14 +298,13 @@ impl Services {
                 Action::AddToStaticSegment(s) | Action::RemoveFromStaticSegment(s) => {
                     match conn.segment(p.tenant_id, *s).await {
                         Ok(seg) if seg.kind == "static" => {}
-                        Ok(_) => out.push(bad("segment_id", format!("segment {s} is dynamic: its filter decides its members"))),
+                        Ok(_) => out
+                            .push(bad("segment_id", format!("segment {s} is dynamic: its filter decides its members"))),
                         Err(_) => out.push(bad("segment_id", format!("segment {s} does not exist"))),
                     }
                 }
-                Action::Enroll(a) => {
-                    if conn.automation(p.tenant_id, *a).await.is_err() {
-                        out.push(bad("automation_id", format!("automation {a} does not exist")));
-                    }
+                Action::Enroll(a) if conn.automation(p.tenant_id, *a).await.is_err() => {
+                    out.push(bad("automation_id", format!("automation {a} does not exist")));
                 }
                 _ => {}
             }
@@ -308,7 +313,11 @@ impl Services {
     }
 
     /// Everything that must hold before a version is published.
-    async fn check_activatable(&self, p: &Principal, row: &AutomationRow) -> Result<(cairn_automations::Plan, Trigger)> {
+    async fn check_activatable(
+        &self,
+        p: &Principal,
+        row: &AutomationRow,
+    ) -> Result<(cairn_automations::Plan, Trigger)> {
         let d: Design = serde_json::from_value(row.design.0.clone())
             .map_err(|e| ServiceError::invalid("design", format!("is not a design: {e}")))?;
         let config = row.trigger_config.0.as_object().cloned().unwrap_or_default();
@@ -330,7 +339,9 @@ impl Services {
                 None
             }
         };
-        if let Some(Trigger::SegmentEntered(s) | Trigger::SegmentExited(s) | Trigger::Schedule { segment: s, .. }) = &trig {
+        if let Some(Trigger::SegmentEntered(s) | Trigger::SegmentExited(s) | Trigger::Schedule { segment: s, .. }) =
+            &trig
+        {
             if self.store.read().await?.segment(p.tenant_id, *s).await.is_err() {
                 list.push(Problem {
                     node: None,
@@ -351,7 +362,8 @@ impl Services {
     async fn activate_row(&self, p: &Principal, row: AutomationRow) -> Result<AutomationRow> {
         let (plan, trig) = self.check_activatable(p, &row).await?;
         let d: Design = serde_json::from_value(row.design.0.clone()).expect("checked");
-        let config = trigger_config(&row.trigger_type, &row.trigger_config.0.as_object().cloned().unwrap_or_default(), &d);
+        let config =
+            trigger_config(&row.trigger_type, &row.trigger_config.0.as_object().cloned().unwrap_or_default(), &d);
         let now = self.clock.now();
         let tz = cairn_segments::worker::time_zone(&mut self.store.read().await?, p.tenant_id).await?;
         let next_tick = trig.next_tick(now, tz);
@@ -363,7 +375,8 @@ impl Services {
         let mut bindings = Map::new();
         for node in &plan.order {
             let Some(Step::Action { action, .. }) = plan.steps.get(node) else { continue };
-            let label = d.nodes.iter().find(|n| &n.id == node).and_then(|n| n.data.get("label")).and_then(Value::as_str);
+            let label =
+                d.nodes.iter().find(|n| &n.id == node).and_then(|n| n.data.get("label")).and_then(Value::as_str);
             let data = &d.nodes.iter().find(|n| &n.id == node).expect("compiled from it").data;
             let title = format!("{} · {}", row.name, label.unwrap_or(node));
             let id = match action {
@@ -471,13 +484,20 @@ impl Services {
         self.start(&row, found.iter().map(|c| c.id.0).collect(), &key, json!({"type": "manual"})).await
     }
 
-    async fn start(&self, row: &AutomationRow, customers: Vec<i64>, key: &str, trigger: Value) -> Result<Vec<(i64, i64)>> {
+    async fn start(
+        &self,
+        row: &AutomationRow,
+        customers: Vec<i64>,
+        key: &str,
+        trigger: Value,
+    ) -> Result<Vec<(i64, i64)>> {
         let Some(version) = row.active_version.filter(|_| row.is_active) else {
             return Err(ServiceError::Conflict("the automation is not active: activate it first".into()));
         };
         let v = self.store.read().await?.automation_version(row.id, version).await?;
         let d: Design = serde_json::from_value(v.design.0).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        let plan = design::compile(&d).map_err(|_| ServiceError::Internal("the active version does not compile".into()))?;
+        let plan =
+            design::compile(&d).map_err(|_| ServiceError::Internal("the active version does not compile".into()))?;
         let now = self.clock.now();
         let runs: Vec<_> = customers
             .iter()
@@ -623,7 +643,10 @@ impl Services {
                 return Err(ServiceError::invalid(&format!("mapping.{old}"), "must name a node of the active version"));
             };
             if !d.nodes.iter().any(|n| n.id == new) {
-                return Err(ServiceError::invalid(&format!("mapping.{old}"), format!("{new:?} is not a node of version {to}")));
+                return Err(ServiceError::invalid(
+                    &format!("mapping.{old}"),
+                    format!("{new:?} is not a node of version {to}"),
+                ));
             }
             pairs.push((old.clone(), new.to_string()));
         }

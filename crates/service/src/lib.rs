@@ -3,8 +3,8 @@
 //! hands the store rows to write. Handlers (HTTP or CLI) only translate in and out.
 
 pub mod accounts;
-pub mod automations;
 pub mod auth;
+pub mod automations;
 pub mod campaigns;
 pub mod customers;
 pub mod keys;

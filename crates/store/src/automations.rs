@@ -39,7 +39,8 @@ pub struct AutomationRow {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLS: &str = "id, tenant_id, name, trigger_type, trigger_config, reentry, exit_filter, design, is_active, version, \
+const COLS: &str =
+    "id, tenant_id, name, trigger_type, trigger_config, reentry, exit_filter, design, is_active, version, \
                     active_version, webhook_token, listens, next_tick_at, activated_at, created_at, updated_at";
 
 /// See [`Conn::automations_stamp`].
@@ -408,21 +409,15 @@ impl Conn {
     }
 
     /// Moves a tick on; false when another instance did it first.
-    pub async fn advance_tick(
-        &mut self,
-        id: i64,
-        from: DateTime<Utc>,
-        to: Option<DateTime<Utc>>,
-    ) -> Result<bool> {
-        let n = on!(self, |c| sqlx::query(
-            "UPDATE automations SET next_tick_at = $1 WHERE id = $2 AND next_tick_at = $3"
-        )
-        .bind(to)
-        .bind(id)
-        .bind(from)
-        .execute(c)
-        .await
-        .map(|r| r.rows_affected()))?;
+    pub async fn advance_tick(&mut self, id: i64, from: DateTime<Utc>, to: Option<DateTime<Utc>>) -> Result<bool> {
+        let n =
+            on!(self, |c| sqlx::query("UPDATE automations SET next_tick_at = $1 WHERE id = $2 AND next_tick_at = $3")
+                .bind(to)
+                .bind(id)
+                .bind(from)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         Ok(n == 1)
     }
 
@@ -431,7 +426,9 @@ impl Conn {
         let mut out: HashMap<i64, Vec<String>> = HashMap::new();
         for chunk in tenants.chunks(500) {
             let rows: Vec<(i64, String)> = on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("SELECT tenant_id, listens FROM automations WHERE listens <> '[]' AND tenant_id IN (");
+                let mut qb = sqlx::QueryBuilder::new(
+                    "SELECT tenant_id, listens FROM automations WHERE listens <> '[]' AND tenant_id IN (",
+                );
                 let mut sep = qb.separated(", ");
                 for t in chunk {
                     sep.push_bind(*t);
@@ -455,7 +452,9 @@ impl Conn {
     pub async fn insert_runs(&mut self, runs: &[NewRun], now: DateTime<Utc>) -> Result<Vec<(i64, usize)>> {
         let mut out = Vec::new();
         for (i, r) in runs.iter().enumerate() {
-            let id: Option<i64> = on!(self, |c| sqlx::query_scalar(
+            let id: Option<i64> =
+                on!(self, |c| {
+                    sqlx::query_scalar(
                 "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, live, status,
                      node, due_at, context, started_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $8, $8)
@@ -471,7 +470,8 @@ impl Conn {
             .bind(now)
             .bind(Json(&r.context))
             .fetch_optional(c)
-            .await)?;
+            .await
+                })?;
             if let Some(id) = id {
                 out.push((id, i));
             }
@@ -496,13 +496,8 @@ impl Conn {
                           ORDER BY due_at LIMIT $4 {lock})
              RETURNING {RUN_COLS}"
         );
-        let mut rows: Vec<RunRow> = on!(self, |c| sqlx::query_as(&sql)
-            .bind(lease_until)
-            .bind(now)
-            .bind(wall)
-            .bind(limit)
-            .fetch_all(c)
-            .await)?;
+        let mut rows: Vec<RunRow> =
+            on!(self, |c| sqlx::query_as(&sql).bind(lease_until).bind(now).bind(wall).bind(limit).fetch_all(c).await)?;
         rows.sort_by_key(|r| (r.due_at, r.id));
         Ok(rows)
     }
@@ -517,7 +512,8 @@ impl Conn {
     /// Moves a run on if it is still as it was read (`rev`). False: someone else moved it.
     pub async fn update_run(&mut self, u: &RunUpdate, now: DateTime<Utc>) -> Result<bool> {
         let finished = u.finished();
-        let n = on!(self, |c| sqlx::query(
+        let n = on!(self, |c| {
+            sqlx::query(
             "UPDATE automation_runs SET status = $1, node = $2, parked = $3, matched = $4, wait_event = $5, due_at = $6,
                  parked_at = $7, error = $8, rev = rev + 1, lease_until = NULL, updated_at = $9,
                  finished_at = CASE WHEN $10 THEN $9 ELSE NULL END,
@@ -538,7 +534,8 @@ impl Conn {
         .bind(u.rev)
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         Ok(n == 1)
     }
 
@@ -605,12 +602,7 @@ impl Conn {
     }
 
     /// Cancels the runs in flight of an automation (or of one customer in it).
-    pub async fn cancel_runs(
-        &mut self,
-        automation: i64,
-        customer: Option<i64>,
-        now: DateTime<Utc>,
-    ) -> Result<u64> {
+    pub async fn cancel_runs(&mut self, automation: i64, customer: Option<i64>, now: DateTime<Utc>) -> Result<u64> {
         Ok(on!(self, |c| sqlx::query(
             "UPDATE automation_runs SET status = 'cancelled', due_at = NULL, live = NULL, rev = rev + 1,
                  finished_at = $1, updated_at = $1
@@ -704,8 +696,13 @@ impl Conn {
         let sql = format!(
             "SELECT {RUN_COLS} FROM automation_runs WHERE tenant_id = $1 AND customer_id = $2 ORDER BY id DESC LIMIT $3 OFFSET $4"
         );
-        let rows =
-            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(customer).bind(limit).bind(offset).fetch_all(c).await)?;
+        let rows = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(customer)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
         let total: i64 = on!(self, |c| sqlx::query_scalar(
             "SELECT COUNT(*) FROM automation_runs WHERE tenant_id = $1 AND customer_id = $2"
         )

@@ -310,13 +310,16 @@ impl Conn {
     /// Workspaces with a campaign sending, or an automation's triggered campaign with messages
     /// waiting.
     pub async fn sending_tenants(&mut self) -> Result<Vec<TenantId>> {
-        let ids: Vec<i64> = on!(self, |c| sqlx::query_scalar(
+        let ids: Vec<i64> =
+            on!(self, |c| {
+                sqlx::query_scalar(
             "SELECT DISTINCT tenant_id FROM campaigns c WHERE status = 'sending' OR (status = 'triggered' AND EXISTS
                  (SELECT 1 FROM campaign_sends s WHERE s.campaign_id = c.id AND s.status IN ('queued', 'committing')))
              ORDER BY tenant_id"
         )
         .fetch_all(c)
-        .await)?;
+        .await
+            })?;
         Ok(ids.into_iter().map(TenantId).collect())
     }
 
@@ -555,7 +558,8 @@ impl Conn {
         f: &CampaignFields,
         now: DateTime<Utc>,
     ) -> Result<i64> {
-        Ok(on!(self, |c| sqlx::query_scalar(
+        Ok(on!(self, |c| {
+            sqlx::query_scalar(
             "INSERT INTO campaigns (tenant_id, name, kind, subject, body, from_name, from_email, reply_to, status,
                  track_opens, track_clicks, rate_limit, require_consent, audience_ready, automation_id, started_at,
                  created_at, updated_at)
@@ -576,7 +580,8 @@ impl Conn {
         .bind(automation)
         .bind(now)
         .fetch_one(c)
-        .await)?)
+        .await
+        })?)
     }
 
     pub async fn send_counts(&mut self, campaign: i64) -> Result<SendCounts> {

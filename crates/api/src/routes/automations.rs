@@ -386,7 +386,8 @@ pub async fn enroll(
     ApiJson(b): ApiJson<EnrollBody>,
 ) -> ApiResult<impl IntoResponse> {
     let started = st.svc.enroll(&p, id, &b.customer_ids).await?;
-    let out: Vec<Enrolled> = started.into_iter().map(|(customer_id, run_id)| Enrolled { customer_id, run_id }).collect();
+    let out: Vec<Enrolled> =
+        started.into_iter().map(|(customer_id, run_id)| Enrolled { customer_id, run_id }).collect();
     Ok((StatusCode::ACCEPTED, data(out)))
 }
 
@@ -543,6 +544,7 @@ pub async fn webhook_trigger(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<impl IntoResponse> {
     let started = st.svc.webhook_enroll(&token, &body).await?;
-    let out: Vec<Enrolled> = started.into_iter().map(|(customer_id, run_id)| Enrolled { customer_id, run_id }).collect();
+    let out: Vec<Enrolled> =
+        started.into_iter().map(|(customer_id, run_id)| Enrolled { customer_id, run_id }).collect();
     Ok((StatusCode::ACCEPTED, data(out)))
 }
