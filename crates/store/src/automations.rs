@@ -452,9 +452,8 @@ impl Conn {
     pub async fn insert_runs(&mut self, runs: &[NewRun], now: DateTime<Utc>) -> Result<Vec<(i64, usize)>> {
         let mut out = Vec::new();
         for (i, r) in runs.iter().enumerate() {
-            let id: Option<i64> =
-                on!(self, |c| {
-                    sqlx::query_scalar(
+            let id: Option<i64> = on!(self, |c| {
+                sqlx::query_scalar(
                 "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, live, status,
                      node, due_at, context, started_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6, 'active', $7, $8, $9, $8, $8)
@@ -471,7 +470,7 @@ impl Conn {
             .bind(Json(&r.context))
             .fetch_optional(c)
             .await
-                })?;
+            })?;
             if let Some(id) = id {
                 out.push((id, i));
             }

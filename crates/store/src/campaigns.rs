@@ -310,16 +310,15 @@ impl Conn {
     /// Workspaces with a campaign sending, or an automation's triggered campaign with messages
     /// waiting.
     pub async fn sending_tenants(&mut self) -> Result<Vec<TenantId>> {
-        let ids: Vec<i64> =
-            on!(self, |c| {
-                sqlx::query_scalar(
+        let ids: Vec<i64> = on!(self, |c| {
+            sqlx::query_scalar(
             "SELECT DISTINCT tenant_id FROM campaigns c WHERE status = 'sending' OR (status = 'triggered' AND EXISTS
                  (SELECT 1 FROM campaign_sends s WHERE s.campaign_id = c.id AND s.status IN ('queued', 'committing')))
              ORDER BY tenant_id"
         )
         .fetch_all(c)
         .await
-            })?;
+        })?;
         Ok(ids.into_iter().map(TenantId).collect())
     }
 
