@@ -58,7 +58,6 @@ CREATE TABLE automation_runs (
     wait_event      TEXT,
     due_at          TIMESTAMPTZ,
     rev             BIGINT NOT NULL DEFAULT 0,
-    lease_until     TIMESTAMPTZ,
     context         JSONB NOT NULL,
     error           TEXT,
     started_at      TIMESTAMPTZ NOT NULL,

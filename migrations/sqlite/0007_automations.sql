@@ -58,7 +58,6 @@ CREATE TABLE automation_runs (
     wait_event      TEXT,
     due_at          TEXT,
     rev             INTEGER NOT NULL DEFAULT 0,
-    lease_until     TEXT,
     context         TEXT NOT NULL,
     error           TEXT,
     started_at      TEXT NOT NULL,

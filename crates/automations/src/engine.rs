@@ -5,11 +5,12 @@
 //!    `customer.rfm_changed`) and starts the runs of the automations they trigger;
 //! 2. reads the tracked-event signals (event triggers start runs, waits are woken);
 //! 3. fires due schedule and date triggers;
-//! 4. claims due runs (a lease on the system clock; due times on the injected clock), works out
-//!    in memory where each goes — conditions and exit filters evaluated per batch — and writes
-//!    each run's move, its steps and its side effects in one transaction, guarded by the run's
-//!    `rev`. A run moved by someone else in the meantime is skipped, side effects included, so
-//!    each step happens once across crashes, restarts and several instances.
+//! 4. takes due runs (due times on the injected clock) inside a transaction — row locks that
+//!    other instances skip on PostgreSQL, the write lock on SQLite —, works out in memory where
+//!    each goes (conditions and exit filters evaluated per batch), and writes each run's move,
+//!    its steps and its side effects in that transaction, guarded by the run's `rev`. Nothing
+//!    is written unless all of it is, so each step happens once across crashes, restarts and
+//!    several instances.
 //!
 //! A waiting run is a row with a due time: no task, no memory.
 
@@ -57,13 +58,11 @@ pub struct EngineConfig {
     pub batch: i64,
     /// Longest sleep between ticks when nothing wakes the engine.
     pub poll: StdDuration,
-    /// How long a claim holds (system clock).
-    pub lease: StdDuration,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        EngineConfig { batch: 1_000, poll: StdDuration::from_secs(1), lease: StdDuration::from_secs(60) }
+        EngineConfig { batch: 1_000, poll: StdDuration::from_secs(1) }
     }
 }
 
@@ -438,26 +437,18 @@ impl Engine {
 
     async fn execute(&self) -> Result<bool> {
         let now = self.clock.now();
-        let wall = Utc::now();
-        let lease = wall + Duration::from_std(self.config.lease).unwrap_or(Duration::seconds(60));
-        let claimed = self.store.write().await?.claim_due_runs(now, wall, lease, self.config.batch).await?;
+        // The runs are taken inside the transaction that moves them: a crash anywhere before
+        // its commit leaves them as they were.
+        let mut tx = self.store.begin().await?;
+        let claimed = tx.due_runs(now, self.config.batch).await?;
         if claimed.is_empty() {
             return Ok(false);
         }
         let n = claimed.len();
-        let ids: Vec<i64> = claimed.iter().map(|r| r.id).collect();
-        let result = match self.advance(claimed, now).await {
-            Ok(moved) => self.write(moved, now).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => Ok(n as i64 == self.config.batch),
-            Err(e) => {
-                // Nothing was written: give the runs back for the next tick.
-                self.store.write().await?.release_runs(&ids).await?;
-                Err(e)
-            }
-        }
+        let moved = self.advance(claimed, now).await?;
+        self.write(&mut tx, moved, now).await?;
+        tx.commit().await?;
+        Ok(n as i64 == self.config.batch)
     }
 
     /// Works out where each claimed run goes.
@@ -871,10 +862,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Writes every move whose run is still as it was claimed, with its steps and effects, in
-    /// one transaction.
-    async fn write(&self, moved: Vec<Moved>, now: DateTime<Utc>) -> Result<()> {
-        let mut tx = self.store.begin().await?;
+    /// Writes every move whose run is still as it was read, with its steps and effects, in the
+    /// transaction that took the runs.
+    async fn write(&self, tx: &mut Conn, moved: Vec<Moved>, now: DateTime<Utc>) -> Result<()> {
         let mut steps = Vec::new();
         let mut sent = false;
         let mut dirty: Vec<(TenantId, CustomerId, i64)> = Vec::new();
@@ -895,7 +885,7 @@ impl Engine {
                         tx.insert_delivery(tenant.0, endpoint, None, "automation.webhook", &body, now).await?;
                     }
                     Effect::Traits(patch) => {
-                        change_traits(&mut tx, tenant, customer, now, |t| {
+                        change_traits(tx, tenant, customer, now, |t| {
                             for (k, v) in patch {
                                 t.insert(k, v);
                             }
@@ -904,7 +894,7 @@ impl Engine {
                         dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
                     }
                     Effect::Tag { tag, add } => {
-                        change_traits(&mut tx, tenant, customer, now, |t| {
+                        change_traits(tx, tenant, customer, now, |t| {
                             let mut tags: Vec<Value> =
                                 t.get("tags").and_then(Value::as_array).cloned().unwrap_or_default();
                             tags.retain(|v| v.as_str() != Some(tag.as_str()));
@@ -944,7 +934,7 @@ impl Engine {
                                                          "run_id": m.run.id}});
                         let key = format!("run:{}:{}", m.run.id, m.update.node);
                         let run = run_for(&row, version, &plan.plan.trigger, customer.0, &key, context);
-                        start_runs(&mut tx, &[run], now).await?;
+                        start_runs(tx, &[run], now).await?;
                     }
                 }
             }
@@ -963,7 +953,6 @@ impl Engine {
             });
             tx.mark_segments_dirty(&dirty, now).await?;
         }
-        tx.commit().await?;
         if sent {
             if let Some(w) = &self.campaigns_wake {
                 w.notify_one();

@@ -3,9 +3,10 @@
 //! their step history (`automation_steps`), tracked events some automation listens for
 //! (`automation_signals`), and the trigger intake's mark on the outbox (`automated_at`).
 //!
-//! A run is claimed with a lease and advanced with a compare-and-set on its `rev`: an instance
-//! whose lease ran out (or a second instance) finds the row changed and writes nothing, so each
-//! step — and the side effects written in the same transaction — happens once.
+//! Due runs are taken inside the transaction that moves them (row locks with `SKIP LOCKED` on
+//! PostgreSQL, the write lock on SQLite) and moved with a compare-and-set on their `rev`, so
+//! each step — and the side effects written in the same transaction — happens once, whatever
+//! crashes and however many instances.
 
 use std::collections::HashMap;
 
@@ -91,7 +92,6 @@ pub struct RunRow {
     pub wait_event: Option<String>,
     pub due_at: Option<DateTime<Utc>>,
     pub rev: i64,
-    pub lease_until: Option<DateTime<Utc>>,
     pub context: Json<Value>,
     pub error: Option<String>,
     pub started_at: DateTime<Utc>,
@@ -101,7 +101,7 @@ pub struct RunRow {
 }
 
 const RUN_COLS: &str = "id, tenant_id, automation_id, version, customer_id, occurrence, live, status, node, parked, \
-                        matched, wait_event, due_at, rev, lease_until, context, error, started_at, parked_at, updated_at, \
+                        matched, wait_event, due_at, rev, context, error, started_at, parked_at, updated_at, \
                         finished_at";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -478,27 +478,23 @@ impl Conn {
         Ok(out)
     }
 
-    /// Claims up to `limit` runs due at `now` (the injected clock) whose lease (the system
-    /// clock) is free, until `lease_until`.
-    pub async fn claim_due_runs(
-        &mut self,
-        now: DateTime<Utc>,
-        wall: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<RunRow>> {
+    /// Up to `limit` runs due at `now` (the injected clock), oldest due first — locked for this
+    /// transaction on PostgreSQL (other instances skip them), and on SQLite held by the
+    /// transaction's write lock.
+    pub async fn due_runs(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<RunRow>> {
         let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
-            "UPDATE automation_runs SET lease_until = $1
-             WHERE id IN (SELECT id FROM automation_runs
-                          WHERE due_at IS NOT NULL AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $3)
-                          ORDER BY due_at LIMIT $4 {lock})
-             RETURNING {RUN_COLS}"
+            "SELECT {RUN_COLS} FROM automation_runs WHERE due_at IS NOT NULL AND due_at <= $1
+             ORDER BY due_at, id LIMIT $2 {lock}"
         );
-        let mut rows: Vec<RunRow> =
-            on!(self, |c| sqlx::query_as(&sql).bind(lease_until).bind(now).bind(wall).bind(limit).fetch_all(c).await)?;
-        rows.sort_by_key(|r| (r.due_at, r.id));
-        Ok(rows)
+        if self.backend() == Backend::Sqlite {
+            // Take the write lock before reading, so that nothing moves these rows meanwhile.
+            on!(self, |c| sqlx::query("UPDATE automation_runs SET rev = rev WHERE id = -1")
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
+        }
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(now).bind(limit).fetch_all(c).await)?)
     }
 
     /// The earliest time a run falls due (for the scheduler's sleep).
@@ -514,7 +510,7 @@ impl Conn {
         let n = on!(self, |c| {
             sqlx::query(
             "UPDATE automation_runs SET status = $1, node = $2, parked = $3, matched = $4, wait_event = $5, due_at = $6,
-                 parked_at = $7, error = $8, rev = rev + 1, lease_until = NULL, updated_at = $9,
+                 parked_at = $7, error = $8, rev = rev + 1, updated_at = $9,
                  finished_at = CASE WHEN $10 THEN $9 ELSE NULL END,
                  live = CASE WHEN $10 THEN NULL ELSE live END
              WHERE id = $11 AND rev = $12"
@@ -536,22 +532,6 @@ impl Conn {
         .map(|r| r.rows_affected())
         })?;
         Ok(n == 1)
-    }
-
-    /// Gives back leases without moving the runs (a tick that failed before writing).
-    pub async fn release_runs(&mut self, ids: &[i64]) -> Result<()> {
-        for chunk in ids.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE automation_runs SET lease_until = NULL WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
     }
 
     pub async fn insert_steps(&mut self, steps: &[NewStep]) -> Result<()> {
