@@ -68,7 +68,9 @@ async fn runs_with(app: &TestApp, token: &str, automation: i64, status: &str, n:
     loop {
         let r = app.get(&format!("/v1/automations/{automation}/runs?status={status}&per_page=100"), token).await;
         let body = r.assert_ok(200).clone();
-        if body["pagination"]["total"].as_i64() == Some(n) {
+        // (The page and its total are two reads: both must agree.)
+        if body["pagination"]["total"].as_i64() == Some(n) && body["data"].as_array().map(Vec::len) == Some(n as usize)
+        {
             return body["data"].as_array().unwrap().clone();
         }
         if started.elapsed() > Duration::from_secs(30) {
@@ -218,7 +220,7 @@ async fn seed_welcome_flow_runs_down_both_branches_exactly_once(backend: Backend
     let ben = customer(&app, &token, json!({"email": "ben@example.com", "name": "Ben"})).await;
     let waiting = runs_with(&app, &token, id, "waiting", 2).await;
     assert!(waiting.iter().all(|r| r["node"] == "d1"), "{waiting:?}");
-    let due: DateTime<Utc> = waiting[0]["due_at"].as_str().unwrap().parse().unwrap();
+    let due: DateTime<Utc> = waiting[0]["due_at"].as_str().unwrap_or_else(|| panic!("{waiting:?}")).parse().unwrap();
     assert_eq!(due, t0 + chrono::Duration::days(3));
     sink.wait_for(2).await;
     assert_eq!(subjects_to(&sink, "ana@example.com"), ["Welcome, Ana!"]);

@@ -868,8 +868,10 @@ impl Engine {
         let mut steps = Vec::new();
         let mut sent = false;
         let mut dirty: Vec<(TenantId, CustomerId, i64)> = Vec::new();
+        let updates: Vec<RunUpdate> = moved.iter().map(|m| m.update.clone()).collect();
+        let done = tx.update_runs(&updates, now).await?;
         for m in moved {
-            if !tx.update_run(&m.update, now).await? {
+            if !done.contains(&m.run.id) {
                 tracing::debug!(run.id = m.run.id, "run moved by another worker; skipped");
                 continue;
             }
@@ -885,13 +887,18 @@ impl Engine {
                         tx.insert_delivery(tenant.0, endpoint, None, "automation.webhook", &body, now).await?;
                     }
                     Effect::Traits(patch) => {
+                        dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
+                        let patch = Value::Object(patch);
+                        if tx.merge_traits(tenant, customer.0, &patch, now).await? {
+                            continue;
+                        }
+                        let Value::Object(patch) = patch else { unreachable!("built as an object") };
                         change_traits(tx, tenant, customer, now, |t| {
                             for (k, v) in patch {
                                 t.insert(k, v);
                             }
                         })
                         .await?;
-                        dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
                     }
                     Effect::Tag { tag, add } => {
                         change_traits(tx, tenant, customer, now, |t| {

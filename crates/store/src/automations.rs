@@ -8,7 +8,7 @@
 //! each step — and the side effects written in the same transaction — happens once, whatever
 //! crashes and however many instances.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use cairn_domain::TenantId;
 use chrono::{DateTime, Utc};
@@ -502,6 +502,71 @@ impl Conn {
         Ok(on!(self, |c| sqlx::query_scalar("SELECT MIN(due_at) FROM automation_runs WHERE due_at IS NOT NULL")
             .fetch_one(c)
             .await)?)
+    }
+
+    /// Moves runs on, each only if it is still as it was read (`rev`). Returns the ids moved
+    /// (one statement on PostgreSQL).
+    pub async fn update_runs(&mut self, updates: &[RunUpdate], now: DateTime<Utc>) -> Result<HashSet<i64>> {
+        let mut moved = HashSet::new();
+        if let Raw::Postgres(c) = self.raw() {
+            for chunk in updates.chunks(5_000) {
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "UPDATE automation_runs r SET status = u.status, node = u.node, parked = u.parked, matched = u.matched,
+                         wait_event = u.wait_event, due_at = u.due_at, parked_at = u.parked_at, error = u.error,
+                         rev = r.rev + 1, updated_at = $11,
+                         finished_at = CASE WHEN u.status IN ('completed', 'exited', 'failed', 'cancelled') THEN $11 END,
+                         live = CASE WHEN u.status IN ('completed', 'exited', 'failed', 'cancelled') THEN NULL ELSE r.live END
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bool[], $6::bool[], $7::text[],
+                                 $8::timestamptz[], $9::timestamptz[], $10::text[])
+                          AS u(id, rev, status, node, parked, matched, wait_event, due_at, parked_at, error)
+                     WHERE r.id = u.id AND r.rev = u.rev
+                     RETURNING r.id",
+                )
+                .bind(chunk.iter().map(|u| u.id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.rev).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.status).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.node.as_str()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.parked).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.matched).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.wait_event.as_deref()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.due_at).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.parked_at).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|u| u.error.as_deref()).collect::<Vec<_>>())
+                .bind(now)
+                .fetch_all(&mut *c)
+                .await?;
+                moved.extend(ids);
+            }
+            return Ok(moved);
+        }
+        for u in updates {
+            if self.update_run(u, now).await? {
+                moved.insert(u.id);
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Merges `patch` into a profile's traits in one statement on PostgreSQL (`||`). False on
+    /// SQLite (the caller reads and writes the profile) or when there is no such profile.
+    pub async fn merge_traits(
+        &mut self,
+        tenant: TenantId,
+        customer: i64,
+        patch: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let Raw::Postgres(c) = self.raw() else { return Ok(false) };
+        let n =
+            sqlx::query("UPDATE customers SET traits = traits || $1, updated_at = $2 WHERE tenant_id = $3 AND id = $4")
+                .bind(Json(patch))
+                .bind(now)
+                .bind(tenant.0)
+                .bind(customer)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+        Ok(n == 1)
     }
 
     /// Moves a run on if it is still as it was read (`rev`). False: someone else moved it.
