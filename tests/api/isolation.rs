@@ -61,6 +61,20 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::POST, "/v1/campaigns/{id}/send", "campaign", None),
         (Method::POST, "/v1/campaigns/{id}/cancel", "campaign", None),
         (Method::DELETE, "/v1/campaigns/{id}", "campaign", None),
+        (Method::GET, "/v1/automations/{id}", "automation", None),
+        (Method::PUT, "/v1/automations/{id}", "automation", Some(json!({"name": "Changed"}))),
+        (Method::GET, "/v1/automations/{id}/design", "automation", None),
+        (Method::POST, "/v1/automations/{id}/design", "automation", Some(json!({"nodes": [], "edges": []}))),
+        (Method::POST, "/v1/automations/{id}/activate", "automation", None),
+        (Method::POST, "/v1/automations/{id}/deactivate", "automation", None),
+        (Method::POST, "/v1/automations/{id}/enroll", "automation", Some(json!({"customer_ids": [1]}))),
+        (Method::GET, "/v1/automations/{id}/runs", "automation", None),
+        (Method::GET, "/v1/automations/{id}/nodes", "automation", None),
+        (Method::POST, "/v1/automations/{id}/migrate", "automation", Some(json!({"from_version": 1, "mapping": {}}))),
+        (Method::POST, "/v1/automations/{id}/cancel-runs", "automation", Some(json!({}))),
+        (Method::DELETE, "/v1/automations/{id}", "automation", None),
+        (Method::GET, "/v1/automations/runs/{id}", "run", None),
+        (Method::GET, "/v1/customers/{id}/automation-runs", "customer", None),
         (Method::GET, "/v1/webhooks/{id}", "webhook", None),
         (Method::PUT, "/v1/webhooks/{id}", "webhook", Some(json!({"status": "disabled"}))),
         (Method::POST, "/v1/webhooks/{id}/ping", "webhook", None),
@@ -107,6 +121,20 @@ async fn fixture(app: &TestApp) -> Fixture {
         )
         .await;
     let campaign_id = campaign.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    let automation = app
+        .post(
+            "/v1/automations",
+            &a_owner,
+            json!({"name": "Alpha flow", "trigger_type": "manual", "design": {
+                "nodes": [{"id": "t", "type": "trigger"}, {"id": "d", "type": "delay", "data": {"duration": "1d"}}],
+                "edges": [{"id": "e", "source": "t", "target": "d"}]}}),
+        )
+        .await;
+    let automation_id = automation.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    app.post(&format!("/v1/automations/{automation_id}/activate"), &a_owner, json!({})).await.assert_ok(200);
+    let enrolled =
+        app.post(&format!("/v1/automations/{automation_id}/enroll"), &a_owner, json!({"customer_ids": [customer_id]})).await;
+    let run_id = enrolled.assert_ok(202)["data"][0]["run_id"].as_i64().unwrap();
     let recompute = app.post("/v1/scoring/recompute", &a_owner, json!({})).await;
     let scoring_job_id = recompute.assert_ok(202)["data"]["id"].as_i64().unwrap();
 
@@ -125,6 +153,8 @@ async fn fixture(app: &TestApp) -> Fixture {
             ("scoring_job", scoring_job_id),
             ("segment", segment_id),
             ("campaign", campaign_id),
+            ("automation", automation_id),
+            ("run", run_id),
         ],
         b_session,
         b_key,
@@ -161,6 +191,11 @@ async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
     let c = app.get(&format!("/v1/campaigns/{campaign}"), &f.a_owner).await;
     assert_eq!(c.assert_ok(200)["data"]["name"], "Alpha news", "B changed nothing");
     assert_eq!(c.body["data"]["status"], "draft", "B could not send, schedule or cancel it");
+    let automation = f.ids.iter().find(|(k, _)| *k == "automation").unwrap().1;
+    let a = app.get(&format!("/v1/automations/{automation}"), &f.a_owner).await;
+    assert_eq!(a.assert_ok(200)["data"]["name"], "Alpha flow", "B changed nothing");
+    assert_eq!((a.body["data"]["is_active"].clone(), a.body["data"]["version"].clone()), (json!(true), json!(1)));
+    assert_eq!(a.body["data"]["runs"]["waiting"], 1, "B could not cancel or add runs");
     let invs = app.get("/v1/invitations", &f.a_owner).await;
     assert!(invs.body["data"].as_array().unwrap().iter().any(|i| i["status"] == "pending"));
     // Nor can B widen its own scopes through a narrower key.
@@ -176,7 +211,7 @@ async fn lists_never_show_another_workspaces_objects(app: TestApp) {
     app.get("/v1/auth/me", &f.a_key).await.assert_ok(200);
     // Give the request log a moment to write A's lines.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    for path in ["/v1/api-keys?include_revoked=true", "/v1/users", "/v1/invitations", "/v1/api-logs", "/v1/workspace"] {
+    for path in ["/v1/api-keys?include_revoked=true", "/v1/users", "/v1/invitations", "/v1/api-logs", "/v1/workspace", "/v1/automations"] {
         for cred in [&f.b_session, &f.b_key] {
             let r = app.get(path, cred).await;
             let text = r.assert_ok(200).to_string();
