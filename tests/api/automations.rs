@@ -36,6 +36,7 @@ on_both_stores!(
     event_segment_manual_webhook_and_scores_triggers_with_every_node_kind,
     schedule_and_date_triggers_fire_on_the_clock,
     versions_migration_reentry_exit_goals_and_validation,
+    runs_leave_when_the_customer_is_deleted_or_opts_out,
 );
 
 async fn wait<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut check: impl FnMut() -> F) -> T {
@@ -698,4 +699,45 @@ async fn versions_migration_reentry_exit_goals_and_validation(backend: Backend) 
     assert!(r.assert_ok(200)["pagination"]["total"].as_i64().unwrap() >= 1);
     app.delete(&format!("/v1/automations/{id}"), &token).await;
     app.get(&format!("/v1/automations/{id}"), &token).await.assert_error(404, "NOT_FOUND");
+}
+
+async fn runs_leave_when_the_customer_is_deleted_or_opts_out(backend: Backend) {
+    let app = spawn_channels(backend, Defaults::default()).await;
+    let token = app.register("owner@shop.test", "Shop").await;
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();
+    app.clock.set(t0);
+    let flow = linear(
+        json!({}),
+        &[
+            ("d", "delay", json!({"duration": "1d"})),
+            (
+                "mail",
+                "action",
+                json!({"action": "send_email", "subject": "Hi", "body": "<p>Hi</p>", "from_email": "a@shop.test"}),
+            ),
+        ],
+    );
+    let id = create_active(&app, &token, json!({"name": "Mailer", "trigger_type": "manual", "design": flow})).await
+        ["id"]
+        .as_i64()
+        .unwrap();
+    let ana = customer(&app, &token, json!({"email": "ana@example.com"})).await;
+    let ben = customer(&app, &token, json!({"email": "ben@example.com"})).await;
+    let cy = customer(&app, &token, json!({"email": "cy@example.com"})).await;
+    app.post(&format!("/v1/automations/{id}/enroll"), &token, json!({"customer_ids": [ana, ben, cy]}))
+        .await
+        .assert_ok(202);
+    runs_with(&app, &token, id, "waiting", 3).await;
+    app.put(&format!("/v1/customers/{ana}"), &token, json!({"traits": {"email_consent": false}})).await.assert_ok(200);
+    app.delete(&format!("/v1/customers/{ben}"), &token).await;
+    app.clock.set(t0 + chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    let exited = runs_with(&app, &token, id, "exited", 2).await;
+    for r in &exited {
+        let detail = run_detail(&app, &token, r["id"].as_i64().unwrap()).await;
+        let last = outcomes(&detail).last().unwrap().1.clone();
+        let want = if r["customer_id"] == ana { "unsubscribed" } else { "customer_deleted" };
+        assert_eq!(last, want, "{detail}");
+    }
+    let done = runs_with(&app, &token, id, "completed", 1).await;
+    assert_eq!(done[0]["customer_id"], cy);
 }

@@ -132,8 +132,9 @@ async fn fixture(app: &TestApp) -> Fixture {
         .await;
     let automation_id = automation.assert_ok(201)["data"]["id"].as_i64().unwrap();
     app.post(&format!("/v1/automations/{automation_id}/activate"), &a_owner, json!({})).await.assert_ok(200);
-    let enrolled =
-        app.post(&format!("/v1/automations/{automation_id}/enroll"), &a_owner, json!({"customer_ids": [customer_id]})).await;
+    let enrolled = app
+        .post(&format!("/v1/automations/{automation_id}/enroll"), &a_owner, json!({"customer_ids": [customer_id]}))
+        .await;
     let run_id = enrolled.assert_ok(202)["data"][0]["run_id"].as_i64().unwrap();
     let recompute = app.post("/v1/scoring/recompute", &a_owner, json!({})).await;
     let scoring_job_id = recompute.assert_ok(202)["data"]["id"].as_i64().unwrap();
@@ -211,7 +212,14 @@ async fn lists_never_show_another_workspaces_objects(app: TestApp) {
     app.get("/v1/auth/me", &f.a_key).await.assert_ok(200);
     // Give the request log a moment to write A's lines.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    for path in ["/v1/api-keys?include_revoked=true", "/v1/users", "/v1/invitations", "/v1/api-logs", "/v1/workspace", "/v1/automations"] {
+    for path in [
+        "/v1/api-keys?include_revoked=true",
+        "/v1/users",
+        "/v1/invitations",
+        "/v1/api-logs",
+        "/v1/workspace",
+        "/v1/automations",
+    ] {
         for cred in [&f.b_session, &f.b_key] {
             let r = app.get(path, cred).await;
             let text = r.assert_ok(200).to_string();
