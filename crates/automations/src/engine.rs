@@ -255,7 +255,7 @@ impl Engine {
         let list: Vec<Active> = rows
             .into_iter()
             .filter_map(|row| {
-                let config = row.trigger_config.0.as_object().cloned().unwrap_or_default();
+                let config = trigger::config_of(&row.trigger_config.0, &row.design.0);
                 match trigger::parse(&row.trigger_type, &config) {
                     Ok(trigger) => Some(Active { row, trigger }),
                     Err(_) => None,
@@ -314,7 +314,7 @@ impl Engine {
             }
         }
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let started = start_runs(&mut tx, &runs, now).await?;
+        let started = start_runs(&mut tx, &runs, now).await?.len();
         tx.mark_automated(&ids, now).await?;
         tx.commit().await?;
         if started > 0 {
@@ -357,7 +357,7 @@ impl Engine {
             }
             woken += tx.match_waiting_runs(s.tenant_id, s.customer_id, &s.name, s.at, now).await?;
         }
-        let started = start_runs(&mut tx, &runs, now).await?;
+        let started = start_runs(&mut tx, &runs, now).await?.len();
         tx.delete_signals(&signals.iter().map(|s| s.id).collect::<Vec<_>>()).await?;
         tx.commit().await?;
         tracing::debug!(runs = started, woken, "automation signals taken");
@@ -370,7 +370,7 @@ impl Engine {
         let due = self.store.read().await?.due_automation_ticks(now).await?;
         let mut fired = false;
         for row in due {
-            let config = row.trigger_config.0.as_object().cloned().unwrap_or_default();
+            let config = trigger::config_of(&row.trigger_config.0, &row.design.0);
             let Ok(trigger) = trigger::parse(&row.trigger_type, &config) else { continue };
             let tenant = TenantId(row.tenant_id);
             let tz = cairn_segments::worker::time_zone(&mut self.store.read().await?, tenant).await?;
@@ -399,7 +399,7 @@ impl Engine {
             if !tx.advance_tick(row.id, at, next).await? {
                 continue;
             }
-            let started = start_runs(&mut tx, &runs, now).await?;
+            let started = start_runs(&mut tx, &runs, now).await?.len();
             tx.commit().await?;
             tracing::info!(automation.id = row.id, runs = started, "scheduled trigger fired");
             fired = true;
@@ -970,9 +970,14 @@ impl Engine {
 }
 
 /// Starts runs and puts `automation.triggered` in the outbox for each new one.
-pub async fn start_runs(tx: &mut Conn, runs: &[NewRun], now: DateTime<Utc>) -> std::result::Result<usize, StoreError> {
+/// Returns the new runs' (id, index into `runs`).
+pub async fn start_runs(
+    tx: &mut Conn,
+    runs: &[NewRun],
+    now: DateTime<Utc>,
+) -> std::result::Result<Vec<(i64, usize)>, StoreError> {
     if runs.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let started = tx.insert_runs(runs, now).await?;
     let mut by_tenant: HashMap<i64, Vec<(&str, Value)>> = HashMap::new();
@@ -993,7 +998,7 @@ pub async fn start_runs(tx: &mut Conn, runs: &[NewRun], now: DateTime<Utc>) -> s
     for (tenant, events) in by_tenant {
         tx.insert_outbox_many(TenantId(tenant), &events, now).await?;
     }
-    Ok(started.len())
+    Ok(started)
 }
 
 /// The run a trigger occurrence (`key`) starts, by the automation's re-entry policy: `once`

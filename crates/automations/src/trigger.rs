@@ -162,6 +162,23 @@ pub fn parse(kind: &str, config: &Map<String, Value>) -> Result<Trigger, Vec<Pro
     }
 }
 
+/// A trigger's configuration: the automation's `trigger_config`, with what the design's trigger
+/// node carries in its `data` (a builder keeps it there) filling the gaps.
+pub fn config_of(config: &Value, design: &Value) -> Map<String, Value> {
+    let mut out = config.as_object().cloned().unwrap_or_default();
+    let nodes = design.get("nodes").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    if let Some(data) =
+        nodes.iter().find(|n| n["type"] == "trigger").and_then(|n| n.get("data")).and_then(Value::as_object)
+    {
+        for (k, v) in data {
+            if k != "label" {
+                out.entry(k.clone()).or_insert(v.clone());
+            }
+        }
+    }
+    out
+}
+
 /// A cron expression of five fields (minute hour day month weekday, as crontab has them) or the
 /// `cron` crate's six or seven (with seconds, and years).
 pub fn cron_schedule(expr: &str) -> Result<cron::Schedule, String> {

@@ -22,7 +22,6 @@ use cairn_store::{
     identity::IdentityKind,
     Json,
 };
-use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
 
@@ -255,7 +254,13 @@ impl Services {
             Err(list) => list,
         };
         if let Some((kind, config)) = trigger {
-            if let Err(mut more) = trigger::parse(kind, &trigger_config(kind, config, d)) {
+            if let Err(mut more) = trigger::parse(
+                kind,
+                &trigger::config_of(
+                    &Value::Object(config.clone()),
+                    &serde_json::to_value(d).expect("a design serialises"),
+                ),
+            ) {
                 list.append(&mut more);
             }
         }
@@ -332,7 +337,7 @@ impl Services {
                 None
             }
         };
-        let trig = match trigger::parse(&row.trigger_type, &trigger_config(&row.trigger_type, &config, &d)) {
+        let trig = match trigger::parse(&row.trigger_type, &trigger::config_of(&row.trigger_config.0, &row.design.0)) {
             Ok(t) => Some(t),
             Err(l) => {
                 list.extend(l);
@@ -362,8 +367,6 @@ impl Services {
     async fn activate_row(&self, p: &Principal, row: AutomationRow) -> Result<AutomationRow> {
         let (plan, trig) = self.check_activatable(p, &row).await?;
         let d: Design = serde_json::from_value(row.design.0.clone()).expect("checked");
-        let config =
-            trigger_config(&row.trigger_type, &row.trigger_config.0.as_object().cloned().unwrap_or_default(), &d);
         let now = self.clock.now();
         let tz = cairn_segments::worker::time_zone(&mut self.store.read().await?, p.tenant_id).await?;
         let next_tick = trig.next_tick(now, tz);
@@ -429,7 +432,6 @@ impl Services {
             bindings.insert(node.clone(), json!(id));
         }
         let version = tx.publish_automation(&row, &Value::Object(bindings), &listens, next_tick, now).await?;
-        let _ = config;
         let row = tx.automation(p.tenant_id, row.id).await?;
         tx.commit().await?;
         tracing::info!(automation.id = row.id, version, "automation activated");
@@ -504,20 +506,9 @@ impl Services {
             .map(|c| run_for(row, version, &plan.trigger, *c, key, json!({"trigger": trigger})))
             .collect();
         let mut tx = self.store.begin().await?;
-        let inserted = tx.insert_runs(&runs, now).await?;
-        // automation.triggered for the new ones (start_runs would insert them again).
-        let started: Vec<(i64, i64)> = inserted.iter().map(|(id, i)| (runs[*i].customer_id, *id)).collect();
-        let mut events = Vec::new();
-        for (customer, run) in &started {
-            events.push((
-                "automation.triggered",
-                json!({"automation_id": row.id, "version": version, "run_id": run, "customer_id": customer,
-                       "trigger": trigger["type"], "started_at": now}),
-            ));
-        }
-        tx.insert_outbox_many(TenantId(row.tenant_id), &events, now).await?;
+        let inserted = start_runs(&mut tx, &runs, now).await?;
         tx.commit().await?;
-        let _ = start_runs;
+        let started: Vec<(i64, i64)> = inserted.iter().map(|(id, i)| (runs[*i].customer_id, *id)).collect();
         self.wake_automations();
         Ok(started)
     }
@@ -666,20 +657,6 @@ impl Services {
     }
 }
 
-/// The trigger's configuration: the automation's `trigger_config`, with what the design's
-/// trigger node carries in its `data` (a builder keeps it there) filling the gaps.
-fn trigger_config(_kind: &str, config: &Map<String, Value>, d: &Design) -> Map<String, Value> {
-    let mut out = config.clone();
-    if let Some(t) = d.nodes.iter().find(|n| n.kind == "trigger") {
-        for (k, v) in &t.data {
-            if k != "label" {
-                out.entry(k.clone()).or_insert(v.clone());
-            }
-        }
-    }
-    out
-}
-
 fn text(data: &Map<String, Value>, key: &str) -> Option<String> {
     data.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
 }
@@ -694,11 +671,6 @@ fn template_problem(e: &cairn_campaigns::TemplateError) -> String {
 
 fn sqlx_json(v: Value) -> Json<Value> {
     Json(v)
-}
-
-/// For the API: a run's trigger time and the like are plain values.
-pub fn run_due(r: &RunRow) -> Option<DateTime<Utc>> {
-    r.due_at
 }
 
 impl From<FieldError> for crate::Problem {
