@@ -460,7 +460,9 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     let joined = create_active(
         &app,
         &token,
-        json!({"name": "Joined", "trigger_type": "segment_entered", "trigger_config": {"segment_id": club}, "design": tagger("club")}),
+        // The trigger's configuration kept in the trigger node's data, as a builder does.
+        json!({"name": "Joined", "trigger_type": "segment_entered", "design": linear(json!({"label": "Joined the club",
+               "segment_id": club}), &[("a", "action", json!({"action": "add_tag", "tag": "club"}))])}),
     )
     .await["id"]
         .as_i64()

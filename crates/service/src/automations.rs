@@ -325,7 +325,6 @@ impl Services {
     ) -> Result<(cairn_automations::Plan, Trigger)> {
         let d: Design = serde_json::from_value(row.design.0.clone())
             .map_err(|e| ServiceError::invalid("design", format!("is not a design: {e}")))?;
-        let config = row.trigger_config.0.as_object().cloned().unwrap_or_default();
         let mut list = Vec::new();
         let plan = match design::compile(&d) {
             Ok(plan) => {
