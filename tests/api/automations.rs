@@ -505,8 +505,6 @@ async fn event_segment_manual_webhook_and_scores_triggers_with_every_node_kind(b
     runs_with(&app, &token, manual, "completed", 2).await;
 
     // Scores: Ana's and Ben's first purchases gave them RFM scores → rfm_changed.
-    eprintln!("rfm outbox: {:?}", outbox(&app, "customer.rfm_changed").await);
-    eprintln!("rfm runs: {}", app.get(&format!("/v1/automations/{rfm}/runs"), &token).await.body);
     let scored = wait(Duration::from_secs(30), || async {
         let r = app.get(&format!("/v1/automations/{rfm}/runs?status=completed"), &token).await;
         (r.body["pagination"]["total"].as_i64() >= Some(2)).then_some(r.body["data"].clone())
