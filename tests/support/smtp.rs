@@ -51,11 +51,10 @@ impl SmtpSink {
     }
 
     pub fn messages(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        // Only whole lines: the sink may be writing the last one right now.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub async fn wait_for(&self, n: usize) -> Vec<Value> {
