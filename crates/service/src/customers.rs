@@ -52,7 +52,7 @@ fn set(
 }
 
 /// Applies a patch to a profile's fields, validating each (the error names the field).
-fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
+pub(crate) fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
     set(&mut f.email, p.email, |v| Email::parse("email", v).map(Email::into_string))?;
     set(&mut f.external_id, p.user_id, |v| text::required("user_id", v, 255))?;
     set(&mut f.name, p.name, |v| text::required("name", v, 200))?;
@@ -83,7 +83,7 @@ fn apply(f: &mut CustomerFields, p: CustomerPatch) -> Result<()> {
     Ok(())
 }
 
-fn duplicate(e: cairn_store::StoreError) -> ServiceError {
+pub(crate) fn duplicate(e: cairn_store::StoreError) -> ServiceError {
     match e {
         cairn_store::StoreError::Duplicate(f) if f == "external_id" => {
             ServiceError::duplicate("user_id", "another customer already has this user_id")

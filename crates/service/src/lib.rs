@@ -13,6 +13,7 @@ pub mod scoring;
 pub mod segments;
 pub mod team;
 pub mod webhooks;
+pub mod crm;
 
 use std::{
     collections::HashMap,

@@ -39,7 +39,7 @@ pub struct CustomerFields {
 }
 
 #[derive(sqlx::FromRow)]
-struct Row {
+pub(crate) struct Row {
     id: i64,
     tenant_id: i64,
     email: Option<String>,
@@ -88,7 +88,7 @@ impl Customer {
     }
 }
 
-const COLS: &str = "id, tenant_id, email, external_id, name, phone, city, country, traits, \
+pub(crate) const COLS: &str = "id, tenant_id, email, external_id, name, phone, city, country, traits, \
                     first_seen_at, last_seen_at, created_at, updated_at";
 
 /// How a customer list is ordered. Missing values sort last in both directions, on both

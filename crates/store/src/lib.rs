@@ -10,6 +10,7 @@
 mod db;
 pub mod api_logs;
 pub mod automations;
+pub mod crm;
 pub mod campaigns;
 pub mod customers;
 pub mod idempotency;

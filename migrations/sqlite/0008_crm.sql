@@ -1,0 +1,227 @@
+-- CRM entities (docs/crm.md): pipelines and their stages (opportunity pipelines and the contact
+-- lifecycle), prospect accounts, leads, opportunities, activities, notes, files, custom field
+-- definitions, forms and their submissions, and CSV imports. People are the customer profiles,
+-- which gain a prospect account, a lifecycle stage and a job title. Ids are integers on the wire.
+
+
+CREATE TABLE pipelines (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    -- 'deals' (opportunity pipelines) or 'lifecycle' (contact lifecycle stages; one per workspace)
+    kind            TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    is_default      INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX pipelines_name ON pipelines (tenant_id, kind, name);
+
+CREATE TABLE pipeline_stages (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL,
+    pipeline_id     INTEGER NOT NULL REFERENCES pipelines(id) ON DELETE CASCADE,
+    key             TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    probability     INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX pipeline_stages_key ON pipeline_stages (pipeline_id, key);
+
+CREATE TABLE prospects (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    industry        TEXT,
+    website         TEXT,
+    email           TEXT,
+    phone           TEXT,
+    tax_number      TEXT,
+    status          TEXT NOT NULL,
+    assigned_to     INTEGER,
+    custom_fields   TEXT NOT NULL DEFAULT '{}',
+    converted_at    TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX prospects_tenant ON prospects (tenant_id, created_at, id);
+
+ALTER TABLE customers ADD COLUMN prospect_id INTEGER REFERENCES prospects(id) ON DELETE SET NULL;
+ALTER TABLE customers ADD COLUMN lifecycle_stage TEXT;
+ALTER TABLE customers ADD COLUMN designation TEXT;
+CREATE INDEX customers_prospect ON customers (prospect_id) WHERE prospect_id IS NOT NULL;
+
+CREATE TABLE leads (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    first_name      TEXT,
+    last_name       TEXT,
+    email           TEXT,
+    phone           TEXT,
+    company_name    TEXT,
+    title           TEXT,
+    website         TEXT,
+    status          TEXT NOT NULL,
+    source          TEXT,
+    form_type       TEXT,
+    raw_payload     TEXT,
+    score           INTEGER,
+    value           REAL,
+    assigned_to     INTEGER,
+    customer_id     INTEGER REFERENCES customers(id) ON DELETE SET NULL,
+    custom_fields   TEXT NOT NULL DEFAULT '{}',
+    contact_id      INTEGER,
+    prospect_id     INTEGER,
+    opportunity_id  INTEGER,
+    converted_at    TEXT,
+    -- lower-cased name, email and company, for `search`
+    search_text     TEXT NOT NULL,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX leads_created ON leads (tenant_id, created_at, id);
+CREATE INDEX leads_status ON leads (tenant_id, status, created_at, id);
+CREATE INDEX leads_source ON leads (tenant_id, source, created_at, id);
+CREATE INDEX leads_assigned ON leads (tenant_id, assigned_to, created_at, id);
+CREATE INDEX leads_email ON leads (tenant_id, email);
+CREATE INDEX leads_customer ON leads (customer_id) WHERE customer_id IS NOT NULL;
+
+
+CREATE TABLE opportunities (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id           INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name                TEXT NOT NULL,
+    prospect_id         INTEGER REFERENCES prospects(id) ON DELETE SET NULL,
+    contact_id          INTEGER REFERENCES customers(id) ON DELETE SET NULL,
+    lead_id             INTEGER REFERENCES leads(id) ON DELETE SET NULL,
+    pipeline_id         INTEGER NOT NULL REFERENCES pipelines(id),
+    stage_id            INTEGER NOT NULL REFERENCES pipeline_stages(id),
+    value               REAL NOT NULL DEFAULT 0,
+    currency            TEXT,
+    probability         INTEGER,
+    expected_close_date TEXT,
+    status              TEXT NOT NULL,
+    priority            TEXT,
+    source              TEXT,
+    assigned_to         INTEGER,
+    close_reason        TEXT,
+    closed_at           TEXT,
+    custom_fields       TEXT NOT NULL DEFAULT '{}',
+    created_at          TEXT NOT NULL,
+    updated_at          TEXT NOT NULL
+);
+CREATE INDEX opportunities_tenant ON opportunities (tenant_id, created_at, id);
+CREATE INDEX opportunities_stage ON opportunities (stage_id, status);
+CREATE INDEX opportunities_prospect ON opportunities (prospect_id) WHERE prospect_id IS NOT NULL;
+CREATE INDEX opportunities_lead ON opportunities (lead_id) WHERE lead_id IS NOT NULL;
+CREATE INDEX opportunities_contact ON opportunities (contact_id) WHERE contact_id IS NOT NULL;
+
+-- Activities, notes and files hang off any entity: (entity_type, entity_id) with entity_type
+-- one of lead, contact, opportunity, prospect. Deleting the entity deletes them (the service).
+CREATE TABLE activities (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id        INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    type             TEXT NOT NULL,
+    subject          TEXT NOT NULL,
+    description      TEXT,
+    entity_type      TEXT,
+    entity_id        INTEGER,
+    assigned_to      INTEGER,
+    due_date         TEXT,
+    duration_minutes INTEGER,
+    completed        INTEGER NOT NULL DEFAULT 0,
+    completed_at     TEXT,
+    outcome          TEXT,
+    created_by       INTEGER,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL
+);
+CREATE INDEX activities_tenant ON activities (tenant_id, created_at, id);
+CREATE INDEX activities_entity ON activities (tenant_id, entity_type, entity_id);
+
+CREATE TABLE notes (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    entity_type     TEXT NOT NULL,
+    entity_id       INTEGER NOT NULL,
+    content         TEXT NOT NULL,
+    is_pinned       INTEGER NOT NULL DEFAULT 0,
+    author_id       INTEGER,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX notes_entity ON notes (tenant_id, entity_type, entity_id);
+
+CREATE TABLE files (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    entity_type     TEXT NOT NULL,
+    entity_id       INTEGER NOT NULL,
+    filename        TEXT NOT NULL,
+    content_type    TEXT NOT NULL,
+    size            INTEGER NOT NULL,
+    sha256          TEXT NOT NULL,
+    content         BLOB NOT NULL,
+    uploaded_by     INTEGER,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX files_entity ON files (tenant_id, entity_type, entity_id);
+
+CREATE TABLE custom_fields (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    entity_type     TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    label           TEXT NOT NULL,
+    field_type      TEXT NOT NULL,
+    options         TEXT NOT NULL DEFAULT '[]',
+    required        INTEGER NOT NULL DEFAULT 0,
+    position        INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE UNIQUE INDEX custom_fields_key ON custom_fields (tenant_id, entity_type, key);
+
+CREATE TABLE forms (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    name            TEXT NOT NULL,
+    token           TEXT NOT NULL UNIQUE,
+    fields          TEXT NOT NULL,
+    source          TEXT,
+    lead_status     TEXT NOT NULL,
+    form_type       TEXT,
+    honeypot        TEXT,
+    is_active       INTEGER NOT NULL DEFAULT 1,
+    submissions     INTEGER NOT NULL DEFAULT 0,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX forms_tenant ON forms (tenant_id, id);
+
+CREATE TABLE form_submissions (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL,
+    form_id         INTEGER NOT NULL REFERENCES forms(id) ON DELETE CASCADE,
+    lead_id         INTEGER,
+    data            TEXT NOT NULL,
+    created_at      TEXT NOT NULL
+);
+CREATE INDEX form_submissions_form ON form_submissions (form_id, id);
+
+CREATE TABLE imports (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id       INTEGER NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    total_rows      INTEGER NOT NULL DEFAULT 0,
+    processed       INTEGER NOT NULL DEFAULT 0,
+    created         INTEGER NOT NULL DEFAULT 0,
+    updated         INTEGER NOT NULL DEFAULT 0,
+    failed          INTEGER NOT NULL DEFAULT 0,
+    errors          TEXT NOT NULL DEFAULT '[]',
+    source          TEXT,
+    stage           TEXT,
+    created_at      TEXT NOT NULL,
+    finished_at     TEXT
+);
+CREATE INDEX imports_tenant ON imports (tenant_id, id);
