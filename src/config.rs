@@ -94,6 +94,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CAIRN_MAX_EVENT_BYTES", default_value_t = 32 * 1024,
           value_parser = clap::value_parser!(u64).range(256..=1024 * 1024))]
     pub max_event_bytes: u64,
+    /// Largest file attached to a CRM entity (`POST /v1/files`), in bytes.
+    #[arg(long, env = "CAIRN_MAX_FILE_BYTES", default_value_t = 10 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=1024 * 1024 * 1024))]
+    pub max_file_bytes: u64,
+    /// Largest CSV import body (`POST /v1/imports`), in bytes.
+    #[arg(long, env = "CAIRN_MAX_IMPORT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=4 * 1024 * 1024 * 1024))]
+    pub max_import_bytes: u64,
     /// Disk the ingest log may fill with events not yet processed (MiB); past it, ingestion
     /// answers 503 with Retry-After.
     #[arg(long, env = "CAIRN_INGEST_LOG_BUDGET_MB", default_value_t = 1024,

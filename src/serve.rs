@@ -128,6 +128,8 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
             max_body_bytes: args.max_body_bytes as usize,
             max_batch_bytes: args.max_batch_bytes as usize,
             max_event_bytes: args.max_event_bytes as usize,
+            max_file_bytes: args.max_file_bytes as usize,
+            max_import_bytes: args.max_import_bytes as usize,
             secret_key_rate_limit: args.rate_limit_secret,
             public_key_rate_limit: args.rate_limit_public,
             session_rate_limit: args.rate_limit_session,
@@ -239,6 +241,13 @@ async fn housekeeping(svc: Services) {
             let i = c.purge_idempotency_keys(now - chrono::Duration::hours(24)).await?;
             let l = c.purge_api_logs(now - chrono::Duration::days(7)).await?;
             let j = c.purge_jobs(now - chrono::Duration::days(7)).await?;
+            let stale = c.fail_stale_imports(now - chrono::Duration::minutes(10), now).await?;
+            if stale > 0 {
+                tracing::warn!(
+                    imports = stale,
+                    "imports interrupted by a stopped instance marked failed; run them again"
+                );
+            }
             Ok::<_, cairn_store::StoreError>((s, i, l, j))
         }
         .await;

@@ -223,6 +223,9 @@ CREATE TABLE imports (
     source          TEXT,
     stage           TEXT,
     created_at      TIMESTAMPTZ NOT NULL,
+    -- progress is recorded at least once per chunk; a running import whose heartbeat is old
+    -- belonged to an instance that died (housekeeping marks it failed)
+    heartbeat_at    TIMESTAMPTZ NOT NULL,
     finished_at     TIMESTAMPTZ
 );
 CREATE INDEX imports_tenant ON imports (tenant_id, id);

@@ -222,6 +222,9 @@ CREATE TABLE imports (
     source          TEXT,
     stage           TEXT,
     created_at      TEXT NOT NULL,
+    -- progress is recorded at least once per chunk; a running import whose heartbeat is old
+    -- belonged to an instance that died (housekeeping marks it failed)
+    heartbeat_at    TEXT NOT NULL,
     finished_at     TEXT
 );
 CREATE INDEX imports_tenant ON imports (tenant_id, id);

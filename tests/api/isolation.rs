@@ -82,6 +82,48 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::GET, "/v1/webhooks/{id}/deliveries", "webhook", None),
         (Method::DELETE, "/v1/webhooks/{id}", "webhook", None),
         (Method::POST, "/v1/webhooks/deliveries/{id}/redeliver", "delivery", None),
+        (Method::GET, "/v1/leads/{id}", "lead", None),
+        (Method::PUT, "/v1/leads/{id}", "lead", Some(json!({"first_name": "Changed"}))),
+        (Method::POST, "/v1/leads/{id}/convert", "lead", Some(json!({}))),
+        (Method::GET, "/v1/leads/{id}/activities", "lead", None),
+        (Method::POST, "/v1/leads/{id}/activities", "lead", Some(json!({"type": "call", "subject": "x"}))),
+        (Method::DELETE, "/v1/leads/{id}", "lead", None),
+        (Method::GET, "/v1/opportunities/{id}", "opportunity", None),
+        (Method::PUT, "/v1/opportunities/{id}", "opportunity", Some(json!({"name": "Changed"}))),
+        (Method::POST, "/v1/opportunities/{id}/advance-stage", "opportunity", Some(json!({}))),
+        (Method::POST, "/v1/opportunities/{id}/won", "opportunity", Some(json!({}))),
+        (Method::POST, "/v1/opportunities/{id}/lost", "opportunity", Some(json!({}))),
+        (Method::DELETE, "/v1/opportunities/{id}", "opportunity", None),
+        (Method::GET, "/v1/deals/{id}", "opportunity", None),
+        (Method::PUT, "/v1/deals/{id}", "opportunity", Some(json!({"title": "Changed"}))),
+        (Method::POST, "/v1/deals/{id}/advance-stage", "opportunity", Some(json!({}))),
+        (Method::DELETE, "/v1/deals/{id}", "opportunity", None),
+        (Method::GET, "/v1/pipelines/{id}", "pipeline", None),
+        (Method::PUT, "/v1/pipelines/{id}", "pipeline", Some(json!({"name": "Changed"}))),
+        (Method::GET, "/v1/pipelines/{id}/board", "pipeline", None),
+        (Method::DELETE, "/v1/pipelines/{id}", "pipeline", None),
+        (Method::GET, "/v1/people/{id}", "customer", None),
+        (Method::PUT, "/v1/people/{id}", "customer", Some(json!({"name": "Changed"}))),
+        (Method::DELETE, "/v1/people/{id}", "customer", None),
+        (Method::GET, "/v1/prospects/{id}", "prospect", None),
+        (Method::PUT, "/v1/prospects/{id}", "prospect", Some(json!({"name": "Changed"}))),
+        (Method::POST, "/v1/prospects/{id}/convert", "prospect", None),
+        (Method::DELETE, "/v1/prospects/{id}", "prospect", None),
+        (Method::GET, "/v1/activities/{id}", "activity", None),
+        (Method::PUT, "/v1/activities/{id}", "activity", Some(json!({"subject": "Changed"}))),
+        (Method::DELETE, "/v1/activities/{id}", "activity", None),
+        (Method::GET, "/v1/notes/{id}", "note", None),
+        (Method::PUT, "/v1/notes/{id}", "note", Some(json!({"content": "Changed"}))),
+        (Method::DELETE, "/v1/notes/{id}", "note", None),
+        (Method::GET, "/v1/files/{id}", "file", None),
+        (Method::GET, "/v1/files/{id}/content", "file", None),
+        (Method::DELETE, "/v1/files/{id}", "file", None),
+        (Method::PUT, "/v1/custom-fields/{id}", "custom_field", Some(json!({"label": "Changed"}))),
+        (Method::DELETE, "/v1/custom-fields/{id}", "custom_field", None),
+        (Method::GET, "/v1/forms/{id}", "form", None),
+        (Method::PUT, "/v1/forms/{id}", "form", Some(json!({"name": "Changed"}))),
+        (Method::DELETE, "/v1/forms/{id}", "form", None),
+        (Method::GET, "/v1/imports/{id}", "import", None),
     ]
 }
 
@@ -139,27 +181,85 @@ async fn fixture(app: &TestApp) -> Fixture {
     let recompute = app.post("/v1/scoring/recompute", &a_owner, json!({})).await;
     let scoring_job_id = recompute.assert_ok(202)["data"]["id"].as_i64().unwrap();
 
+    let crm = crm_fixture(app, &a_owner, customer_id).await;
+
     let b_session = app.register("owner@beta.com", "Beta").await;
     let (_, b_key) = app.create_key(&b_session, json!({"name": "b", "type": "secret"})).await;
-    Fixture {
-        a_owner,
-        a_key,
-        ids: vec![
-            ("api_key", a_key_id),
-            ("user", member_id),
-            ("invitation", pending_id),
-            ("customer", customer_id),
-            ("webhook", webhook_id),
-            ("delivery", delivery_id),
-            ("scoring_job", scoring_job_id),
-            ("segment", segment_id),
-            ("campaign", campaign_id),
-            ("automation", automation_id),
-            ("run", run_id),
-        ],
-        b_session,
-        b_key,
-    }
+    let mut ids = vec![
+        ("api_key", a_key_id),
+        ("user", member_id),
+        ("invitation", pending_id),
+        ("customer", customer_id),
+        ("webhook", webhook_id),
+        ("delivery", delivery_id),
+        ("scoring_job", scoring_job_id),
+        ("segment", segment_id),
+        ("campaign", campaign_id),
+        ("automation", automation_id),
+        ("run", run_id),
+    ];
+    ids.extend(crm);
+    Fixture { a_owner, a_key, ids, b_session, b_key }
+}
+
+/// Workspace A's CRM objects.
+async fn crm_fixture(app: &TestApp, a_owner: &str, customer_id: i64) -> Vec<(&'static str, i64)> {
+    let id = |r: crate::common::Resp, status: u16| r.assert_ok(status)["data"]["id"].as_i64().unwrap();
+    let lead = id(app.post("/v1/leads", a_owner, json!({"first_name": "Alpha", "email": "lead@alpha.com"})).await, 201);
+    let prospect = id(app.post("/v1/prospects", a_owner, json!({"name": "Alpha Corp"})).await, 201);
+    let opportunity =
+        id(app.post("/v1/opportunities", a_owner, json!({"name": "Alpha deal", "prospect_id": prospect})).await, 201);
+    let pipeline =
+        id(app.post("/v1/pipelines", a_owner, json!({"name": "Alpha pipe", "stages": [{"name": "One"}]})).await, 201);
+    let activity = id(
+        app.post(
+            "/v1/activities",
+            a_owner,
+            json!({"type": "call", "subject": "Alpha call", "entity_type": "lead", "entity_id": lead}),
+        )
+        .await,
+        201,
+    );
+    let note = id(
+        app.post(
+            "/v1/notes",
+            a_owner,
+            json!({"entity_type": "contact", "entity_id": customer_id, "content": "Alpha note"}),
+        )
+        .await,
+        201,
+    );
+    let form = reqwest::multipart::Form::new()
+        .text("entity_type", "lead")
+        .text("entity_id", lead.to_string())
+        .part("file", reqwest::multipart::Part::bytes(b"alpha".to_vec()).file_name("alpha.txt"));
+    let up =
+        app.client.post(format!("{}/v1/files", app.base)).bearer_auth(a_owner).multipart(form).send().await.unwrap();
+    let file = up.json::<Value>().await.unwrap()["data"]["id"].as_i64().unwrap();
+    let field = id(
+        app.post("/v1/custom-fields", a_owner, json!({"entity_type": "lead", "key": "alpha", "field_type": "text"}))
+            .await,
+        201,
+    );
+    let form = id(
+        app.post("/v1/forms", a_owner, json!({"name": "Alpha form", "fields": [{"name": "email", "type": "email"}]}))
+            .await,
+        201,
+    );
+    let import =
+        id(app.post("/v1/imports", a_owner, json!({"kind": "leads", "csv": "email\nimport@alpha.com\n"})).await, 202);
+    vec![
+        ("lead", lead),
+        ("prospect", prospect),
+        ("opportunity", opportunity),
+        ("pipeline", pipeline),
+        ("activity", activity),
+        ("note", note),
+        ("file", file),
+        ("custom_field", field),
+        ("form", form),
+        ("import", import),
+    ]
 }
 
 async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
@@ -219,6 +319,19 @@ async fn lists_never_show_another_workspaces_objects(app: TestApp) {
         "/v1/api-logs",
         "/v1/workspace",
         "/v1/automations",
+        "/v1/leads",
+        "/v1/opportunities",
+        "/v1/deals",
+        "/v1/people",
+        "/v1/prospects",
+        "/v1/activities",
+        "/v1/notes",
+        "/v1/files",
+        "/v1/custom-fields",
+        "/v1/forms",
+        "/v1/search?q=alpha",
+        "/v1/reports/leads",
+        "/v1/reports/opportunities?group_by=source",
     ] {
         for cred in [&f.b_session, &f.b_key] {
             let r = app.get(path, cred).await;

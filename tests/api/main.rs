@@ -8,6 +8,7 @@ mod auth;
 mod automations;
 mod campaigns;
 mod conventions;
+mod crm;
 mod customers;
 mod isolation;
 mod keys;

@@ -38,6 +38,28 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
+/// An optional JSON object body (`POST /v1/leads/{id}/convert` may be sent without one): an
+/// empty body reads as `{}`; anything else must be JSON, as for [`ApiJson`].
+pub struct ApiJsonOrEmpty(pub serde_json::Value);
+
+impl FromRequest<AppState> for ApiJsonOrEmpty {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let limit = req.extensions().get::<BodyLimit>().map(|l| l.0).unwrap_or(state.settings.max_body_bytes);
+        let bytes = read_body(req, limit).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrEmpty(serde_json::json!({})));
+        }
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+            return Err(ApiError::unsupported_media_type("expected Content-Type: application/json"));
+        }
+        parse_json(&bytes).map(ApiJsonOrEmpty)
+    }
+}
+
 /// Reads a whole body, refusing (413) as soon as it passes `limit`.
 pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {

@@ -35,6 +35,10 @@ pub struct ApiSettings {
     pub max_batch_bytes: usize,
     /// Largest single tracked message.
     pub max_event_bytes: usize,
+    /// Largest file attached to a CRM entity (`POST /v1/files`).
+    pub max_file_bytes: usize,
+    /// Largest CSV import body (`POST /v1/imports`).
+    pub max_import_bytes: usize,
     /// Requests per minute, per credential, on the CRM API (seed 004's defaults: 120 for
     /// secret keys, 30 for public keys); sessions get `session_rate_limit`.
     pub secret_key_rate_limit: u64,
@@ -54,6 +58,8 @@ impl Default for ApiSettings {
             max_body_bytes: 1024 * 1024,
             max_batch_bytes: 500 * 1024,
             max_event_bytes: 32 * 1024,
+            max_file_bytes: 10 * 1024 * 1024,
+            max_import_bytes: 64 * 1024 * 1024,
             secret_key_rate_limit: 120,
             public_key_rate_limit: 30,
             session_rate_limit: 600,
@@ -155,7 +161,13 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::webhooks::router())
         .merge(routes::team::router())
         .merge(routes::workspace::router())
-        .merge(routes::logs::router());
+        .merge(routes::logs::router())
+        .merge(routes::crm::leads::router())
+        .merge(routes::crm::deals::router())
+        .merge(routes::crm::people::router())
+        .merge(routes::crm::prospects::router())
+        .merge(routes::crm::records::router())
+        .merge(routes::crm::settings::router());
     if settings.test_clock {
         router = router.merge(routes::clock::router());
     }

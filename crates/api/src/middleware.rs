@@ -46,7 +46,8 @@ pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Re
 /// header or the body, never cookies). Preflights are answered here. Other routes send no
 /// CORS headers, so browsers keep other sites' scripts away from them.
 pub async fn cors(req: Request, next: Next) -> Response {
-    if !is_ingest_path(req.uri().path()) {
+    let path = req.uri().path();
+    if !is_ingest_path(path) && !path.starts_with("/v1/public/") {
         return next.run(req).await;
     }
     let mut resp = if req.method() == Method::OPTIONS {
@@ -100,7 +101,16 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
         // no credentials, no rate limit.
         return next.run(req).await;
     }
-    let limit = if is_ingest_path(&path) { st.settings.max_batch_bytes } else { st.settings.max_body_bytes };
+    let limit = if is_ingest_path(&path) {
+        st.settings.max_batch_bytes
+    } else if path == "/v1/imports" {
+        st.settings.max_import_bytes
+    } else if path == "/v1/files" {
+        // The file and the multipart framing around it.
+        st.settings.max_file_bytes + 64 * 1024
+    } else {
+        st.settings.max_body_bytes
+    };
     req.extensions_mut().insert(BodyLimit(limit));
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());

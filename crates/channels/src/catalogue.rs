@@ -1,6 +1,8 @@
 //! Every event name an endpoint can subscribe to, from all the seeds (plus `*` and
-//! `category.*` patterns). Seed 001's camelCase names are listed as well as the snake_case
-//! ones: both are accepted and delivered under the name the event is emitted with.
+//! `category.*` patterns). Where seeds name one happening differently (`deal.created` and
+//! `opportunity.created`, `lead.stage_changed` and `lead.stageChanged`), Cairn emits one
+//! canonical event and [`aliases`] lists the other names: an endpoint subscribed to any of them
+//! receives the event once, under the first of the names it subscribed to.
 
 pub const EVENTS: &[(&str, &str)] = &[
     ("customer.created", "a profile gets its first email or user id (seed 003)"),
@@ -22,6 +24,8 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("deal.stageChanged", "seed 001"),
     ("deal.status_changed", "seed 000"),
     ("opportunity.created", "seed 004"),
+    ("opportunity.updated", "an opportunity's fields changed (deal.updated under seed 004's word)"),
+    ("opportunity.deleted", "an opportunity was deleted (deal.deleted under seed 004's word)"),
     ("opportunity.stage_changed", "seed 004"),
     ("opportunity.won", "seed 004"),
     ("opportunity.lost", "seed 004"),
@@ -33,6 +37,9 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("client.deleted", "seed 001"),
     ("prospect.created", "seed 004"),
     ("prospect.converted", "seed 004"),
+    ("prospect.updated", "a prospect account changed (client.updated under seed 004's word)"),
+    ("prospect.deleted", "a prospect account was deleted (client.deleted under seed 004's word)"),
+    ("contact.stage_changed", "a contact's lifecycle stage changed (contact.stageChanged, snake_case)"),
     ("activity.completed", "seed 004"),
     ("invoice.created", "seed 001"),
     ("invoice.updated", "seed 001"),
@@ -45,6 +52,29 @@ pub const EVENTS: &[(&str, &str)] = &[
     ("form.response.created", "seed 001"),
     ("webhook.ping", "a test delivery (POST /v1/webhooks/{id}/ping)"),
 ];
+
+/// The other seeds' names of an emitted event (see the module's documentation).
+pub fn aliases(event: &str) -> &'static [&'static str] {
+    match event {
+        "lead.stage_changed" => &["lead.stageChanged"],
+        "opportunity.created" => &["deal.created"],
+        "deal.updated" => &["opportunity.updated"],
+        "deal.deleted" => &["opportunity.deleted"],
+        "opportunity.stage_changed" => &["deal.stage_changed", "deal.stageChanged"],
+        "opportunity.won" | "opportunity.lost" | "deal.status_changed" => &["deal.status_changed"],
+        "prospect.created" => &["client.created"],
+        "client.updated" => &["prospect.updated"],
+        "client.deleted" => &["prospect.deleted"],
+        "contact.stageChanged" => &["contact.stage_changed"],
+        "form.submission.created" => &["form.response.created"],
+        _ => &[],
+    }
+}
+
+/// The name under which an endpoint with `subscribed` receives `event`, if it receives it.
+pub fn delivered_as<'a>(event: &'a str, subscribed: impl Fn(&str) -> bool) -> Option<&'a str> {
+    std::iter::once(event).chain(aliases(event).iter().copied()).find(|n| subscribed(n))
+}
 
 /// The JSON Schema of the `data` object of the events Cairn emits so far; `None` for events of
 /// entities that are not built yet (they can be subscribed to already, and arrive once they are).
@@ -74,11 +104,79 @@ pub fn payload_schema(event: &str) -> Option<serde_json::Value> {
             "customer_email": {"type": ["string", "null"], "format": "email"},
             "segment_id": {"type": "integer"},
             "segment_name": {"type": "string"}}}),
+        e if crm_schema(e).is_some() => return crm_schema(e),
         "webhook.ping" => json!({"type": "object", "required": ["webhook_id", "message"], "properties": {
             "webhook_id": {"type": "integer"},
             "message": {"type": "string"}}}),
         _ => return None,
     })
+}
+
+/// Payload schemas of the CRM's events (docs/crm.md describes each field).
+fn crm_schema(event: &str) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let id = json!({"type": "integer"});
+    let (required, props) = match event.split('.').next()? {
+        "lead" => (
+            vec!["lead_id", "id", "email", "source", "status", "stage"],
+            json!({
+            "lead_id": id, "id": id, "name": {"type": "string"}, "email": {"type": ["string", "null"]},
+            "mobile": {"type": ["string", "null"]}, "source": {"type": ["string", "null"]},
+            "status": {"enum": ["new", "contacted", "qualified", "unqualified", "converted"]},
+            "stage": {"type": "string"}, "stageId": {"type": ["integer", "null"]}, "value": {"type": ["number", "null"]},
+            "customFields": {"type": "object"}, "ownerId": {"type": ["integer", "null"]},
+            "ownerName": {"type": ["string", "null"]}, "createdAt": {"type": "string", "format": "date-time"},
+            "contact_id": {"type": ["integer", "null"]}, "prospect_id": {"type": ["integer", "null"]},
+            "opportunity_id": {"type": ["integer", "null"]}}),
+        ),
+        "deal" | "opportunity" => (
+            vec!["opportunity_id", "id", "name", "number", "value", "status", "stageId", "pipelineId"],
+            json!({
+            "opportunity_id": id, "id": id, "name": {"type": "string"}, "title": {"type": "string"},
+            "number": {"type": "string", "pattern": "^DL-\\d{4,}$"}, "value": {"type": "number"}, "price": {"type": "number"},
+            "status": {"enum": ["open", "won", "lost"]}, "priority": {"type": ["string", "null"]},
+            "expectedCloseDate": {"type": ["string", "null"]}, "client": {"type": ["object", "null"]},
+            "stage": {"type": ["string", "null"]}, "stageId": id, "pipelineId": id, "leadId": {"type": ["integer", "null"]},
+            "ownerId": {"type": ["integer", "null"]}, "ownerName": {"type": ["string", "null"]},
+            "close_reason": {"type": ["string", "null"]}, "customFields": {"type": "object"}}),
+        ),
+        "client" | "prospect" => (
+            vec!["prospect_id", "id", "name", "number", "type"],
+            json!({
+            "prospect_id": id, "id": id, "name": {"type": "string"}, "number": {"type": "string"},
+            "taxNumber": {"type": ["string", "null"]}, "website": {"type": ["string", "null"]},
+            "customFields": {"type": "object"}, "type": {"const": "company"}, "email": {"type": ["string", "null"]},
+            "phone": {"type": ["string", "null"]}, "status": {"enum": ["active", "inactive", "converted"]}}),
+        ),
+        "contact" => (
+            vec!["contact_id", "id", "email"],
+            json!({
+            "contact_id": id, "id": id, "firstName": {"type": ["string", "null"]}, "lastName": {"type": ["string", "null"]},
+            "email": {"type": ["string", "null"]}, "mobile": {"type": ["string", "null"]},
+            "designation": {"type": ["string", "null"]}, "clientId": {"type": ["integer", "null"]},
+            "lifecycle_stage": {"type": ["string", "null"]}, "createdAt": {"type": "string", "format": "date-time"}}),
+        ),
+        "activity" => (
+            vec!["activity_id", "id", "type", "subject", "completed"],
+            json!({
+            "activity_id": id, "id": id, "type": {"enum": ["call", "email", "meeting", "task", "note"]},
+            "subject": {"type": "string"}, "entity_type": {"type": ["string", "null"]},
+            "entity_id": {"type": ["integer", "null"]}, "completed": {"type": "boolean"},
+            "completed_at": {"type": ["string", "null"]}}),
+        ),
+        "form" => (
+            vec!["id", "formId", "data", "createdAt"],
+            json!({
+            "id": id, "submission_id": id, "formId": id, "form_id": id, "form_name": {"type": "string"},
+            "lead_id": {"type": ["integer", "null"]}, "data": {"type": "object"},
+            "createdAt": {"type": "string", "format": "date-time"}}),
+        ),
+        _ => return None,
+    };
+    if event.starts_with("invoice") || event.starts_with("quotation") || event.starts_with("payment") {
+        return None;
+    }
+    Some(json!({"type": "object", "required": required, "properties": props}))
 }
 
 /// Whether a subscription pattern names catalogued events: an exact name, `*`, or

@@ -187,9 +187,12 @@ impl Dispatcher {
             if let std::collections::hash_map::Entry::Vacant(slot) = hooks_by_tenant.entry(e.tenant_id) {
                 slot.insert(tx.active_webhooks(cairn_domain::TenantId(e.tenant_id)).await?);
             }
-            let payload = body(&e.event, e.created_at, &e.payload.0);
-            for h in hooks_by_tenant[&e.tenant_id].iter().filter(|h| h.subscribed_to(&e.event)) {
-                tx.insert_delivery(e.tenant_id, h.id, Some(e.id), &e.event, &payload, now).await?;
+            for h in hooks_by_tenant[&e.tenant_id].iter() {
+                // One delivery per endpoint, under the first name it subscribed to (aliases).
+                if let Some(name) = crate::catalogue::delivered_as(&e.event, |n| h.subscribed_to(n)) {
+                    let payload = body(name, e.created_at, &e.payload.0);
+                    tx.insert_delivery(e.tenant_id, h.id, Some(e.id), name, &payload, now).await?;
+                }
             }
         }
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();

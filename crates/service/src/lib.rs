@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod auth;
 pub mod automations;
 pub mod campaigns;
+pub mod crm;
 pub mod customers;
 pub mod keys;
 pub mod password;
@@ -13,7 +14,6 @@ pub mod scoring;
 pub mod segments;
 pub mod team;
 pub mod webhooks;
-pub mod crm;
 
 use std::{
     collections::HashMap,

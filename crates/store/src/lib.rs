@@ -10,8 +10,8 @@
 mod db;
 pub mod api_logs;
 pub mod automations;
-pub mod crm;
 pub mod campaigns;
+pub mod crm;
 pub mod customers;
 pub mod idempotency;
 pub mod identity;

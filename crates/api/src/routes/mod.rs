@@ -4,6 +4,7 @@ pub mod auth;
 pub mod automations;
 pub mod campaigns;
 pub mod clock;
+pub mod crm;
 pub mod customers;
 pub mod keys;
 pub mod logs;

@@ -80,7 +80,9 @@ impl Body {
             Some(Value::Null) => Some(None),
             Some(v) => {
                 let n = match &v {
-                    Value::Number(n) => n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64)),
+                    Value::Number(n) => {
+                        n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+                    }
                     Value::String(s) => s.trim().parse().ok(),
                     _ => None,
                 };

@@ -20,7 +20,8 @@ fn key_ok(k: &str) -> bool {
 /// Checks one value against its definition; returns it normalised.
 fn check_value(def: &CustomField, field: &str, v: Value) -> Result<Value> {
     let bad = |m: &str| ServiceError::invalid(field, m.to_string());
-    let options: Vec<&str> = def.options.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let options: Vec<&str> =
+        def.options.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
     Ok(match def.field_type.as_str() {
         "text" => match v {
             Value::String(s) if s.chars().count() <= 10_000 => Value::String(s),
@@ -94,7 +95,10 @@ pub(crate) fn apply_custom_with(
         for (k, v) in patch {
             let field = format!("{prefix}.{k}");
             let Some(def) = defs.iter().find(|d| d.key == k) else {
-                return Err(ServiceError::invalid(&field, format!("no custom field {k:?} is defined for {}s", ty.as_str())));
+                return Err(ServiceError::invalid(
+                    &field,
+                    format!("no custom field {k:?} is defined for {}s", ty.as_str()),
+                ));
             };
             if v.is_null() {
                 if def.required {
@@ -128,10 +132,14 @@ impl Services {
         let ty = super::parse_entity_type("entity_type", &b.required_text("entity_type", 20)?.unwrap_or_default())?;
         let key = b.required_text("key", 64)?.ok_or_else(|| ServiceError::invalid("key", "is required"))?;
         if !key_ok(&key) {
-            return Err(ServiceError::invalid("key", "must be lower-case letters, digits and _, starting with a letter"));
+            return Err(ServiceError::invalid(
+                "key",
+                "must be lower-case letters, digits and _, starting with a letter",
+            ));
         }
         let label = b.required_text("label", 100)?.unwrap_or_else(|| key.clone());
-        let field_type = b.choice("field_type", TYPES)?.ok_or_else(|| ServiceError::invalid("field_type", "is required"))?;
+        let field_type =
+            b.choice("field_type", TYPES)?.ok_or_else(|| ServiceError::invalid("field_type", "is required"))?;
         let options = b.strings("options", 200, 100)?.unwrap_or_default();
         if field_type.ends_with("select") && options.is_empty() {
             return Err(ServiceError::invalid("options", "a select field needs at least one option"));

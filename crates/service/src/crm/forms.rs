@@ -8,11 +8,13 @@ use serde_json::{json, Map, Value};
 use super::{body::Body, emit, leads, require};
 use crate::{found, Principal, Result, ServiceError, Services};
 
-pub const FIELD_TYPES: &[&str] = &["text", "textarea", "email", "phone", "number", "select", "checkbox", "hidden", "url", "date"];
+pub const FIELD_TYPES: &[&str] =
+    &["text", "textarea", "email", "phone", "number", "select", "checkbox", "hidden", "url", "date"];
 
 /// Lead fields a form field can fill (`maps_to`); anything else goes to `raw_payload`, and
 /// `custom_fields.<key>` to the lead's custom field.
-pub const LEAD_FIELDS: &[&str] = &["first_name", "last_name", "name", "email", "phone", "company_name", "title", "website"];
+pub const LEAD_FIELDS: &[&str] =
+    &["first_name", "last_name", "name", "email", "phone", "company_name", "title", "website"];
 
 /// What a submission answers.
 #[derive(Debug, serde::Serialize)]
@@ -35,7 +37,9 @@ fn check_fields(v: Option<Value>) -> Result<Value> {
     for (i, item) in items.into_iter().enumerate() {
         let at = |k: &str| format!("fields[{i}].{k}");
         let mut b = Body::new(item).map_err(|_| ServiceError::invalid(&format!("fields[{i}]"), "must be an object"))?;
-        let name = b.required_text("name", 64).map_err(|_| ServiceError::invalid(&at("name"), "must be 1 to 64 characters"))?;
+        let name = b
+            .required_text("name", 64)
+            .map_err(|_| ServiceError::invalid(&at("name"), "must be 1 to 64 characters"))?;
         let name = name.ok_or_else(|| ServiceError::invalid(&at("name"), "is required"))?;
         if names.contains(&name) {
             return Err(ServiceError::invalid(&at("name"), format!("{name:?} is used twice")));
@@ -43,7 +47,9 @@ fn check_fields(v: Option<Value>) -> Result<Value> {
         let ty = match b.text("type", 20)?.flatten() {
             None => "text".to_string(),
             Some(t) if FIELD_TYPES.contains(&t.as_str()) => t,
-            Some(_) => return Err(ServiceError::invalid(&at("type"), format!("must be one of {}", FIELD_TYPES.join(", ")))),
+            Some(_) => {
+                return Err(ServiceError::invalid(&at("type"), format!("must be one of {}", FIELD_TYPES.join(", "))))
+            }
         };
         let label = b.text("label", 200)?.flatten().unwrap_or_else(|| name.clone());
         let required = b.flag("required")?.unwrap_or(false);
@@ -203,6 +209,15 @@ impl Services {
         Ok(())
     }
 
+    /// A form's definition for a website to render (by its public token).
+    pub async fn public_form(&self, token: &str) -> Result<Form> {
+        let f = found(self.store.read().await?.form_by_token(token).await, "form")?;
+        if !f.is_active {
+            return Err(ServiceError::NotFound("form"));
+        }
+        Ok(f)
+    }
+
     /// A website's submission to a form's public URL. A filled honeypot is answered like a
     /// success and stored nowhere (bots learn nothing). An open lead with the submitted email
     /// is updated (fields it lacks filled in, the answers merged into `raw_payload`); otherwise
@@ -244,7 +259,9 @@ impl Services {
         let email = lead_body.get("email").and_then(Value::as_str).map(str::to_string);
         let mut tx = self.store.begin().await?;
         let existing = match &email {
-            Some(e) => tx.leads_by_emails(tenant, &[e.clone()]).await?.into_iter().rev().find(|l| l.status != "converted"),
+            Some(e) => {
+                tx.leads_by_emails(tenant, &[e.clone()]).await?.into_iter().rev().find(|l| l.status != "converted")
+            }
             None => None,
         };
         let updated_existing = existing.is_some();

@@ -16,6 +16,8 @@ use super::{body::Body, fields::apply_custom_with, leads, require};
 use crate::{found, Principal, Result, ServiceError, Services};
 
 const CHUNK: usize = 1_000;
+/// A column mapped to null: neither a field nor kept in `raw_payload`.
+const SKIP: &str = "-";
 const MAX_ERRORS: usize = 1_000;
 pub const MAX_ROWS: usize = 1_000_000;
 
@@ -49,11 +51,32 @@ fn normalise(header: &str) -> String {
 }
 
 const LEAD_FIELDS: &[&str] = &[
-    "first_name", "last_name", "name", "email", "phone", "company_name", "title", "website", "source", "status", "score",
+    "first_name",
+    "last_name",
+    "name",
+    "email",
+    "phone",
+    "company_name",
+    "title",
+    "website",
+    "source",
+    "status",
+    "score",
     "value",
 ];
-const PERSON_FIELDS: &[&str] =
-    &["first_name", "last_name", "name", "email", "phone", "city", "country", "user_id", "designation", "title", "lifecycle_stage"];
+const PERSON_FIELDS: &[&str] = &[
+    "first_name",
+    "last_name",
+    "name",
+    "email",
+    "phone",
+    "city",
+    "country",
+    "user_id",
+    "designation",
+    "title",
+    "lifecycle_stage",
+];
 
 impl Services {
     /// Checks the request, records the import and starts it in the background. Answers at once
@@ -86,7 +109,10 @@ impl Services {
         for h in &headers {
             let target = match mapping.get(h) {
                 Some(Value::String(f)) => Some(f.clone()),
-                Some(Value::Null) => None,
+                Some(Value::Null) => {
+                    columns.push(Some(SKIP.to_string()));
+                    continue;
+                }
                 Some(_) => return Err(ServiceError::invalid(&format!("mapping.{h}"), "must be a field name or null")),
                 None => Some(normalise(h)),
             };
@@ -114,11 +140,18 @@ impl Services {
         let stage = match (&req.stage, kind) {
             (None, _) => None,
             (Some(s), "leads") if leads::STATUSES[..4].contains(&s.as_str()) => Some(s.clone()),
-            (Some(_), "leads") => return Err(ServiceError::invalid("stage", "must be new, contacted, qualified or unqualified")),
+            (Some(_), "leads") => {
+                return Err(ServiceError::invalid("stage", "must be new, contacted, qualified or unqualified"))
+            }
             (Some(s), _) => Some(s.clone()),
         };
         let now = self.clock.now();
-        let import = self.store.write().await?.insert_import(p.tenant_id, kind, rows.len() as i64, source.as_deref(), stage.as_deref(), now).await?;
+        let import = self
+            .store
+            .write()
+            .await?
+            .insert_import(p.tenant_id, kind, rows.len() as i64, source.as_deref(), stage.as_deref(), now)
+            .await?;
         let svc = self.clone();
         let job = import.clone();
         let principal = p.clone();
@@ -130,7 +163,7 @@ impl Services {
                     if let Ok(mut i) = c.import(principal.tenant_id, id).await {
                         i.status = "failed".into();
                         i.finished_at = Some(svc.clock.now());
-                        let _ = c.update_import(&i).await;
+                        let _ = c.update_import(&i, svc.clock.now()).await;
                     }
                 }
             }
@@ -143,7 +176,14 @@ impl Services {
         found(self.store.read().await?.import(p.tenant_id, id).await, "import")
     }
 
-    async fn run_import(&self, p: &Principal, mut job: Import, headers: Vec<String>, columns: Vec<Option<String>>, rows: Vec<Vec<String>>) -> Result<()> {
+    async fn run_import(
+        &self,
+        p: &Principal,
+        mut job: Import,
+        headers: Vec<String>,
+        columns: Vec<Option<String>>,
+        rows: Vec<Vec<String>>,
+    ) -> Result<()> {
         let tenant = p.tenant_id;
         let ty = if job.kind == "leads" { EntityType::Lead } else { EntityType::Contact };
         let defs = self.store.read().await?.custom_fields(tenant, Some(ty.as_str())).await?;
@@ -161,11 +201,11 @@ impl Services {
             job.failed = job.processed - job.created - job.updated;
             errors.truncate(MAX_ERRORS);
             job.errors = json!(errors);
-            self.store.write().await?.update_import(&job).await?;
+            self.store.write().await?.update_import(&job, self.clock.now()).await?;
         }
         job.status = "completed".into();
         job.finished_at = Some(self.clock.now());
-        self.store.write().await?.update_import(&job).await?;
+        self.store.write().await?.update_import(&job, self.clock.now()).await?;
         tracing::info!(import.id = job.id, rows = job.processed, "import finished");
         Ok(())
     }
@@ -196,6 +236,7 @@ impl Services {
                     continue;
                 }
                 match columns.get(j).cloned().flatten() {
+                    Some(f) if f == SKIP => {}
                     Some(f) if f.starts_with("custom_fields.") => {
                         custom.insert(f["custom_fields.".len()..].to_string(), json!(cell));
                     }
@@ -218,7 +259,14 @@ impl Services {
                 let mut b = Body::new(Value::Object(body))?;
                 leads::apply_body(&mut b, &mut l, true)?;
                 b.finish()?;
-                apply_custom_with(defs, EntityType::Lead, &mut l.custom_fields, Some(Value::Object(custom)), true, "custom_fields")?;
+                apply_custom_with(
+                    defs,
+                    EntityType::Lead,
+                    &mut l.custom_fields,
+                    Some(Value::Object(custom)),
+                    true,
+                    "custom_fields",
+                )?;
                 Ok(())
             })();
             match outcome {
@@ -226,7 +274,9 @@ impl Services {
                     l.raw_payload = (!raw.is_empty()).then_some(Value::Object(raw));
                     parsed.push((row_no, l));
                 }
-                Err(ServiceError::Invalid(fe)) => errors.push(json!({"row": row_no, "field": fe.field, "message": fe.message})),
+                Err(ServiceError::Invalid(fe)) => {
+                    errors.push(json!({"row": row_no, "field": fe.field, "message": fe.message}))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -305,6 +355,7 @@ impl Services {
                     continue;
                 }
                 match columns.get(j).cloned().flatten() {
+                    Some(f) if f == SKIP => {}
                     Some(f) if f.starts_with("custom_fields.") => {
                         custom.insert(f["custom_fields.".len()..].to_string(), json!(cell));
                     }
@@ -318,8 +369,15 @@ impl Services {
                 body.insert("lifecycle_stage".into(), json!(stage));
             }
             let mut traits = json!({});
-            let checked = apply_custom_with(defs, EntityType::Contact, &mut traits, Some(Value::Object(custom)), false, "custom_fields")
-                .and_then(|_| super::people::person_fields(Value::Object(body), &lifecycle));
+            let checked = apply_custom_with(
+                defs,
+                EntityType::Contact,
+                &mut traits,
+                Some(Value::Object(custom)),
+                false,
+                "custom_fields",
+            )
+            .and_then(|_| super::people::person_fields(Value::Object(body), &lifecycle));
             let (fields, crm) = match checked {
                 Ok(x) => x,
                 Err(ServiceError::Invalid(fe)) => {

@@ -128,7 +128,13 @@ pub(crate) fn apply_body(b: &mut Body, l: &mut Lead, creating: bool) -> Result<O
 }
 
 /// Checks the references of a lead about to be written and links its profile.
-pub(crate) async fn prepare_lead(c: &mut Conn, tenant: TenantId, l: &mut Lead, custom: Option<Value>, creating: bool) -> Result<Option<String>> {
+pub(crate) async fn prepare_lead(
+    c: &mut Conn,
+    tenant: TenantId,
+    l: &mut Lead,
+    custom: Option<Value>,
+    creating: bool,
+) -> Result<Option<String>> {
     apply_custom(c, tenant, EntityType::Lead, &mut l.custom_fields, custom, creating, "custom_fields").await?;
     let owner = check_owner(c, tenant, "assigned_to", l.assigned_to).await?;
     if l.customer_id.is_none() || creating {
@@ -241,15 +247,18 @@ impl Services {
             }
         }
         let prospect = match lead.prospect_id {
-            Some(pid) => c.prospect(p.tenant_id, pid).await.ok().map(|x| json!({"id": x.id, "name": x.name, "status": x.status})),
+            Some(pid) => {
+                c.prospect(p.tenant_id, pid).await.ok().map(|x| json!({"id": x.id, "name": x.name, "status": x.status}))
+            }
             None => None,
         };
-        let opportunity = match lead.opportunity_id {
-            Some(oid) => c.opportunity(p.tenant_id, oid).await.ok().map(|o| {
-                json!({"id": o.id, "name": o.name, "stage": o.stage, "status": o.status, "value": o.value})
-            }),
-            None => None,
-        };
+        let opportunity =
+            match lead.opportunity_id {
+                Some(oid) => c.opportunity(p.tenant_id, oid).await.ok().map(
+                    |o| json!({"id": o.id, "name": o.name, "stage": o.stage, "status": o.status, "value": o.value}),
+                ),
+                None => None,
+            };
         let linked = json!({
             "customer": customer,
             "contact_id": lead.contact_id,

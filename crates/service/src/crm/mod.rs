@@ -41,7 +41,12 @@ pub fn parse_entity_type(field: &str, s: &str) -> Result<EntityType> {
 }
 
 /// Checks `assigned_to` names a member of the workspace; returns their name.
-pub(crate) async fn check_owner(c: &mut Conn, tenant: TenantId, field: &str, user: Option<i64>) -> Result<Option<String>> {
+pub(crate) async fn check_owner(
+    c: &mut Conn,
+    tenant: TenantId,
+    field: &str,
+    user: Option<i64>,
+) -> Result<Option<String>> {
     match user {
         None => Ok(None),
         Some(id) => match c.member_name(tenant, Some(id)).await? {
@@ -57,7 +62,13 @@ pub(crate) async fn customer_by_email(c: &mut Conn, tenant: TenantId, email: Opt
     Ok(c.customer_id_by_email(tenant, &email.to_lowercase()).await?)
 }
 
-pub(crate) async fn emit(c: &mut Conn, tenant: TenantId, event: &str, payload: &Value, now: DateTime<Utc>) -> Result<()> {
+pub(crate) async fn emit(
+    c: &mut Conn,
+    tenant: TenantId,
+    event: &str,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> Result<()> {
     c.insert_outbox(tenant, event, payload, now).await?;
     Ok(())
 }

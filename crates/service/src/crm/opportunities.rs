@@ -132,7 +132,14 @@ impl Services {
         let stages: Vec<Stage> = defaults
             .iter()
             .enumerate()
-            .map(|(i, (k, n, pr))| Stage { id: 0, pipeline_id: pl.id, key: k.to_string(), name: n.to_string(), position: i as i32, probability: *pr })
+            .map(|(i, (k, n, pr))| Stage {
+                id: 0,
+                pipeline_id: pl.id,
+                key: k.to_string(),
+                name: n.to_string(),
+                position: i as i32,
+                probability: *pr,
+            })
             .collect();
         let stages = c.replace_stages(tenant, pl.id, &stages).await?;
         Ok(PipelineView { pipeline: pl, stages })
@@ -142,9 +149,15 @@ impl Services {
         match id {
             None => self.default_pipeline(c, tenant, "deals").await,
             Some(id) => {
-                let pl = c.pipeline(tenant, id).await.map_err(|_| ServiceError::invalid("pipeline_id", format!("pipeline {id} does not exist")))?;
+                let pl = c
+                    .pipeline(tenant, id)
+                    .await
+                    .map_err(|_| ServiceError::invalid("pipeline_id", format!("pipeline {id} does not exist")))?;
                 if pl.kind != "deals" {
-                    return Err(ServiceError::invalid("pipeline_id", "is a lifecycle pipeline, not an opportunity pipeline"));
+                    return Err(ServiceError::invalid(
+                        "pipeline_id",
+                        "is a lifecycle pipeline, not an opportunity pipeline",
+                    ));
                 }
                 let stages = c.stages(id).await?;
                 Ok(PipelineView { pipeline: pl, stages })
@@ -191,7 +204,13 @@ impl Services {
         })
     }
 
-    pub(crate) async fn insert_opportunity_in(&self, c: &mut Conn, tenant: TenantId, o: Opportunity, now: DateTime<Utc>) -> Result<Opportunity> {
+    pub(crate) async fn insert_opportunity_in(
+        &self,
+        c: &mut Conn,
+        tenant: TenantId,
+        o: Opportunity,
+        now: DateTime<Utc>,
+    ) -> Result<Opportunity> {
         let o = c.insert_opportunity(tenant, &o).await?;
         let body = payload(c, tenant, &o).await?;
         emit(c, tenant, "opportunity.created", &body, now).await?;
@@ -199,7 +218,14 @@ impl Services {
     }
 
     /// Reads a body into `o` (seed 004's names, seed 001's aliases), checking references.
-    async fn apply_opportunity(&self, c: &mut Conn, tenant: TenantId, b: &mut Body, o: &mut Opportunity, now: DateTime<Utc>) -> Result<Moves> {
+    async fn apply_opportunity(
+        &self,
+        c: &mut Conn,
+        tenant: TenantId,
+        b: &mut Body,
+        o: &mut Opportunity,
+        now: DateTime<Utc>,
+    ) -> Result<Moves> {
         b.alias("title", "name").alias("price", "value").alias("expectedCloseDate", "expected_close_date");
         b.alias("ownerId", "assigned_to").alias("clientId", "prospect_id").alias("leadId", "lead_id");
         b.alias("stageId", "stage").alias("pipelineId", "pipeline_id").alias("customFields", "custom_fields");
@@ -224,12 +250,16 @@ impl Services {
             o.priority = match pr.map(|s| s.to_lowercase()) {
                 Some(s) if PRIORITIES.contains(&s.as_str()) => Some(s),
                 None => None,
-                Some(_) => return Err(ServiceError::invalid("priority", format!("must be one of {}", PRIORITIES.join(", ")))),
+                Some(_) => {
+                    return Err(ServiceError::invalid("priority", format!("must be one of {}", PRIORITIES.join(", "))))
+                }
             };
         }
         super::body::set(&mut o.source, b.text("source", 100)?);
         super::body::set(&mut o.assigned_to, b.int("assigned_to", 1, i64::MAX)?);
-        for (key, ty) in [("prospect_id", EntityType::Prospect), ("contact_id", EntityType::Contact), ("lead_id", EntityType::Lead)] {
+        for (key, ty) in
+            [("prospect_id", EntityType::Prospect), ("contact_id", EntityType::Contact), ("lead_id", EntityType::Lead)]
+        {
             if let Some(change) = b.int(key, 1, i64::MAX)? {
                 if let Some(id) = change {
                     if !c.entity_exists(tenant, ty, id).await? {
@@ -265,7 +295,8 @@ impl Services {
             }
         }
         let custom = b.object("custom_fields")?;
-        apply_custom(c, tenant, EntityType::Opportunity, &mut o.custom_fields, custom, o.id == 0, "custom_fields").await?;
+        apply_custom(c, tenant, EntityType::Opportunity, &mut o.custom_fields, custom, o.id == 0, "custom_fields")
+            .await?;
         check_owner(c, tenant, "assigned_to", o.assigned_to).await?;
         Ok(Moves { stage: o.stage_id != before_stage, status: o.status != before_status })
     }
@@ -292,7 +323,13 @@ impl Services {
         Ok(o)
     }
 
-    pub async fn opportunities(&self, p: &Principal, f: &OpportunityFilter, limit: i64, offset: i64) -> Result<(Vec<Opportunity>, i64)> {
+    pub async fn opportunities(
+        &self,
+        p: &Principal,
+        f: &OpportunityFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Opportunity>, i64)> {
         require(p, Scope::OpportunitiesRead)?;
         Ok(self.store.read().await?.list_opportunities(p.tenant_id, f, limit, offset).await?)
     }
@@ -301,7 +338,8 @@ impl Services {
         require(p, Scope::OpportunitiesRead)?;
         let mut c = self.store.read().await?;
         let o = found(c.opportunity(p.tenant_id, id).await, "opportunity")?;
-        let af = ActivityFilter { entity_type: Some(EntityType::Opportunity), entity_id: Some(id), ..Default::default() };
+        let af =
+            ActivityFilter { entity_type: Some(EntityType::Opportunity), entity_id: Some(id), ..Default::default() };
         let (activities, _) = c.list_activities(p.tenant_id, &af, 50, 0).await?;
         let (notes, _) = c.list_notes(p.tenant_id, (Some(EntityType::Opportunity), Some(id)), 50, 0).await?;
         let prospect = match o.prospect_id {
@@ -309,10 +347,22 @@ impl Services {
             None => None,
         };
         let contact = match o.contact_id {
-            Some(x) => c.person(p.tenant_id, cairn_domain::CustomerId(x)).await.ok().map(|(cu, crm)| super::people::view(&cu, &crm)),
+            Some(x) => c
+                .person(p.tenant_id, cairn_domain::CustomerId(x))
+                .await
+                .ok()
+                .map(|(cu, crm)| super::people::view(&cu, &crm)),
             None => None,
         };
-        Ok(OpportunityDetail { opportunity_id: o.id, number: super::number("DL", o.id), opportunity: o, activities, notes, prospect, contact })
+        Ok(OpportunityDetail {
+            opportunity_id: o.id,
+            number: super::number("DL", o.id),
+            opportunity: o,
+            activities,
+            notes,
+            prospect,
+            contact,
+        })
     }
 
     pub async fn update_opportunity(&self, p: &Principal, id: i64, body: Value) -> Result<Opportunity> {
@@ -329,7 +379,14 @@ impl Services {
         Ok(o)
     }
 
-    async fn save_opportunity(&self, c: &mut Conn, tenant: TenantId, o: Opportunity, moves: Moves, now: DateTime<Utc>) -> Result<Opportunity> {
+    async fn save_opportunity(
+        &self,
+        c: &mut Conn,
+        tenant: TenantId,
+        o: Opportunity,
+        moves: Moves,
+        now: DateTime<Utc>,
+    ) -> Result<Opportunity> {
         let o = c.update_opportunity(tenant, &o).await?;
         let body = payload(c, tenant, &o).await?;
         emit(c, tenant, "deal.updated", &body, now).await?;
@@ -437,7 +494,9 @@ impl Services {
             return Err(ServiceError::Conflict("a workspace has one lifecycle; change its stages with PUT".into()));
         }
         let pl = tx.insert_pipeline(p.tenant_id, &kind, &name, false, now).await.map_err(|e| match e {
-            cairn_store::StoreError::Duplicate(_) => ServiceError::duplicate("name", "a pipeline with this name exists"),
+            cairn_store::StoreError::Duplicate(_) => {
+                ServiceError::duplicate("name", "a pipeline with this name exists")
+            }
             e => e.into(),
         })?;
         if is_default {
@@ -549,7 +608,10 @@ fn find_stage<'a>(stages: &'a [Stage], want: Option<&str>) -> Result<&'a Stage> 
         .ok_or_else(|| {
             ServiceError::invalid(
                 "stage",
-                format!("no stage {w:?}; the pipeline has {}", stages.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")),
+                format!(
+                    "no stage {w:?}; the pipeline has {}",
+                    stages.iter().map(|s| s.key.as_str()).collect::<Vec<_>>().join(", ")
+                ),
             )
         })
 }
@@ -566,13 +628,21 @@ fn read_stages(v: Option<Value>, current: &[Stage]) -> Result<Vec<Stage>> {
     for (i, item) in items.into_iter().enumerate() {
         let field = format!("stages[{i}]");
         let mut b = Body::new(item).map_err(|_| ServiceError::invalid(&field, "must be an object"))?;
-        let id = b.int("id", 1, i64::MAX).map_err(|_| ServiceError::invalid(&format!("{field}.id"), "must be a stage id"))?.flatten();
+        let id = b
+            .int("id", 1, i64::MAX)
+            .map_err(|_| ServiceError::invalid(&format!("{field}.id"), "must be a stage id"))?
+            .flatten();
         if let Some(id) = id {
             if !current.iter().any(|s| s.id == id) {
-                return Err(ServiceError::invalid(&format!("{field}.id"), format!("stage {id} is not in this pipeline")));
+                return Err(ServiceError::invalid(
+                    &format!("{field}.id"),
+                    format!("stage {id} is not in this pipeline"),
+                ));
             }
         }
-        let name = b.required_text("name", 100).map_err(|_| ServiceError::invalid(&format!("{field}.name"), "must be 1 to 100 characters"))?;
+        let name = b
+            .required_text("name", 100)
+            .map_err(|_| ServiceError::invalid(&format!("{field}.name"), "must be 1 to 100 characters"))?;
         let name = name.ok_or_else(|| ServiceError::invalid(&format!("{field}.name"), "is required"))?;
         let key = b.text("key", 50)?.flatten().map(|k| stage_key(&k)).unwrap_or_else(|| stage_key(&name));
         if key.is_empty() {

@@ -108,7 +108,9 @@ fn read(body: Value) -> Result<PersonInput> {
     let mut b = Body::new(body)?;
     b.alias("firstName", "first_name").alias("lastName", "last_name").alias("mobile", "phone");
     b.alias("clientId", "prospect_id").alias("title", "designation").alias("job_title", "designation");
-    b.alias("customFields", "custom_fields").alias("lifecycleStage", "lifecycle_stage").alias("stage", "lifecycle_stage");
+    b.alias("customFields", "custom_fields")
+        .alias("lifecycleStage", "lifecycle_stage")
+        .alias("stage", "lifecycle_stage");
     let first = b.text("first_name", 100)?;
     let last = b.text("last_name", 100)?;
     let mut name = b.text("name", 200)?;
@@ -147,7 +149,10 @@ pub(crate) fn person_fields(body: Value, lifecycle: &[String]) -> Result<(Custom
     if let Some(ch) = input.crm {
         if let Some(Some(stage)) = ch.lifecycle_stage {
             if !lifecycle.contains(&stage) {
-                return Err(ServiceError::invalid("lifecycle_stage", format!("must be one of {}", lifecycle.join(", "))));
+                return Err(ServiceError::invalid(
+                    "lifecycle_stage",
+                    format!("must be one of {}", lifecycle.join(", ")),
+                ));
             }
             crm.lifecycle_stage = Some(stage);
         }
@@ -166,7 +171,13 @@ impl Services {
         }
     }
 
-    async fn apply_crm(&self, c: &mut Conn, tenant: TenantId, crm: &mut PersonCrm, change: Option<Change>) -> Result<()> {
+    async fn apply_crm(
+        &self,
+        c: &mut Conn,
+        tenant: TenantId,
+        crm: &mut PersonCrm,
+        change: Option<Change>,
+    ) -> Result<()> {
         let Some(ch) = change else { return Ok(()) };
         if let Some(pid) = ch.prospect_id {
             if let Some(id) = pid {
@@ -180,7 +191,10 @@ impl Services {
             if let Some(s) = &stage {
                 let keys = self.lifecycle_keys_in(c, tenant).await?;
                 if !keys.contains(s) {
-                    return Err(ServiceError::invalid("lifecycle_stage", format!("must be one of {}", keys.join(", "))));
+                    return Err(ServiceError::invalid(
+                        "lifecycle_stage",
+                        format!("must be one of {}", keys.join(", ")),
+                    ));
                 }
             }
             crm.lifecycle_stage = stage;
@@ -201,7 +215,8 @@ impl Services {
         creating: bool,
     ) -> Result<()> {
         let mut traits = current.clone();
-        apply_custom(c, tenant, EntityType::Contact, &mut traits, input.custom.take(), creating, "custom_fields").await?;
+        apply_custom(c, tenant, EntityType::Contact, &mut traits, input.custom.take(), creating, "custom_fields")
+            .await?;
         if let Some(tags) = input.tags.take() {
             let mut unique: Vec<String> = Vec::new();
             for t in tags {
@@ -248,7 +263,13 @@ impl Services {
         Ok((customer, crm))
     }
 
-    pub async fn people(&self, p: &Principal, f: &PersonFilter, limit: i64, offset: i64) -> Result<(Vec<(Customer, PersonCrm)>, i64)> {
+    pub async fn people(
+        &self,
+        p: &Principal,
+        f: &PersonFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(Customer, PersonCrm)>, i64)> {
         require(p, Scope::ContactsRead)?;
         Ok(self.store.read().await?.list_people(p.tenant_id, f, limit, offset).await?)
     }

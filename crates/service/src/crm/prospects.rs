@@ -70,7 +70,8 @@ fn apply(b: &mut Body, x: &mut Prospect) -> Result<Option<Value>> {
     super::body::set(&mut x.industry, b.text("industry", 100)?);
     super::body::set(&mut x.website, b.text("website", 2048)?);
     if let Some(e) = b.text("email", 254)? {
-        x.email = e.map(|e| cairn_domain::Email::parse("email", &e).map(cairn_domain::Email::into_string)).transpose()?;
+        x.email =
+            e.map(|e| cairn_domain::Email::parse("email", &e).map(cairn_domain::Email::into_string)).transpose()?;
     }
     if let Some(ph) = b.text("phone", 40)? {
         if let Some(v) = &ph {
@@ -100,7 +101,13 @@ pub struct ProspectDetail {
 }
 
 impl Services {
-    pub(crate) async fn insert_prospect_in(&self, c: &mut Conn, tenant: TenantId, x: Prospect, now: DateTime<Utc>) -> Result<Prospect> {
+    pub(crate) async fn insert_prospect_in(
+        &self,
+        c: &mut Conn,
+        tenant: TenantId,
+        x: Prospect,
+        now: DateTime<Utc>,
+    ) -> Result<Prospect> {
         let x = c.insert_prospect(tenant, &x).await?;
         emit(c, tenant, "prospect.created", &payload(&x), now).await?;
         Ok(x)
@@ -117,14 +124,21 @@ impl Services {
             return Err(ServiceError::invalid("name", "is required"));
         }
         let mut tx = self.store.begin().await?;
-        apply_custom(&mut tx, p.tenant_id, EntityType::Prospect, &mut x.custom_fields, custom, true, "custom_fields").await?;
+        apply_custom(&mut tx, p.tenant_id, EntityType::Prospect, &mut x.custom_fields, custom, true, "custom_fields")
+            .await?;
         check_owner(&mut tx, p.tenant_id, "assigned_to", x.assigned_to).await?;
         let x = self.insert_prospect_in(&mut tx, p.tenant_id, x, now).await?;
         tx.commit().await?;
         Ok(x)
     }
 
-    pub async fn prospects(&self, p: &Principal, f: &ProspectFilter, limit: i64, offset: i64) -> Result<(Vec<Prospect>, i64)> {
+    pub async fn prospects(
+        &self,
+        p: &Principal,
+        f: &ProspectFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Prospect>, i64)> {
         require(p, Scope::ProspectsRead)?;
         Ok(self.store.read().await?.list_prospects(p.tenant_id, f, limit, offset).await?)
     }
@@ -140,7 +154,14 @@ impl Services {
         let (opportunities, _) = c.list_opportunities(p.tenant_id, &of, 100, 0).await?;
         let af = ActivityFilter { entity_type: Some(EntityType::Prospect), entity_id: Some(id), ..Default::default() };
         let (activities, _) = c.list_activities(p.tenant_id, &af, 50, 0).await?;
-        Ok(ProspectDetail { prospect_id: id, number: super::number("CL", id), prospect, contacts, opportunities, activities })
+        Ok(ProspectDetail {
+            prospect_id: id,
+            number: super::number("CL", id),
+            prospect,
+            contacts,
+            opportunities,
+            activities,
+        })
     }
 
     pub async fn update_prospect(&self, p: &Principal, id: i64, body: Value) -> Result<Prospect> {
@@ -151,7 +172,8 @@ impl Services {
         let mut b = Body::new(body)?;
         let custom = apply(&mut b, &mut x)?;
         b.finish()?;
-        apply_custom(&mut tx, p.tenant_id, EntityType::Prospect, &mut x.custom_fields, custom, false, "custom_fields").await?;
+        apply_custom(&mut tx, p.tenant_id, EntityType::Prospect, &mut x.custom_fields, custom, false, "custom_fields")
+            .await?;
         check_owner(&mut tx, p.tenant_id, "assigned_to", x.assigned_to).await?;
         x.updated_at = now;
         let x = tx.update_prospect(p.tenant_id, &x).await?;

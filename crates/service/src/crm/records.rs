@@ -26,7 +26,14 @@ pub fn activity_payload(a: &Activity) -> Value {
 
 impl Services {
     /// Checks the entity exists and the caller holds the entity's scope (`which`: 0 read, 1 write).
-    async fn check_entity(&self, p: &Principal, c: &mut cairn_store::Conn, ty: EntityType, id: i64, which: usize) -> Result<()> {
+    async fn check_entity(
+        &self,
+        p: &Principal,
+        c: &mut cairn_store::Conn,
+        ty: EntityType,
+        id: i64,
+        which: usize,
+    ) -> Result<()> {
         p.require(scopes(ty)[which])?;
         if !c.entity_exists(p.tenant_id, ty, id).await? {
             return Err(ServiceError::invalid("entity_id", format!("{} {id} does not exist", ty.as_str())));
@@ -61,7 +68,13 @@ impl Services {
     }
 
     /// `POST /v1/leads/{id}/activities` and friends: the entity comes from the path.
-    pub async fn create_entity_activity(&self, p: &Principal, ty: EntityType, id: i64, body: Value) -> Result<Activity> {
+    pub async fn create_entity_activity(
+        &self,
+        p: &Principal,
+        ty: EntityType,
+        id: i64,
+        body: Value,
+    ) -> Result<Activity> {
         require(p, Scope::ActivitiesWrite)?;
         let mut b = Body::new(body)?;
         b.take("entity_type");
@@ -69,7 +82,13 @@ impl Services {
         self.create_activity_on(p, Some(ty.as_str().into()), Some(id), b).await
     }
 
-    async fn create_activity_on(&self, p: &Principal, entity_type: Option<String>, entity_id: Option<i64>, mut b: Body) -> Result<Activity> {
+    async fn create_activity_on(
+        &self,
+        p: &Principal,
+        entity_type: Option<String>,
+        entity_id: Option<i64>,
+        mut b: Body,
+    ) -> Result<Activity> {
         let now = self.clock.now();
         let mut a = Activity {
             id: 0,
@@ -123,7 +142,13 @@ impl Services {
         Ok(a)
     }
 
-    pub async fn activities(&self, p: &Principal, f: &ActivityFilter, limit: i64, offset: i64) -> Result<(Vec<Activity>, i64)> {
+    pub async fn activities(
+        &self,
+        p: &Principal,
+        f: &ActivityFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Activity>, i64)> {
         require(p, Scope::ActivitiesRead)?;
         let mut c = self.store.read().await?;
         if let (Some(ty), Some(id)) = (f.entity_type, f.entity_id) {
@@ -190,8 +215,12 @@ impl Services {
         let mut b = Body::new(body)?;
         b.alias("isPinned", "is_pinned").alias("body", "content");
         let ty = parse_entity_type("entity_type", &b.text("entity_type", 20)?.flatten().unwrap_or_default())?;
-        let entity_id = b.int("entity_id", 1, i64::MAX)?.flatten().ok_or_else(|| ServiceError::invalid("entity_id", "is required"))?;
-        let content = b.required_text("content", 50_000)?.ok_or_else(|| ServiceError::invalid("content", "is required"))?;
+        let entity_id = b
+            .int("entity_id", 1, i64::MAX)?
+            .flatten()
+            .ok_or_else(|| ServiceError::invalid("entity_id", "is required"))?;
+        let content =
+            b.required_text("content", 50_000)?.ok_or_else(|| ServiceError::invalid("content", "is required"))?;
         let is_pinned = b.flag("is_pinned")?.unwrap_or(false);
         b.finish()?;
         let now = self.clock.now();
@@ -211,7 +240,14 @@ impl Services {
         Ok(c.insert_note(p.tenant_id, &n).await?)
     }
 
-    pub async fn notes(&self, p: &Principal, ty: Option<&str>, id: Option<i64>, limit: i64, offset: i64) -> Result<(Vec<Note>, i64)> {
+    pub async fn notes(
+        &self,
+        p: &Principal,
+        ty: Option<&str>,
+        id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Note>, i64)> {
         require(p, Scope::NotesRead)?;
         let ty = ty.map(|t| parse_entity_type("entity_type", t)).transpose()?;
         if let Some(t) = ty {
@@ -269,7 +305,8 @@ impl Services {
         if filename.is_empty() || filename.chars().count() > 255 || filename.chars().any(char::is_control) {
             return Err(ServiceError::invalid("file", "needs a file name of 1 to 255 characters"));
         }
-        let content_type = if content_type.is_empty() || content_type.len() > 255 { "application/octet-stream" } else { content_type };
+        let content_type =
+            if content_type.is_empty() || content_type.len() > 255 { "application/octet-stream" } else { content_type };
         let now = self.clock.now();
         let mut c = self.store.write().await?;
         self.check_entity(p, &mut c, ty, entity_id, 0).await?;
@@ -288,7 +325,14 @@ impl Services {
         Ok(c.insert_file(p.tenant_id, &meta, content).await?)
     }
 
-    pub async fn files(&self, p: &Principal, ty: Option<&str>, id: Option<i64>, limit: i64, offset: i64) -> Result<(Vec<FileMeta>, i64)> {
+    pub async fn files(
+        &self,
+        p: &Principal,
+        ty: Option<&str>,
+        id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<FileMeta>, i64)> {
         require(p, Scope::NotesRead)?;
         let ty = ty.map(|t| parse_entity_type("entity_type", t)).transpose()?;
         Ok(self.store.read().await?.list_files(p.tenant_id, (ty, id), limit, offset).await?)

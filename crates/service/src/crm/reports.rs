@@ -118,12 +118,20 @@ impl Services {
     }
 
     /// Keys and display labels of report groups (owners by name, pipelines by name).
-    async fn label(&self, c: &mut cairn_store::Conn, p: &Principal, by: GroupBy, rows: &[ReportRow]) -> Result<Vec<(Value, String)>> {
+    async fn label(
+        &self,
+        c: &mut cairn_store::Conn,
+        p: &Principal,
+        by: GroupBy,
+        rows: &[ReportRow],
+    ) -> Result<Vec<(Value, String)>> {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let label = match (by, &r.key) {
                 (_, None) => "(none)".to_string(),
-                (GroupBy::Owner, Some(k)) => c.member_name(p.tenant_id, k.parse().ok()).await?.unwrap_or_else(|| format!("user {k}")),
+                (GroupBy::Owner, Some(k)) => {
+                    c.member_name(p.tenant_id, k.parse().ok()).await?.unwrap_or_else(|| format!("user {k}"))
+                }
                 (GroupBy::Pipeline, Some(k)) => match c.pipeline(p.tenant_id, k.parse().unwrap_or(0)).await {
                     Ok(pl) => pl.name,
                     Err(_) => k.clone(),
@@ -147,11 +155,12 @@ impl Services {
             return Err(ServiceError::invalid("q", "must be 1 to 200 characters"));
         }
         let wanted: Vec<EntityType> = match types {
-            None | Some("") => vec![EntityType::Lead, EntityType::Contact, EntityType::Prospect, EntityType::Opportunity],
-            Some(list) => list
-                .split(',')
-                .map(|t| super::parse_entity_type("types", t.trim()))
-                .collect::<Result<Vec<_>>>()?,
+            None | Some("") => {
+                vec![EntityType::Lead, EntityType::Contact, EntityType::Prospect, EntityType::Opportunity]
+            }
+            Some(list) => {
+                list.split(',').map(|t| super::parse_entity_type("types", t.trim())).collect::<Result<Vec<_>>>()?
+            }
         };
         let readable: Vec<EntityType> = wanted.into_iter().filter(|t| p.scopes.allows(scopes(*t)[0])).collect();
         if readable.is_empty() {
@@ -169,7 +178,14 @@ impl Services {
                     EntityType::Prospect => ("prospect", "prospects"),
                     EntityType::Opportunity => ("opportunity", "opportunities"),
                 };
-                hits.push(SearchHit { kind, id: r.id, title, subtitle: r.subtitle, score: best, url: format!("/crm/{path}/{}", r.id) });
+                hits.push(SearchHit {
+                    kind,
+                    id: r.id,
+                    title,
+                    subtitle: r.subtitle,
+                    score: best,
+                    url: format!("/crm/{path}/{}", r.id),
+                });
             }
         }
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(b.id.cmp(&a.id)));

@@ -78,7 +78,8 @@ pub struct LeadFilter {
 }
 
 /// Sortable columns (validated by the service).
-pub const SORTS: &[&str] = &["created_at", "updated_at", "score", "value", "last_name", "first_name", "email", "status"];
+pub const SORTS: &[&str] =
+    &["created_at", "updated_at", "score", "value", "last_name", "first_name", "email", "status"];
 
 fn values(l: &Lead) -> Vec<Arg> {
     vec![
@@ -92,10 +93,7 @@ fn values(l: &Lead) -> Vec<Arg> {
         l.status.clone().into(),
         l.source.clone().into(),
         l.form_type.clone().into(),
-        match &l.raw_payload {
-            Some(v) => Arg::Json(v.clone()),
-            None => Arg::Text(None),
-        },
+        Arg::JsonOpt(l.raw_payload.clone()),
         Arg::I64(l.score.map(i64::from)),
         l.value.into(),
         l.assigned_to.into(),
@@ -111,9 +109,28 @@ fn values(l: &Lead) -> Vec<Arg> {
 }
 
 const WRITE_COLS: &[&str] = &[
-    "first_name", "last_name", "email", "phone", "company_name", "title", "website", "status", "source", "form_type",
-    "raw_payload", "score", "value", "assigned_to", "customer_id", "custom_fields", "contact_id", "prospect_id",
-    "opportunity_id", "converted_at", "search_text", "updated_at",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company_name",
+    "title",
+    "website",
+    "status",
+    "source",
+    "form_type",
+    "raw_payload",
+    "score",
+    "value",
+    "assigned_to",
+    "customer_id",
+    "custom_fields",
+    "contact_id",
+    "prospect_id",
+    "opportunity_id",
+    "converted_at",
+    "search_text",
+    "updated_at",
 ];
 
 impl Conn {
@@ -208,7 +225,8 @@ impl Conn {
     /// Writes every field of `l` back.
     pub async fn update_lead(&mut self, tenant: TenantId, l: &Lead) -> Result<Lead> {
         let mut args = values(l);
-        let sets = WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets =
+            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
         let n = args.len();
         args.push(tenant.0.into());
         args.push(l.id.into());

@@ -10,8 +10,8 @@ pub mod leads;
 pub mod opportunities;
 pub mod people;
 pub mod prospects;
-pub mod reports;
 pub mod records;
+pub mod reports;
 pub mod settings;
 
 use chrono::{DateTime, Utc};
@@ -26,6 +26,8 @@ pub enum Arg {
     Bool(bool),
     Time(Option<DateTime<Utc>>),
     Json(Value),
+    /// A nullable JSON column (a typed NULL: PostgreSQL refuses a text NULL for jsonb).
+    JsonOpt(Option<Value>),
     Bytes(Vec<u8>),
 }
 
@@ -102,6 +104,7 @@ macro_rules! bind_all {
                 $crate::crm::Arg::Bool(v) => q.bind(*v),
                 $crate::crm::Arg::Time(v) => q.bind(*v),
                 $crate::crm::Arg::Json(v) => q.bind(sqlx::types::Json(v.clone())),
+                $crate::crm::Arg::JsonOpt(v) => q.bind(v.clone().map(sqlx::types::Json)),
                 $crate::crm::Arg::Bytes(v) => q.bind(v.clone()),
             };
         }
@@ -224,23 +227,43 @@ impl EntityType {
 
 impl crate::Conn {
     /// Whether the workspace has this entity.
-    pub async fn entity_exists(&mut self, tenant: cairn_domain::TenantId, ty: EntityType, id: i64) -> crate::Result<bool> {
+    pub async fn entity_exists(
+        &mut self,
+        tenant: cairn_domain::TenantId,
+        ty: EntityType,
+        id: i64,
+    ) -> crate::Result<bool> {
         let sql = format!("SELECT COUNT(*) FROM {} WHERE tenant_id = $1 AND id = $2", ty.table());
         let n: i64 = on!(self, |c| sqlx::query_scalar(&sql).bind(tenant.0).bind(id).fetch_one(c).await)?;
         Ok(n > 0)
     }
 
     /// Removes the activities, notes and files of an entity (when it is deleted).
-    pub async fn delete_attachments(&mut self, tenant: cairn_domain::TenantId, ty: EntityType, id: i64) -> crate::Result<()> {
+    pub async fn delete_attachments(
+        &mut self,
+        tenant: cairn_domain::TenantId,
+        ty: EntityType,
+        id: i64,
+    ) -> crate::Result<()> {
         for table in ["activities", "notes", "files"] {
             let sql = format!("DELETE FROM {table} WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3");
-            on!(self, |c| sqlx::query(&sql).bind(tenant.0).bind(ty.as_str()).bind(id).execute(c).await.map(|r| r.rows_affected()))?;
+            on!(self, |c| sqlx::query(&sql)
+                .bind(tenant.0)
+                .bind(ty.as_str())
+                .bind(id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         Ok(())
     }
 
     /// A user's display name, for payloads (`ownerName`); none when not a member.
-    pub async fn member_name(&mut self, tenant: cairn_domain::TenantId, user: Option<i64>) -> crate::Result<Option<String>> {
+    pub async fn member_name(
+        &mut self,
+        tenant: cairn_domain::TenantId,
+        user: Option<i64>,
+    ) -> crate::Result<Option<String>> {
         let Some(user) = user else { return Ok(None) };
         Ok(on!(self, |c| sqlx::query_scalar(
             "SELECT u.name FROM users u JOIN memberships m ON m.user_id = u.id WHERE m.tenant_id = $1 AND u.id = $2"
@@ -263,11 +286,15 @@ pub(crate) async fn page<T>(
     offset: i64,
 ) -> crate::Result<(Vec<T>, i64)>
 where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + Send
+        + Unpin,
 {
     let n = args.len();
     let sql = format!("SELECT {cols} {from_where} ORDER BY {order} LIMIT ${} OFFSET ${}", n + 1, n + 2);
-    let rows: Vec<T> = on!(conn, |c| bind_all!(sqlx::query_as(&sql), args).bind(limit).bind(offset).fetch_all(c).await)?;
+    let rows: Vec<T> =
+        on!(conn, |c| bind_all!(sqlx::query_as(&sql), args).bind(limit).bind(offset).fetch_all(c).await)?;
     let total = if (rows.len() as i64) < limit && (offset == 0 || !rows.is_empty()) {
         offset + rows.len() as i64
     } else {
@@ -279,7 +306,11 @@ where
 
 impl crate::Conn {
     /// The id of the workspace's profile with this (lower-cased) email.
-    pub async fn customer_id_by_email(&mut self, tenant: cairn_domain::TenantId, email: &str) -> crate::Result<Option<i64>> {
+    pub async fn customer_id_by_email(
+        &mut self,
+        tenant: cairn_domain::TenantId,
+        email: &str,
+    ) -> crate::Result<Option<i64>> {
         Ok(on!(self, |c| sqlx::query_scalar("SELECT id FROM customers WHERE tenant_id = $1 AND email = $2")
             .bind(tenant.0)
             .bind(email)

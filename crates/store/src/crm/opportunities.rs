@@ -49,8 +49,23 @@ const COLS: &str = "o.id, o.tenant_id, o.name, o.prospect_id, o.contact_id, o.le
 const FROM: &str = "FROM opportunities o JOIN pipeline_stages s ON s.id = o.stage_id";
 
 const WRITE_COLS: &[&str] = &[
-    "name", "prospect_id", "contact_id", "lead_id", "pipeline_id", "stage_id", "value", "currency", "probability",
-    "expected_close_date", "status", "priority", "source", "assigned_to", "close_reason", "closed_at", "custom_fields",
+    "name",
+    "prospect_id",
+    "contact_id",
+    "lead_id",
+    "pipeline_id",
+    "stage_id",
+    "value",
+    "currency",
+    "probability",
+    "expected_close_date",
+    "status",
+    "priority",
+    "source",
+    "assigned_to",
+    "close_reason",
+    "closed_at",
+    "custom_fields",
     "updated_at",
 ];
 
@@ -146,7 +161,8 @@ impl Conn {
 
     pub async fn update_opportunity(&mut self, tenant: TenantId, o: &Opportunity) -> Result<Opportunity> {
         let mut args = values(o);
-        let sets = WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets =
+            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
         let n = args.len();
         args.push(tenant.0.into());
         args.push(o.id.into());

@@ -47,7 +47,8 @@ impl Conn {
     }
 
     pub async fn set_person_crm(&mut self, tenant: TenantId, id: CustomerId, crm: &PersonCrm) -> Result<()> {
-        let n = on!(self, |c| sqlx::query(
+        let n = on!(self, |c| {
+            sqlx::query(
             "UPDATE customers SET prospect_id = $3, lifecycle_stage = $4, designation = $5 WHERE tenant_id = $1 AND id = $2"
         )
         .bind(tenant.0)
@@ -57,7 +58,8 @@ impl Conn {
         .bind(crm.designation.as_deref())
         .execute(c)
         .await
-        .map(|r| r.rows_affected()))?;
+        .map(|r| r.rows_affected())
+        })?;
         if n == 0 {
             return Err(StoreError::NotFound);
         }

@@ -34,8 +34,17 @@ pub struct Prospect {
 const COLS: &str = "id, tenant_id, name, industry, website, email, phone, tax_number, status, assigned_to, \
     custom_fields, converted_at, created_at, updated_at";
 const WRITE_COLS: &[&str] = &[
-    "name", "industry", "website", "email", "phone", "tax_number", "status", "assigned_to", "custom_fields",
-    "converted_at", "updated_at",
+    "name",
+    "industry",
+    "website",
+    "email",
+    "phone",
+    "tax_number",
+    "status",
+    "assigned_to",
+    "custom_fields",
+    "converted_at",
+    "updated_at",
 ];
 
 fn values(p: &Prospect) -> Vec<Arg> {
@@ -94,17 +103,27 @@ impl Conn {
         w.opt("status = ?", f.status.clone());
         w.opt("LOWER(industry) = ?", f.industry.as_deref().map(str::to_lowercase));
         custom_conditions(&mut w, self.backend(), &f.custom);
-        page(self, COLS, &format!("FROM prospects WHERE {}", w.sql()), "created_at DESC, id DESC", &w.args, limit, offset)
-            .await
+        page(
+            self,
+            COLS,
+            &format!("FROM prospects WHERE {}", w.sql()),
+            "created_at DESC, id DESC",
+            &w.args,
+            limit,
+            offset,
+        )
+        .await
     }
 
     pub async fn update_prospect(&mut self, tenant: TenantId, p: &Prospect) -> Result<Prospect> {
         let mut args = values(p);
-        let sets = WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets =
+            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
         let n = args.len();
         args.push(tenant.0.into());
         args.push(p.id.into());
-        let sql = format!("UPDATE prospects SET {sets} WHERE tenant_id = ${} AND id = ${} RETURNING {COLS}", n + 1, n + 2);
+        let sql =
+            format!("UPDATE prospects SET {sets} WHERE tenant_id = ${} AND id = ${} RETURNING {COLS}", n + 1, n + 2);
         let row: Option<Prospect> = on!(self, |c| bind_all!(sqlx::query_as(&sql), args).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound)
     }

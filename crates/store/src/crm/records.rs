@@ -34,8 +34,18 @@ pub struct Activity {
 const ACTIVITY_COLS: &str = "id, tenant_id, type AS kind, subject, description, entity_type, entity_id, assigned_to, \
     due_date, duration_minutes, completed, completed_at, outcome, created_by, created_at, updated_at";
 const ACTIVITY_WRITE: &[&str] = &[
-    "type", "subject", "description", "entity_type", "entity_id", "assigned_to", "due_date", "duration_minutes",
-    "completed", "completed_at", "outcome", "updated_at",
+    "type",
+    "subject",
+    "description",
+    "entity_type",
+    "entity_id",
+    "assigned_to",
+    "due_date",
+    "duration_minutes",
+    "completed",
+    "completed_at",
+    "outcome",
+    "updated_at",
 ];
 
 fn activity_values(a: &Activity) -> Vec<Arg> {
@@ -96,7 +106,8 @@ pub struct FileMeta {
     pub created_at: DateTime<Utc>,
 }
 
-const FILE_COLS: &str = "id, tenant_id, entity_type, entity_id, filename, content_type, size, sha256, uploaded_by, created_at";
+const FILE_COLS: &str =
+    "id, tenant_id, entity_type, entity_id, filename, content_type, size, sha256, uploaded_by, created_at";
 
 impl Conn {
     pub async fn insert_activity(&mut self, tenant: TenantId, a: &Activity) -> Result<Activity> {
@@ -143,8 +154,11 @@ impl Conn {
         let n = args.len();
         args.push(tenant.0.into());
         args.push(a.id.into());
-        let sql =
-            format!("UPDATE activities SET {sets} WHERE tenant_id = ${} AND id = ${} RETURNING {ACTIVITY_COLS}", n + 1, n + 2);
+        let sql = format!(
+            "UPDATE activities SET {sets} WHERE tenant_id = ${} AND id = ${} RETURNING {ACTIVITY_COLS}",
+            n + 1,
+            n + 2
+        );
         let row: Option<Activity> = on!(self, |c| bind_all!(sqlx::query_as(&sql), args).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound)
     }
@@ -236,11 +250,12 @@ impl Conn {
     }
 
     pub async fn file_content(&mut self, tenant: TenantId, id: i64) -> Result<Vec<u8>> {
-        let row: Option<Vec<u8>> = on!(self, |c| sqlx::query_scalar("SELECT content FROM files WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0)
-            .bind(id)
-            .fetch_optional(c)
-            .await)?;
+        let row: Option<Vec<u8>> =
+            on!(self, |c| sqlx::query_scalar("SELECT content FROM files WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant.0)
+                .bind(id)
+                .fetch_optional(c)
+                .await)?;
         row.ok_or(StoreError::NotFound)
     }
 

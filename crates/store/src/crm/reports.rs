@@ -106,7 +106,13 @@ impl Conn {
     }
 
     /// Up to `limit` rows of one entity type whose searchable text contains `q`.
-    pub async fn search_rows(&mut self, tenant: TenantId, ty: super::EntityType, q: &str, limit: i64) -> Result<Vec<SearchRow>> {
+    pub async fn search_rows(
+        &mut self,
+        tenant: TenantId,
+        ty: super::EntityType,
+        q: &str,
+        limit: i64,
+    ) -> Result<Vec<SearchRow>> {
         let (select, cond) = match ty {
             super::EntityType::Lead => (
                 "id, TRIM(COALESCE(first_name, '') || ' ' || COALESCE(last_name, '')) AS title, \
@@ -117,16 +123,15 @@ impl Conn {
                 "id, COALESCE(name, email) AS title, email AS subtitle",
                 "(email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')",
             ),
-            super::EntityType::Prospect => ("id, name AS title, industry AS subtitle", "LOWER(name) LIKE $2 ESCAPE '\\'"),
-            super::EntityType::Opportunity => (
-                "id, name AS title, status AS subtitle",
-                "LOWER(name) LIKE $2 ESCAPE '\\'",
-            ),
+            super::EntityType::Prospect => {
+                ("id, name AS title, industry AS subtitle", "LOWER(name) LIKE $2 ESCAPE '\\'")
+            }
+            super::EntityType::Opportunity => {
+                ("id, name AS title, status AS subtitle", "LOWER(name) LIKE $2 ESCAPE '\\'")
+            }
         };
-        let sql = format!(
-            "SELECT {select} FROM {} WHERE tenant_id = $1 AND {cond} ORDER BY id DESC LIMIT $3",
-            ty.table()
-        );
+        let sql =
+            format!("SELECT {select} FROM {} WHERE tenant_id = $1 AND {cond} ORDER BY id DESC LIMIT $3", ty.table());
         let pattern = contains_pattern(q);
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(&pattern).bind(limit).fetch_all(c).await)?)
     }

@@ -111,12 +111,26 @@ const IMPORT_COLS: &str = "id, tenant_id, kind, status, total_rows, processed, c
     source, stage, created_at, finished_at";
 
 impl Conn {
-    pub async fn insert_pipeline(&mut self, tenant: TenantId, kind: &str, name: &str, is_default: bool, now: DateTime<Utc>) -> Result<Pipeline> {
+    pub async fn insert_pipeline(
+        &mut self,
+        tenant: TenantId,
+        kind: &str,
+        name: &str,
+        is_default: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Pipeline> {
         let sql = format!(
             "INSERT INTO pipelines (tenant_id, kind, name, is_default, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING {PIPELINE_COLS}"
         );
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(kind).bind(name).bind(is_default).bind(now).fetch_one(c).await)?)
+        Ok(on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(kind)
+            .bind(name)
+            .bind(is_default)
+            .bind(now)
+            .fetch_one(c)
+            .await)?)
     }
 
     pub async fn pipelines(&mut self, tenant: TenantId, kind: Option<&str>) -> Result<Vec<Pipeline>> {
@@ -128,26 +142,40 @@ impl Conn {
 
     pub async fn pipeline(&mut self, tenant: TenantId, id: i64) -> Result<Pipeline> {
         let sql = format!("SELECT {PIPELINE_COLS} FROM pipelines WHERE tenant_id = $1 AND id = $2");
-        let row: Option<Pipeline> = on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
+        let row: Option<Pipeline> =
+            on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(id).fetch_optional(c).await)?;
         row.ok_or(StoreError::NotFound)
     }
 
-    pub async fn rename_pipeline(&mut self, tenant: TenantId, id: i64, name: &str, is_default: bool, now: DateTime<Utc>) -> Result<()> {
+    pub async fn rename_pipeline(
+        &mut self,
+        tenant: TenantId,
+        id: i64,
+        name: &str,
+        is_default: bool,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         if is_default {
-            on!(self, |c| sqlx::query(
+            on!(self, |c| {
+                sqlx::query(
                 "UPDATE pipelines SET is_default = FALSE WHERE tenant_id = $1 AND kind = (SELECT kind FROM pipelines WHERE id = $2)"
             )
             .bind(tenant.0)
             .bind(id)
-            .execute(c).await.map(|r| r.rows_affected()))?;
+            .execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
-        on!(self, |c| sqlx::query("UPDATE pipelines SET name = $3, is_default = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0)
-            .bind(id)
-            .bind(name)
-            .bind(is_default)
-            .bind(now)
-            .execute(c).await.map(|r| r.rows_affected()))?;
+        on!(self, |c| sqlx::query(
+            "UPDATE pipelines SET name = $3, is_default = $4, updated_at = $5 WHERE tenant_id = $1 AND id = $2"
+        )
+        .bind(tenant.0)
+        .bind(id)
+        .bind(name)
+        .bind(is_default)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
     }
 
@@ -162,18 +190,25 @@ impl Conn {
         let keep: Vec<i64> = stages.iter().map(|s| s.id).filter(|id| *id > 0).collect();
         let existing = self.stages(pipeline).await?;
         for s in existing.iter().filter(|s| !keep.contains(&s.id)) {
-            on!(self, |c| sqlx::query("DELETE FROM pipeline_stages WHERE id = $1").bind(s.id).execute(c).await.map(|r| r.rows_affected()))?;
+            on!(self, |c| sqlx::query("DELETE FROM pipeline_stages WHERE id = $1")
+                .bind(s.id)
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         // Keys are unique per pipeline: park the kept ones first so that swapping keys works.
         for s in existing.iter().filter(|s| keep.contains(&s.id)) {
             on!(self, |c| sqlx::query("UPDATE pipeline_stages SET key = $2 WHERE id = $1")
                 .bind(s.id)
                 .bind(format!("__{}", s.id))
-                .execute(c).await.map(|r| r.rows_affected()))?;
+                .execute(c)
+                .await
+                .map(|r| r.rows_affected()))?;
         }
         for s in stages {
             if s.id > 0 {
-                on!(self, |c| sqlx::query(
+                on!(self, |c| {
+                    sqlx::query(
                     "UPDATE pipeline_stages SET key = $2, name = $3, position = $4, probability = $5 WHERE id = $1 AND pipeline_id = $6"
                 )
                 .bind(s.id)
@@ -182,9 +217,11 @@ impl Conn {
                 .bind(s.position)
                 .bind(s.probability)
                 .bind(pipeline)
-                .execute(c).await.map(|r| r.rows_affected()))?;
+                .execute(c).await.map(|r| r.rows_affected())
+                })?;
             } else {
-                on!(self, |c| sqlx::query(
+                on!(self, |c| {
+                    sqlx::query(
                     "INSERT INTO pipeline_stages (tenant_id, pipeline_id, key, name, position, probability) VALUES ($1, $2, $3, $4, $5, $6)"
                 )
                 .bind(tenant.0)
@@ -193,7 +230,8 @@ impl Conn {
                 .bind(&s.name)
                 .bind(s.position)
                 .bind(s.probability)
-                .execute(c).await.map(|r| r.rows_affected()))?;
+                .execute(c).await.map(|r| r.rows_affected())
+                })?;
             }
         }
         self.stages(pipeline).await
@@ -201,7 +239,10 @@ impl Conn {
 
     /// How many opportunities sit in each of these stages (any status).
     pub async fn stage_usage(&mut self, stage: i64) -> Result<i64> {
-        Ok(on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM opportunities WHERE stage_id = $1").bind(stage).fetch_one(c).await)?)
+        Ok(on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM opportunities WHERE stage_id = $1")
+            .bind(stage)
+            .fetch_one(c)
+            .await)?)
     }
 
     pub async fn pipeline_usage(&mut self, pipeline: i64) -> Result<i64> {
@@ -331,7 +372,8 @@ impl Conn {
         data: &Value,
         now: DateTime<Utc>,
     ) -> Result<i64> {
-        let id = on!(self, |c| sqlx::query_scalar(
+        let id = on!(self, |c| {
+            sqlx::query_scalar(
             "INSERT INTO form_submissions (tenant_id, form_id, lead_id, data, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id"
         )
         .bind(tenant.0)
@@ -340,23 +382,45 @@ impl Conn {
         .bind(crate::Json(data))
         .bind(now)
         .fetch_one(c)
-        .await)?;
-        on!(self, |c| sqlx::query("UPDATE forms SET submissions = submissions + 1 WHERE id = $1").bind(form).execute(c).await.map(|r| r.rows_affected()))?;
+        .await
+        })?;
+        on!(self, |c| sqlx::query("UPDATE forms SET submissions = submissions + 1 WHERE id = $1")
+            .bind(form)
+            .execute(c)
+            .await
+            .map(|r| r.rows_affected()))?;
         Ok(id)
     }
 
-    pub async fn insert_import(&mut self, tenant: TenantId, kind: &str, total: i64, source: Option<&str>, stage: Option<&str>, now: DateTime<Utc>) -> Result<Import> {
+    pub async fn insert_import(
+        &mut self,
+        tenant: TenantId,
+        kind: &str,
+        total: i64,
+        source: Option<&str>,
+        stage: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Import> {
         let sql = format!(
-            "INSERT INTO imports (tenant_id, kind, status, total_rows, source, stage, created_at)
-             VALUES ($1, $2, 'running', $3, $4, $5, $6) RETURNING {IMPORT_COLS}"
+            "INSERT INTO imports (tenant_id, kind, status, total_rows, source, stage, created_at, heartbeat_at)
+             VALUES ($1, $2, 'running', $3, $4, $5, $6, $6) RETURNING {IMPORT_COLS}"
         );
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(kind).bind(total).bind(source).bind(stage).bind(now).fetch_one(c).await)?)
+        Ok(on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(kind)
+            .bind(total)
+            .bind(source)
+            .bind(stage)
+            .bind(now)
+            .fetch_one(c)
+            .await)?)
     }
 
     /// Records an import's progress (and, with `finished_at`, its end).
-    pub async fn update_import(&mut self, i: &Import) -> Result<()> {
+    pub async fn update_import(&mut self, i: &Import, now: DateTime<Utc>) -> Result<()> {
         on!(self, |c| sqlx::query(
-            "UPDATE imports SET status = $2, processed = $3, created = $4, updated = $5, failed = $6, errors = $7, finished_at = $8
+            "UPDATE imports SET status = $2, processed = $3, created = $4, updated = $5, failed = $6, errors = $7,
+                 finished_at = $8, heartbeat_at = $9
              WHERE id = $1"
         )
         .bind(i.id)
@@ -367,8 +431,23 @@ impl Conn {
         .bind(i.failed)
         .bind(crate::Json(&i.errors))
         .bind(i.finished_at)
-        .execute(c).await.map(|r| r.rows_affected()))?;
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?;
         Ok(())
+    }
+
+    /// Marks failed the running imports without progress since `before` (their instance died).
+    pub async fn fail_stale_imports(&mut self, before: DateTime<Utc>, now: DateTime<Utc>) -> Result<u64> {
+        Ok(on!(self, |c| sqlx::query(
+            "UPDATE imports SET status = 'failed', finished_at = $2 WHERE status = 'running' AND heartbeat_at < $1"
+        )
+        .bind(before)
+        .bind(now)
+        .execute(c)
+        .await
+        .map(|r| r.rows_affected()))?)
     }
 
     pub async fn import(&mut self, tenant: TenantId, id: i64) -> Result<Import> {
