@@ -82,6 +82,9 @@ CREATE TABLE leads (
 CREATE INDEX leads_created ON leads (tenant_id, created_at, id);
 CREATE INDEX leads_status ON leads (tenant_id, status, created_at, id);
 CREATE INDEX leads_source ON leads (tenant_id, source, created_at, id);
+CREATE INDEX leads_status_source ON leads (tenant_id, status, source, created_at, id);
+CREATE INDEX leads_score ON leads (tenant_id, score, id);
+CREATE INDEX leads_status_score ON leads (tenant_id, status, score, id);
 CREATE INDEX leads_assigned ON leads (tenant_id, assigned_to, created_at, id);
 CREATE INDEX leads_email ON leads (tenant_id, email);
 CREATE INDEX leads_customer ON leads (customer_id) WHERE customer_id IS NOT NULL;
