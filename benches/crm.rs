@@ -32,15 +32,28 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-const FIRST: &[&str] = &["Ana", "Ben", "Cleo", "Dan", "Eva", "Filip", "Goran", "Hana", "Ivan", "Jana", "Karlo", "Lea", "Marko", "Nina", "Oskar", "Petra"];
-const LAST: &[&str] = &["Smith", "Horvat", "Kovač", "Novak", "Jones", "Babić", "Marić", "Brown", "Lee", "Garcia", "Müller", "Rossi", "Silva", "Kim", "Nguyen", "Taylor"];
-const SOURCES: &[&str] = &["website_form", "referral", "ads", "import", "trade_show", "webinar", "partner", "cold_call"];
+const FIRST: &[&str] = &[
+    "Ana", "Ben", "Cleo", "Dan", "Eva", "Filip", "Goran", "Hana", "Ivan", "Jana", "Karlo", "Lea", "Marko", "Nina",
+    "Oskar", "Petra",
+];
+const LAST: &[&str] = &[
+    "Smith", "Horvat", "Kovač", "Novak", "Jones", "Babić", "Marić", "Brown", "Lee", "Garcia", "Müller", "Rossi",
+    "Silva", "Kim", "Nguyen", "Taylor",
+];
+const SOURCES: &[&str] =
+    &["website_form", "referral", "ads", "import", "trade_show", "webinar", "partner", "cold_call"];
 const STATUSES: &[&str] = &["new", "contacted", "qualified", "unqualified", "converted"];
 
 async fn services(store: Store, dir: &TempDir) -> (Services, Principal) {
     store.migrate().await.unwrap();
     let events: Arc<dyn EventStore> = Arc::new(SqliteEventStore::open(&dir.0.join("events.db")).await.unwrap());
-    let tenant = store.write().await.unwrap().insert_tenant("Bench", &format!("bench-{}", std::process::id()), Utc::now()).await.unwrap();
+    let tenant = store
+        .write()
+        .await
+        .unwrap()
+        .insert_tenant("Bench", &format!("bench-{}", std::process::id()), Utc::now())
+        .await
+        .unwrap();
     let svc = Services::new(store, events, Clock::system(), ServiceSettings::default());
     let p = Principal {
         tenant_id: tenant.id,
@@ -102,7 +115,10 @@ async fn list_bench(n: usize) {
     let (svc, p) = services(store, &dir).await;
     let t = Instant::now();
     load_leads(&pg.url, p.tenant_id, n).await;
-    println!("loaded {n} leads into PostgreSQL in {:.1} s (one INSERT … SELECT, then VACUUM ANALYZE)", t.elapsed().as_secs_f64());
+    println!(
+        "loaded {n} leads into PostgreSQL in {:.1} s (one INSERT … SELECT, then VACUUM ANALYZE)",
+        t.elapsed().as_secs_f64()
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let runs = 200;
     let statuses: Vec<String> = (0..runs).map(|_| STATUSES[rng.random_range(0..5)].to_string()).collect();
@@ -117,17 +133,40 @@ async fn list_bench(n: usize) {
     };
     println!("GET /v1/leads on {n} leads (PostgreSQL 15, {runs} calls each, page + total):");
     timed("no filter, newest first, page 1", runs, |_| call(LeadFilter::default(), "created_at", true, 0)).await;
-    timed("status=<random>, page 1", runs, |i| call(LeadFilter { status: Some(statuses[i].clone()), ..Default::default() }, "created_at", true, 0)).await;
+    timed("status=<random>, page 1", runs, |i| {
+        call(LeadFilter { status: Some(statuses[i].clone()), ..Default::default() }, "created_at", true, 0)
+    })
+    .await;
     timed("status & source, random page 1–20", runs, |i| {
-        call(LeadFilter { status: Some(statuses[i].clone()), source: Some(sources[i].clone()), ..Default::default() }, "created_at", true, pages[i] * 25)
+        call(
+            LeadFilter { status: Some(statuses[i].clone()), source: Some(sources[i].clone()), ..Default::default() },
+            "created_at",
+            true,
+            pages[i] * 25,
+        )
     })
     .await;
     timed("assigned_to & created_after (last 90 days)", runs, |i| {
-        call(LeadFilter { assigned_to: Some(owners[i]), created_after: Some(Utc::now() - chrono::Duration::days(90)), ..Default::default() }, "created_at", true, 0)
+        call(
+            LeadFilter {
+                assigned_to: Some(owners[i]),
+                created_after: Some(Utc::now() - chrono::Duration::days(90)),
+                ..Default::default()
+            },
+            "created_at",
+            true,
+            0,
+        )
     })
     .await;
-    timed("status, sort=score asc", runs, |i| call(LeadFilter { status: Some(statuses[i].clone()), ..Default::default() }, "score", false, 0)).await;
-    timed("search=<last name> (1 in 16 leads match)", runs, |i| call(LeadFilter { search: Some(names[i].clone()), ..Default::default() }, "created_at", true, 0)).await;
+    timed("status, sort=score asc", runs, |i| {
+        call(LeadFilter { status: Some(statuses[i].clone()), ..Default::default() }, "score", false, 0)
+    })
+    .await;
+    timed("search=<last name> (1 in 16 leads match)", runs, |i| {
+        call(LeadFilter { search: Some(names[i].clone()), ..Default::default() }, "created_at", true, 0)
+    })
+    .await;
     timed("search=<an email> (1 lead matches)", runs, |i| {
         let n = 1000 + i * 37;
         let term = format!("{}.{}{n}@", FIRST[n % 16].to_lowercase(), LAST[(n / 16) % 16].to_lowercase());
@@ -141,11 +180,21 @@ async fn import_bench(label: &str, store: Store, dir: &TempDir, rows: usize) {
     let (svc, p) = services(store, dir).await;
     let mut csv = String::from("First Name,Last Name,Email,Company,Score,Notes\n");
     for i in 0..rows {
-        csv.push_str(&format!("{},{},lead{i}@import{}.com,Company {},{},row {i}\n", FIRST[i % 16], LAST[(i / 16) % 16], i % 1000, i % 5000, i % 101));
+        csv.push_str(&format!(
+            "{},{},lead{i}@import{}.com,Company {},{},row {i}\n",
+            FIRST[i % 16],
+            LAST[(i / 16) % 16],
+            i % 1000,
+            i % 5000,
+            i % 101
+        ));
     }
     let t = Instant::now();
     let import = svc
-        .start_import(&p, ImportRequest { kind: "leads".into(), csv, mapping: None, source: Some("bench".into()), stage: None })
+        .start_import(
+            &p,
+            ImportRequest { kind: "leads".into(), csv, mapping: None, source: Some("bench".into()), stage: None },
+        )
         .await
         .unwrap();
     loop {
