@@ -139,7 +139,7 @@ impl Conn {
         let mut args = values(l);
         args.push(tenant.0.into());
         args.push(l.created_at.into());
-        let placeholders = (1..=args.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = super::placeholders(args.len());
         let sql = format!(
             "INSERT INTO leads ({}, tenant_id, created_at) VALUES ({placeholders}) RETURNING {COLS}",
             WRITE_COLS.join(", ")
@@ -234,8 +234,7 @@ impl Conn {
     /// Writes every field of `l` back.
     pub async fn update_lead(&mut self, tenant: TenantId, l: &Lead) -> Result<Lead> {
         let mut args = values(l);
-        let sets =
-            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets = super::assignments(WRITE_COLS);
         let n = args.len();
         args.push(tenant.0.into());
         args.push(l.id.into());

@@ -169,6 +169,16 @@ impl Where {
     }
 }
 
+/// `$1, $2, …, $n`.
+pub(crate) fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// `a = $1, b = $2, …` for an UPDATE of these columns, bound first.
+pub(crate) fn assignments(cols: &[&str]) -> String {
+    cols.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ")
+}
+
 /// A `LIKE` pattern matching `term` anywhere, literally, lower-cased (use with `ESCAPE '\'`).
 pub fn contains_pattern(term: &str) -> String {
     let mut p = String::from("%");

@@ -114,7 +114,7 @@ impl Conn {
         let mut args = values(o);
         args.push(tenant.0.into());
         args.push(o.created_at.into());
-        let placeholders = (1..=args.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = super::placeholders(args.len());
         let sql = format!(
             "INSERT INTO opportunities ({}, tenant_id, created_at) VALUES ({placeholders}) RETURNING id",
             WRITE_COLS.join(", ")
@@ -161,8 +161,7 @@ impl Conn {
 
     pub async fn update_opportunity(&mut self, tenant: TenantId, o: &Opportunity) -> Result<Opportunity> {
         let mut args = values(o);
-        let sets =
-            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets = super::assignments(WRITE_COLS);
         let n = args.len();
         args.push(tenant.0.into());
         args.push(o.id.into());

@@ -76,7 +76,7 @@ impl Conn {
         let mut args = values(p);
         args.push(tenant.0.into());
         args.push(p.created_at.into());
-        let placeholders = (1..=args.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = super::placeholders(args.len());
         let sql = format!(
             "INSERT INTO prospects ({}, tenant_id, created_at) VALUES ({placeholders}) RETURNING {COLS}",
             WRITE_COLS.join(", ")
@@ -117,8 +117,7 @@ impl Conn {
 
     pub async fn update_prospect(&mut self, tenant: TenantId, p: &Prospect) -> Result<Prospect> {
         let mut args = values(p);
-        let sets =
-            WRITE_COLS.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets = super::assignments(WRITE_COLS);
         let n = args.len();
         args.push(tenant.0.into());
         args.push(p.id.into());

@@ -115,7 +115,7 @@ impl Conn {
         args.push(a.created_by.into());
         args.push(tenant.0.into());
         args.push(a.created_at.into());
-        let placeholders = (1..=args.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let placeholders = super::placeholders(args.len());
         let sql = format!(
             "INSERT INTO activities ({}, created_by, tenant_id, created_at) VALUES ({placeholders}) RETURNING {ACTIVITY_COLS}",
             ACTIVITY_WRITE.join(", ")
@@ -149,8 +149,7 @@ impl Conn {
 
     pub async fn update_activity(&mut self, tenant: TenantId, a: &Activity) -> Result<Activity> {
         let mut args = activity_values(a);
-        let sets =
-            ACTIVITY_WRITE.iter().enumerate().map(|(i, c)| format!("{c} = ${}", i + 1)).collect::<Vec<_>>().join(", ");
+        let sets = super::assignments(ACTIVITY_WRITE);
         let n = args.len();
         args.push(tenant.0.into());
         args.push(a.id.into());
