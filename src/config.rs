@@ -180,6 +180,20 @@ pub struct ServeArgs {
     /// The sending number (E.164) or alphanumeric sender id.
     #[arg(long, env = "CAIRN_SMS_FROM")]
     pub sms_from: Option<String>,
+    /// Seed 002's CRM webhook secret (`POST /webhooks/crm/lead`, sent as Bearer or X-API-Key).
+    #[arg(long, env = "CRM_WEBHOOK_SECRET", hide_env_values = true)]
+    pub crm_webhook_secret: Option<String>,
+    /// Used when CRM_WEBHOOK_SECRET is not set (seed 002).
+    #[arg(long, env = "CRM_CALLBACK_SECRET", hide_env_values = true)]
+    pub crm_callback_secret: Option<String>,
+    /// When set, CRM webhook calls made with the environment's secret must be signed
+    /// (X-TraceCRM-Timestamp/-Signature/-Delivery, docs/webhooks.md).
+    #[arg(long, env = "CRM_WEBHOOK_SIGNING_SECRET", hide_env_values = true)]
+    pub crm_webhook_signing_secret: Option<String>,
+    /// The workspace (id or slug) the environment's CRM webhook secret serves (default: the
+    /// first workspace registered).
+    #[arg(long, env = "CRM_WEBHOOK_WORKSPACE")]
+    pub crm_webhook_workspace: Option<String>,
     /// Seconds to let in-flight requests finish after SIGTERM before exiting.
     #[arg(long, env = "CAIRN_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
     pub shutdown_timeout_secs: u64,

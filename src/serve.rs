@@ -29,6 +29,12 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     let settings = ServiceSettings {
         session_ttl: chrono::Duration::hours(args.session_ttl_hours as i64),
         allow_registration: args.allow_registration,
+        crm_webhook: cairn_service::inbound::CrmWebhookEnv::from_env(
+            args.crm_webhook_secret.clone(),
+            args.crm_callback_secret.clone(),
+            args.crm_webhook_signing_secret.clone(),
+            args.crm_webhook_workspace.clone(),
+        ),
         ..ServiceSettings::default()
     };
     let svc = Services::new(stores.entities.clone(), stores.events.clone(), clock, settings);
@@ -228,7 +234,7 @@ async fn bootstrap(svc: &Services, args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Purges what has expired: sessions, idempotency records (24 h), request logs (7 days),
-/// finished jobs (7 days). Every instance may run it; each statement is idempotent.
+/// finished jobs (7 days), inbound delivery ids (24 h). Every instance may run it; each statement is idempotent.
 async fn housekeeping(svc: Services) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     tick.tick().await;
@@ -241,6 +247,7 @@ async fn housekeeping(svc: Services) {
             let i = c.purge_idempotency_keys(now - chrono::Duration::hours(24)).await?;
             let l = c.purge_api_logs(now - chrono::Duration::days(7)).await?;
             let j = c.purge_jobs(now - chrono::Duration::days(7)).await?;
+            c.prune_inbound_deliveries(now - cairn_service::inbound::DELIVERY_MEMORY).await?;
             let stale = c.fail_stale_imports(now - chrono::Duration::minutes(10), now).await?;
             if stale > 0 {
                 tracing::warn!(

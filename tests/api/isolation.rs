@@ -118,6 +118,10 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::GET, "/v1/files/{id}", "file", None),
         (Method::GET, "/v1/files/{id}/content", "file", None),
         (Method::DELETE, "/v1/files/{id}", "file", None),
+        (Method::GET, "/v1/leads/{id}/timeline", "lead", None),
+        (Method::GET, "/analytics/leads/{id}", "lead", None),
+        (Method::GET, "/v1/forms/{id}/submissions", "form", None),
+        (Method::PUT, "/v1/forms/{id}/submissions/{submission_id}", "form", Some(json!({"crm_lead_id": "changed"}))),
         (Method::PUT, "/v1/custom-fields/{id}", "custom_field", Some(json!({"label": "Changed"}))),
         (Method::DELETE, "/v1/custom-fields/{id}", "custom_field", None),
         (Method::GET, "/v1/forms/{id}", "form", None),
@@ -241,11 +245,13 @@ async fn crm_fixture(app: &TestApp, a_owner: &str, customer_id: i64) -> Vec<(&'s
             .await,
         201,
     );
-    let form = id(
-        app.post("/v1/forms", a_owner, json!({"name": "Alpha form", "fields": [{"name": "email", "type": "email"}]}))
-            .await,
-        201,
-    );
+    let form =
+        app.post("/v1/forms", a_owner, json!({"name": "Alpha form", "fields": [{"name": "email", "type": "email"}]}));
+    let form = form.await.assert_ok(201)["data"].clone();
+    let submit = format!("/v1/public/forms/{}/submissions", form["token"].as_str().unwrap());
+    let sub = app.call(Method::POST, &submit, None, Some(json!({"email": "form@alpha.com"}))).await;
+    let submission = sub.assert_ok(201)["data"]["submission_id"].as_i64().unwrap();
+    let form = form["id"].as_i64().unwrap();
     let import =
         id(app.post("/v1/imports", a_owner, json!({"kind": "leads", "csv": "email\nimport@alpha.com\n"})).await, 202);
     vec![
@@ -258,6 +264,7 @@ async fn crm_fixture(app: &TestApp, a_owner: &str, customer_id: i64) -> Vec<(&'s
         ("file", file),
         ("custom_field", field),
         ("form", form),
+        ("submission", submission),
         ("import", import),
     ]
 }
@@ -266,6 +273,9 @@ async fn another_workspaces_objects_are_404_to_every_credential(app: TestApp) {
     let f = fixture(&app).await;
     for (method, template, kind, body) in object_routes() {
         let id = f.ids.iter().find(|(k, _)| *k == kind).unwrap().1;
+        // A nested object's own id is workspace A's real one: only the outer id differs.
+        let submission = f.ids.iter().find(|(k, _)| *k == "submission").unwrap().1.to_string();
+        let template = template.replace("{submission_id}", &submission);
         let path = template.replace("{id}", &id.to_string());
         for cred in [&f.b_session, &f.b_key] {
             let r = app.call(method.clone(), &path, Some(cred), body.clone()).await;

@@ -81,6 +81,16 @@ pub async fn spawn_full(
     tweak: impl FnOnce(&mut ApiSettings),
     channels: cairn_campaigns::settings::Defaults,
 ) -> TestApp {
+    spawn_services(backend, tweak, channels, ServiceSettings::default()).await
+}
+
+/// Spawns a server with these service settings (the environment's CRM webhook secret, …).
+pub async fn spawn_services(
+    backend: Backend,
+    tweak: impl FnOnce(&mut ApiSettings),
+    channels: cairn_campaigns::settings::Defaults,
+    service_settings: ServiceSettings,
+) -> TestApp {
     let dir = TempDir::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -134,7 +144,7 @@ pub async fn spawn_full(
         )
         .with_campaigns_wake(sender.waker()),
     );
-    let svc = Services::new(store.clone(), events.clone(), clock.clone(), ServiceSettings::default())
+    let svc = Services::new(store.clone(), events.clone(), clock.clone(), service_settings)
         .with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults: channels, wake: sender.waker() })
         .with_automations(engine.waker());
     let mut settings = ApiSettings {

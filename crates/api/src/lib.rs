@@ -167,7 +167,8 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::crm::people::router())
         .merge(routes::crm::prospects::router())
         .merge(routes::crm::records::router())
-        .merge(routes::crm::settings::router());
+        .merge(routes::crm::settings::router())
+        .merge(routes::inbound::router());
     if settings.test_clock {
         router = router.merge(routes::clock::router());
     }

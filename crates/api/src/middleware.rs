@@ -96,7 +96,7 @@ pub fn presented_secret(headers: &HeaderMap) -> Option<String> {
 pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let path = req.uri().path().to_string();
-    if !path.starts_with("/v1/") {
+    if !path.starts_with("/v1/") && !path.starts_with("/analytics/") {
         // Operational endpoints (/healthz, /readyz, /metrics) are for probes and scrapers:
         // no credentials, no rate limit.
         return next.run(req).await;

@@ -514,12 +514,35 @@ impl Services {
 
     /// The inbound URL of a webhook trigger: enrolls the customer the body names
     /// (`customer_id`, `email` or `user_id`). The token in the URL is the credential.
-    pub async fn webhook_enroll(&self, token: &str, body: &Value) -> Result<Vec<(i64, i64)>> {
+    /// A webhook trigger's inbound call. When the workspace has an inbound signing secret the
+    /// call must be signed (seed 000's rules, docs/webhooks.md).
+    pub async fn webhook_enroll(
+        &self,
+        token: &str,
+        sig: &crate::inbound::InboundSignature,
+        raw: &[u8],
+    ) -> Result<Vec<(i64, i64)>> {
         let row = found(self.store.read().await?.automation_by_token(token).await, "automation")?;
         if row.trigger_type != "webhook" {
             return Err(ServiceError::NotFound("automation"));
         }
         let tenant = TenantId(row.tenant_id);
+        let delivery = self.verify_inbound(tenant, sig, raw).await?;
+        let body: Value = serde_json::from_slice(raw)
+            .map_err(|e| ServiceError::invalid("body", format!("is not valid JSON: {e}")))?;
+        let started = self.webhook_enroll_body(&row, tenant, &body).await?;
+        if let Some(id) = delivery {
+            self.remember_delivery(tenant, &id).await?;
+        }
+        Ok(started)
+    }
+
+    async fn webhook_enroll_body(
+        &self,
+        row: &cairn_store::automations::AutomationRow,
+        tenant: TenantId,
+        body: &Value,
+    ) -> Result<Vec<(i64, i64)>> {
         let customer: Customer = if let Some(id) = body.get("customer_id").and_then(Value::as_i64) {
             found(self.store.read().await?.customer(tenant, CustomerId(id)).await, "customer")?
         } else if let Some(email) = body.get("email").and_then(Value::as_str) {
@@ -535,7 +558,7 @@ impl Services {
             _ => format!("webhook:{}", cairn_domain::credential::generate_token("")),
         };
         let data = body.get("data").cloned().unwrap_or(Value::Null);
-        self.start(&row, vec![customer.id.0], &key, json!({"type": "webhook", "data": data})).await
+        self.start(row, vec![customer.id.0], &key, json!({"type": "webhook", "data": data})).await
     }
 
     async fn customer_by_identity(&self, tenant: TenantId, kind: IdentityKind, key: &str) -> Result<Customer> {

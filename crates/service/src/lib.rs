@@ -8,6 +8,7 @@ pub mod automations;
 pub mod campaigns;
 pub mod crm;
 pub mod customers;
+pub mod inbound;
 pub mod keys;
 pub mod password;
 pub mod scoring;
@@ -41,6 +42,8 @@ pub struct ServiceSettings {
     /// revoked on another instance can keep ingesting for at most this long; on the CRM API,
     /// and on the instance that revoked it, revocation is immediate.
     pub ingest_key_cache: std::time::Duration,
+    /// Seed 002's CRM webhook secrets from the environment.
+    pub crm_webhook: inbound::CrmWebhookEnv,
 }
 
 impl Default for ServiceSettings {
@@ -50,6 +53,7 @@ impl Default for ServiceSettings {
             invitation_ttl: Duration::days(7),
             allow_registration: true,
             ingest_key_cache: std::time::Duration::from_secs(1),
+            crm_webhook: Default::default(),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod crm;
 pub mod customers;
 pub mod idempotency;
 pub mod identity;
+pub mod inbound;
 pub mod invitations;
 pub mod jobs;
 pub mod keys;

@@ -541,9 +541,11 @@ pub async fn customer_runs(
 pub async fn webhook_trigger(
     State(st): State<AppState>,
     Path(token): Path<String>,
-    ApiJson(body): ApiJson<Value>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let started = st.svc.webhook_enroll(&token, &body).await?;
+    let sig = super::inbound::signature(&headers);
+    let started = st.svc.webhook_enroll(&token, &sig, &body).await?;
     let out: Vec<Enrolled> =
         started.into_iter().map(|(customer_id, run_id)| Enrolled { customer_id, run_id }).collect();
     Ok((StatusCode::ACCEPTED, data(out)))

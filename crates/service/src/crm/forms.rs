@@ -2,11 +2,14 @@
 //! `form.submission.created` (seed 000) — `form.response.created` for seed 001's subscribers.
 
 use cairn_domain::{Email, Scope};
-use cairn_store::crm::{records::Table, settings::Form};
+use cairn_store::{
+    crm::{records::Table, settings::Form},
+    inbound::Submission,
+};
 use serde_json::{json, Map, Value};
 
 use super::{body::Body, emit, leads, require};
-use crate::{found, Principal, Result, ServiceError, Services};
+use crate::{found, inbound::crm_lead_id, Principal, Result, ServiceError, Services};
 
 pub const FIELD_TYPES: &[&str] =
     &["text", "textarea", "email", "phone", "number", "select", "checkbox", "hidden", "url", "date"];
@@ -190,6 +193,41 @@ impl Services {
         found(self.store.read().await?.form(p.tenant_id, id).await, "form")
     }
 
+    /// A form's submissions, newest first.
+    pub async fn form_submissions(
+        &self,
+        p: &Principal,
+        id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Submission>, i64)> {
+        require(p, Scope::FormsRead)?;
+        let mut c = self.store.read().await?;
+        found(c.form(p.tenant_id, id).await, "form")?;
+        Ok(c.form_submissions(p.tenant_id, id, limit, offset).await?)
+    }
+
+    /// Records the external CRM's id for a submission's (follow-up) lead: seed 002's webhook
+    /// finds the lead through it. Body: `{crm_lead_id}` (null clears it).
+    pub async fn update_submission(&self, p: &Principal, form: i64, id: i64, body: Value) -> Result<Submission> {
+        require(p, Scope::FormsWrite)?;
+        let mut b = Body::new(body)?;
+        b.alias("crmLeadId", "crm_lead_id");
+        let crm = match b.take("crm_lead_id") {
+            None => return Err(ServiceError::invalid("crm_lead_id", "is required (null clears it)")),
+            Some(Value::Null) => None,
+            Some(v) => Some(crm_lead_id(&v).ok_or_else(|| {
+                ServiceError::invalid("crm_lead_id", "must be a non-empty string of at most 200 characters")
+            })?),
+        };
+        b.finish()?;
+        let mut c = self.store.write().await?;
+        found(c.form(p.tenant_id, form).await, "form")?;
+        c.set_submission_crm_id(p.tenant_id, form, id, crm.as_deref())
+            .await?
+            .ok_or(ServiceError::NotFound("submission"))
+    }
+
     pub async fn update_form(&self, p: &Principal, id: i64, body: Value) -> Result<Form> {
         require(p, Scope::FormsWrite)?;
         let mut c = self.store.write().await?;
@@ -236,6 +274,13 @@ impl Services {
             }
         }
         let clean = check_submission(&form.fields, &data)?;
+        // A reserved hidden field: the follow-up lead's id in an external CRM (seed 002).
+        let crm_lead_id = match data.get("crm_lead_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(crm_lead_id(v).ok_or_else(|| {
+                ServiceError::invalid("crm_lead_id", "must be a non-empty string of at most 200 characters")
+            })?),
+        };
         let tenant = cairn_domain::TenantId(form.tenant_id);
         let now = self.clock.now();
         let mut lead_body = Map::new();
@@ -296,7 +341,7 @@ impl Services {
             emit(&mut tx, tenant, lead_event, &leads::payload(&l, owner.as_deref()), now).await?;
         }
         let data = Value::Object(clean);
-        let sid = tx.insert_form_submission(tenant, form.id, Some(l.id), &data, now).await?;
+        let sid = tx.insert_form_submission(tenant, form.id, Some(l.id), &data, crm_lead_id.as_deref(), now).await?;
         let payload = json!({
             "id": sid,
             "submission_id": sid,

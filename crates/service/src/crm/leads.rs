@@ -8,6 +8,7 @@ use cairn_store::{
         records::{Activity, ActivityFilter, Note},
         EntityType,
     },
+    inbound::CrmActivity,
     Conn,
 };
 use serde_json::{json, Value};
@@ -62,6 +63,8 @@ pub struct LeadDetail {
     /// Activities logged against the lead, newest first (at most 50).
     pub activities: Vec<Activity>,
     pub notes: Vec<Note>,
+    /// Events an external CRM sent about the lead (seed 002's webhook), newest first (at most 50).
+    pub crm_activity: Vec<CrmActivity>,
     /// The customer profile, contact, prospect account and opportunity the lead is linked to.
     pub linked: Value,
     /// The linked profile's most recent tracked events (at most 20): what the lead did on the
@@ -73,7 +76,7 @@ pub struct LeadDetail {
 pub(crate) fn apply_body(b: &mut Body, l: &mut Lead, creating: bool) -> Result<Option<Value>> {
     b.alias("firstName", "first_name").alias("lastName", "last_name").alias("company", "company_name");
     b.alias("mobile", "phone").alias("ownerId", "assigned_to").alias("customFields", "custom_fields");
-    b.alias("formType", "form_type").alias("rawPayload", "raw_payload");
+    b.alias("formType", "form_type").alias("rawPayload", "raw_payload").alias("crmLeadId", "crm_lead_id");
     if b.has("name") && !b.has("first_name") && !b.has("last_name") {
         // Seed 001's single `name`: the last word is the last name.
         if let Some(Some(name)) = b.text("name", 200)? {
@@ -109,6 +112,7 @@ pub(crate) fn apply_body(b: &mut Body, l: &mut Lead, creating: bool) -> Result<O
     }
     super::body::set(&mut l.source, b.text("source", 100)?);
     super::body::set(&mut l.form_type, b.text("form_type", 100)?);
+    super::body::set(&mut l.crm_lead_id, b.text("crm_lead_id", 200)?);
     if let Some(raw) = b.take("raw_payload") {
         if raw.to_string().len() > 64 * 1024 {
             return Err(ServiceError::invalid("raw_payload", "must be at most 64 KB as JSON"));
@@ -166,6 +170,7 @@ pub(crate) fn blank_lead(tenant: TenantId, now: chrono::DateTime<chrono::Utc>) -
         contact_id: None,
         prospect_id: None,
         opportunity_id: None,
+        crm_lead_id: None,
         converted_at: None,
         created_at: now,
         updated_at: now,
@@ -222,6 +227,7 @@ impl Services {
         let filter = ActivityFilter { entity_type: Some(EntityType::Lead), entity_id: Some(id), ..Default::default() };
         let (activities, _) = c.list_activities(p.tenant_id, &filter, 50, 0).await?;
         let (notes, _) = c.list_notes(p.tenant_id, (Some(EntityType::Lead), Some(id)), 50, 0).await?;
+        let crm_activity = c.crm_activities(p.tenant_id, id, 50).await?;
         let mut customer = Value::Null;
         let mut recent_events = Vec::new();
         if let Some(cid) = lead.customer_id {
@@ -265,7 +271,47 @@ impl Services {
             "prospect": prospect,
             "opportunity": opportunity,
         });
-        Ok(LeadDetail { lead_id: lead.id, lead, activities, notes, linked, recent_events })
+        Ok(LeadDetail { lead_id: lead.id, lead, activities, notes, crm_activity, linked, recent_events })
+    }
+
+    /// Everything that happened to a lead, newest first: activities, notes, form submissions and
+    /// CRM activity (labelled `CRM`), each as `{kind, label, at, data}`.
+    pub async fn lead_timeline(&self, p: &Principal, id: i64, limit: i64) -> Result<Vec<Value>> {
+        require(p, Scope::LeadsRead)?;
+        let mut c = self.store.read().await?;
+        let lead = found(c.lead(p.tenant_id, id).await, "lead")?;
+        let filter = ActivityFilter { entity_type: Some(EntityType::Lead), entity_id: Some(id), ..Default::default() };
+        let (activities, _) = c.list_activities(p.tenant_id, &filter, limit, 0).await?;
+        let (notes, _) = c.list_notes(p.tenant_id, (Some(EntityType::Lead), Some(id)), limit, 0).await?;
+        let submissions = c.lead_submissions(p.tenant_id, id, limit).await?;
+        let crm = c.crm_activities(p.tenant_id, id, limit).await?;
+        let entry = |kind: &str, label: String, at: chrono::DateTime<chrono::Utc>, data: Value| {
+            (at, json!({"kind": kind, "label": label, "at": at, "data": data}))
+        };
+        let mut items = Vec::new();
+        for a in activities {
+            let label = format!("{}: {}", title_case(&a.kind), a.subject);
+            items.push(entry("activity", label, a.created_at, serde_json::to_value(&a).unwrap_or_default()));
+        }
+        for n in notes {
+            items.push(entry("note", "Note".into(), n.created_at, serde_json::to_value(&n).unwrap_or_default()));
+        }
+        for s in submissions {
+            items.push(entry(
+                "form_submission",
+                "Form".into(),
+                s.created_at,
+                serde_json::to_value(&s).unwrap_or_default(),
+            ));
+        }
+        for a in crm {
+            let label = format!("CRM: {}", a.event_type);
+            items.push(entry("crm", label, a.created_at, serde_json::to_value(&a).unwrap_or_default()));
+        }
+        // Last before a stable sort: what happened in the same instant follows the creation.
+        items.push(entry("lead", "Lead created".into(), lead.created_at, json!({"source": lead.source})));
+        items.sort_by(|a, b| b.0.cmp(&a.0));
+        Ok(items.into_iter().take(limit as usize).map(|(_, v)| v).collect())
     }
 
     pub async fn update_lead(&self, p: &Principal, id: i64, body: Value) -> Result<Lead> {

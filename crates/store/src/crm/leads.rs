@@ -39,6 +39,8 @@ pub struct Lead {
     pub contact_id: Option<i64>,
     pub prospect_id: Option<i64>,
     pub opportunity_id: Option<i64>,
+    /// The lead's id in an external CRM: seed 002's webhook finds the lead by it.
+    pub crm_lead_id: Option<String>,
     pub converted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -62,7 +64,7 @@ impl Lead {
 
 const COLS: &str = "id, tenant_id, first_name, last_name, email, phone, company_name, title, website, status, source, \
     form_type, raw_payload, score, value, assigned_to, customer_id, custom_fields, contact_id, prospect_id, \
-    opportunity_id, converted_at, created_at, updated_at";
+    opportunity_id, crm_lead_id, converted_at, created_at, updated_at";
 
 /// Which leads a list shows (seed 004's query parameters).
 #[derive(Debug, Default, Clone)]
@@ -71,6 +73,7 @@ pub struct LeadFilter {
     pub source: Option<String>,
     pub assigned_to: Option<i64>,
     pub search: Option<String>,
+    pub crm_lead_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// `custom_fields.<key>` equal to this JSON value.
@@ -102,6 +105,7 @@ fn values(l: &Lead) -> Vec<Arg> {
         l.contact_id.into(),
         l.prospect_id.into(),
         l.opportunity_id.into(),
+        l.crm_lead_id.clone().into(),
         l.converted_at.into(),
         l.search_text().into(),
         l.updated_at.into(),
@@ -128,6 +132,7 @@ const WRITE_COLS: &[&str] = &[
     "contact_id",
     "prospect_id",
     "opportunity_id",
+    "crm_lead_id",
     "converted_at",
     "search_text",
     "updated_at",
@@ -221,6 +226,7 @@ impl Conn {
         w.opt("status = ?", f.status.clone());
         w.opt("source = ?", f.source.clone());
         w.opt("assigned_to = ?", f.assigned_to);
+        w.opt("crm_lead_id = ?", f.crm_lead_id.clone());
         w.opt("search_text LIKE ? ESCAPE '\\'", f.search.as_deref().map(super::contains_pattern));
         w.opt("created_at >= ?", f.created_after);
         w.opt("created_at < ?", f.created_before);

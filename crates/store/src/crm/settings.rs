@@ -370,19 +370,22 @@ impl Conn {
         form: i64,
         lead: Option<i64>,
         data: &Value,
+        crm_lead_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<i64> {
         let id = on!(self, |c| {
             sqlx::query_scalar(
-            "INSERT INTO form_submissions (tenant_id, form_id, lead_id, data, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id"
-        )
-        .bind(tenant.0)
-        .bind(form)
-        .bind(lead)
-        .bind(crate::Json(data))
-        .bind(now)
-        .fetch_one(c)
-        .await
+                "INSERT INTO form_submissions (tenant_id, form_id, lead_id, data, crm_lead_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+            )
+            .bind(tenant.0)
+            .bind(form)
+            .bind(lead)
+            .bind(crate::Json(data))
+            .bind(crm_lead_id)
+            .bind(now)
+            .fetch_one(c)
+            .await
         })?;
         on!(self, |c| sqlx::query("UPDATE forms SET submissions = submissions + 1 WHERE id = $1")
             .bind(form)

@@ -53,6 +53,8 @@ pub struct LeadQuery {
     assigned_to: Option<i64>,
     /// Part of the name, email or company (case-insensitive).
     search: Option<String>,
+    /// The lead's id in an external CRM (exact).
+    crm_lead_id: Option<String>,
     /// ISO 8601 date or time.
     created_after: Option<String>,
     created_before: Option<String>,
@@ -100,6 +102,7 @@ pub async fn list_leads(
         source: q.source.filter(|s| !s.is_empty()),
         assigned_to: q.assigned_to,
         search: q.search.filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_string()),
+        crm_lead_id: q.crm_lead_id.filter(|s| !s.is_empty()),
         created_after: time_param("created_after", q.created_after.as_deref())?,
         created_before: time_param("created_before", q.created_before.as_deref())?,
         custom: cairn_service::crm::custom_filters(&custom_query(raw.as_deref())),

@@ -7,7 +7,10 @@ use axum::{
     response::IntoResponse,
     Json,
 };
-use cairn_store::crm::settings::{CustomField, Form, Import};
+use cairn_store::{
+    crm::settings::{CustomField, Form, Import},
+    inbound::Submission,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -28,6 +31,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(update_custom_field, delete_custom_field))
         .routes(routes!(list_forms, create_form))
         .routes(routes!(get_form, update_form, delete_form))
+        .routes(routes!(form_submissions))
+        .routes(routes!(update_submission))
         .routes(routes!(public_form))
         .routes(routes!(submit_form))
         .routes(routes!(create_import))
@@ -141,6 +146,35 @@ pub async fn get_form(
 ) -> ApiResult<Json<Data<FormView>>> {
     let f = st.svc.form(&p, id).await?;
     Ok(data(form_view(&st, f)))
+}
+
+/// A form's submissions, newest first.
+#[utoipa::path(get, path = "/v1/forms/{id}/submissions", tag = "forms", params(("id" = i64, Path), PageQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Paged<Submission>), (status = 404, body = ErrorBody)))]
+pub async fn form_submissions(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<Submission>>> {
+    let (rows, total) = st.svc.form_submissions(&p, id, q.limit(), q.offset()).await?;
+    Ok(q.wrap(rows, total))
+}
+
+/// Record the external CRM's lead id for a submission (`{crm_lead_id}`; null clears it): seed
+/// 002's CRM webhook then finds the submission's lead by it.
+#[utoipa::path(put, path = "/v1/forms/{id}/submissions/{submission_id}", tag = "forms",
+    params(("id" = i64, Path), ("submission_id" = i64, Path)), request_body = Object,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Data<Submission>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn update_submission(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath((id, submission_id)): ApiPath<(i64, i64)>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Json<Data<Submission>>> {
+    Ok(data(st.svc.update_submission(&p, id, submission_id, body).await?))
 }
 
 /// Change a form.
