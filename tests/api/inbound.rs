@@ -293,6 +293,20 @@ async fn signed_senders_are_verified_and_replays_refused(app: TestApp) {
     refused(&hook(&app, &refs(&h), SEED_BODY).await, 409, "CONFLICT");
     assert_eq!(crm_activity(&app, &token, ana).await.len(), 2);
 
+    // A database error while storing: 500 (seed 002), and the delivery id is not used up — the
+    // sender's retry of the same delivery is stored.
+    let rename = |from: &str, to: &str| {
+        let (sql, store) = (format!("ALTER TABLE {from} RENAME TO {to}"), app.store.clone());
+        async move { store.write().await.unwrap().execute_unchecked(&sql).await.unwrap() }
+    };
+    rename("lead_crm_activities", "lead_crm_activities_away").await;
+    let mut h = trace_headers(&signing, "d-500", now, SEED_BODY);
+    h.push(bearer.clone());
+    refused(&hook(&app, &refs(&h), SEED_BODY).await, 500, "SERVER_ERROR");
+    rename("lead_crm_activities_away", "lead_crm_activities").await;
+    assert_eq!(hook(&app, &refs(&h), SEED_BODY).await.assert_ok(200)["stored"], json!(true));
+    assert_eq!(crm_activity(&app, &token, ana).await.len(), 3);
+
     // An automation's webhook trigger in the same workspace follows the same rules.
     app.post("/v1/customers", &token, json!({"email": "ana@example.com"})).await.assert_ok(201);
     let design = json!({"nodes": [{"id": "t", "type": "trigger", "data": {}},

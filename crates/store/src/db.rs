@@ -235,3 +235,11 @@ impl Store {
         }
     }
 }
+
+impl Conn {
+    /// Runs one statement as given (tests use it to break the schema on purpose).
+    #[doc(hidden)]
+    pub async fn execute_unchecked(&mut self, sql: &str) -> Result<u64> {
+        Ok(on!(self, |c| sqlx::query(sql).execute(c).await.map(|r| r.rows_affected()))?)
+    }
+}
