@@ -67,6 +67,13 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         links.clone(),
         cairn_campaigns::sender::SenderConfig { lanes: args.smtp_connections as usize, ..Default::default() },
     ));
+    let notifier = Arc::new(cairn_campaigns::notify::Notifier::new(
+        stores.entities.clone(),
+        svc.clock.clone(),
+        defaults.clone(),
+        fallback_from(&public_url),
+        Duration::from_secs(30),
+    ));
     let svc = svc.with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults, wake: sender.waker() });
     let engine = Arc::new(
         cairn_automations::engine::Engine::new(
@@ -121,7 +128,9 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
         svc.clock.clone(),
         WebhookSettings { allow_private: args.webhook_allow_private, ..WebhookSettings::default() },
     )
-    .context("could not set up the webhook HTTP client")?;
+    .context("could not set up the webhook HTTP client")?
+    .with_notifier_wake(notifier.waker());
+    let notices = tokio::spawn(notifier.run(processor_stop.clone()));
     let webhooks = tokio::spawn(dispatcher.run(processor_stop_for_webhooks));
 
     let metrics = Arc::new(Metrics::default());
@@ -189,6 +198,7 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     // A batch in flight finishes (its messages are committed); the rest resumes at the next start.
     let _ = tokio::time::timeout(Duration::from_secs(15), campaigns).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), automations).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), notices).await;
     // Deliveries in flight finish or time out (10 s); unfinished ones are retried after a restart.
     let _ = tokio::time::timeout(Duration::from_secs(15), webhooks).await;
     if tokio::time::timeout(Duration::from_secs(10), log_writer).await.is_err() {
@@ -197,6 +207,13 @@ pub async fn run(store_args: &StoreArgs, args: ServeArgs) -> anyhow::Result<()> 
     stores.entities.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The sender of owner notices when a workspace set no `from_email`: `cairn@<public host>`.
+fn fallback_from(public_url: &str) -> String {
+    let host = url::Url::parse(public_url).ok().and_then(|u| u.host_str().map(str::to_string));
+    let host = host.filter(|h| h.contains('.') && h.parse::<std::net::IpAddr>().is_err());
+    format!("cairn@{}", host.unwrap_or_else(|| "localhost.localdomain".into()))
 }
 
 /// On first start: create the workspace named by `CAIRN_ADMIN_*`, or say how to get going.

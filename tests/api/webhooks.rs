@@ -13,7 +13,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use crate::common::TestApp;
+use crate::common::{spawn_channels, Backend, TestApp};
+
+#[path = "../support/smtp.rs"]
+mod smtp;
+use smtp::SmtpSink;
+
+crate::on_both_backends_raw!(a_disabled_endpoints_owners_are_emailed);
 
 crate::on_both_backends!(
     a_new_customer_reaches_the_endpoint_signed_three_ways,
@@ -165,6 +171,55 @@ async fn a_410_disables_the_endpoint(app: TestApp) {
     assert_eq!(rx.got.lock().unwrap().len(), 1, "a disabled endpoint receives nothing new");
     let r = app.put(&format!("/v1/webhooks/{id}"), &token, json!({"status": "active"})).await;
     assert_eq!(r.assert_ok(200)["data"]["status"], "active");
+
+    // The owners are told: here no SMTP server is configured, so the notice stays listed, unsent,
+    // saying why.
+    let notice = wait_for_notice(&app, &token, "unsent").await;
+    assert_eq!(notice["kind"], "webhook.disabled");
+    assert!(notice["body"].as_str().unwrap().contains(&url), "{notice}");
+    assert!(notice["body"].as_str().unwrap().contains("410 Gone"), "{notice}");
+    assert!(notice["last_error"].as_str().unwrap().contains("SMTP"), "{notice}");
+}
+
+/// Waits for the workspace's newest notice to reach `status`.
+async fn wait_for_notice(app: &TestApp, token: &str, status: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let r = app.get("/v1/notifications", token).await;
+        let list = r.assert_ok(200)["data"].clone();
+        if list[0]["status"] == status {
+            assert_eq!(list.as_array().unwrap().len(), 1, "one notice: {list}");
+            return list[0].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no {status} notice: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With an SMTP server, a disabled endpoint's owners get an email (members do not).
+async fn a_disabled_endpoints_owners_are_emailed(backend: Backend) {
+    let sink = SmtpSink::start(None);
+    let smtp = cairn_channels::email::SmtpSettings::parse(&sink.url()).unwrap();
+    let app = spawn_channels(backend, cairn_campaigns::settings::Defaults { smtp: Some(smtp), sms: None }).await;
+    let token = app.register("owner@company.com", "Acme").await;
+    app.post("/v1/invitations", &token, json!({"email": "member@company.com", "role": "member"})).await.assert_ok(201);
+    let (url, rx) = receiver().await;
+    *rx.script.lock().unwrap() = vec![410];
+    let (id, _) = create_hook(&app, &token, &url, json!(["*"])).await;
+    app.post("/v1/customers", &token, json!({"email": "a@example.com"})).await.assert_ok(201);
+    let notice = wait_for_notice(&app, &token, "sent").await;
+    assert_eq!(notice["attempts"], 1);
+    let mail = sink.wait_for(1).await;
+    assert_eq!(mail.len(), 1, "one owner, one email: {mail:?}");
+    assert_eq!(mail[0]["rcpt_tos"], json!(["owner@company.com"]));
+    // (Quoted-printable: soft line breaks undone.)
+    let data = mail[0]["data"].as_str().unwrap().replace("=\r\n", "").replace("=\n", "");
+    assert!(data.contains(&format!("Subject: Webhook endpoint {id} disabled")), "{data}");
+    assert!(data.contains(&url), "{data}");
+    // Only the owner manages notices.
+    let (_, narrow) =
+        app.create_key(&token, json!({"name": "n", "type": "secret", "scopes": ["webhooks:manage"]})).await;
+    app.get("/v1/notifications", &narrow).await.assert_error(403, "FORBIDDEN");
 }
 
 async fn a_slow_endpoint_does_not_delay_the_others(app: TestApp) {
@@ -251,4 +306,6 @@ async fn an_endpoint_failing_for_a_day_is_disabled_after_the_last_retry(app: Tes
     assert_eq!(log.body["data"][0]["status"], "failed");
     assert_eq!(log.body["data"][0]["attempts"], 8);
     assert_eq!(rx.got.lock().unwrap().len(), 8, "eight attempts, no more");
+    let notice = wait_for_notice(&app, &token, "unsent").await;
+    assert!(notice["body"].as_str().unwrap().contains("more than a day"), "{notice}");
 }

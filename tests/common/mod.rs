@@ -46,6 +46,7 @@ pub struct TestApp {
     segments: tokio::task::JoinHandle<()>,
     campaigns: tokio::task::JoinHandle<()>,
     automations: tokio::task::JoinHandle<()>,
+    notices: tokio::task::JoinHandle<()>,
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -58,6 +59,7 @@ impl Drop for TestApp {
         self.segments.abort();
         self.campaigns.abort();
         self.automations.abort();
+        self.notices.abort();
     }
 }
 
@@ -145,7 +147,11 @@ pub async fn spawn_services(
         .with_campaigns_wake(sender.waker()),
     );
     let svc = Services::new(store.clone(), events.clone(), clock.clone(), service_settings)
-        .with_campaigns(cairn_service::campaigns::CampaignKit { links, defaults: channels, wake: sender.waker() })
+        .with_campaigns(cairn_service::campaigns::CampaignKit {
+            links,
+            defaults: channels.clone(),
+            wake: sender.waker(),
+        })
         .with_automations(engine.waker());
     let mut settings = ApiSettings {
         secret_key_rate_limit: 10_000,
@@ -192,6 +198,15 @@ pub async fn spawn_services(
         cairn_channels::webhooks::WebhookSettings { allow_private: true, ..Default::default() },
     )
     .expect("webhook client");
+    let notifier = Arc::new(cairn_campaigns::notify::Notifier::new(
+        store.clone(),
+        clock.clone(),
+        channels.clone(),
+        "cairn@cairn.test".into(),
+        std::time::Duration::from_millis(100),
+    ));
+    let dispatcher = dispatcher.with_notifier_wake(notifier.waker());
+    let notices = tokio::spawn(notifier.run(stopped.clone()));
     let webhooks = tokio::spawn(dispatcher.run(stopped.clone()));
     let metrics = Arc::new(Metrics::default());
     let (api_logs, _writer) = ApiLogSink::start(store.clone(), metrics.clone());
@@ -229,6 +244,7 @@ pub async fn spawn_services(
         campaigns,
         engine,
         automations,
+        notices,
         _stop: stop,
     }
 }

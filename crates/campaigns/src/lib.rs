@@ -3,6 +3,7 @@
 //! recipient exactly once through the channel layer of `cairn-channels`.
 
 pub mod links;
+pub mod notify;
 pub mod sender;
 pub mod settings;
 pub mod template;

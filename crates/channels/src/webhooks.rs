@@ -9,7 +9,7 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
-use cairn_domain::Clock;
+use cairn_domain::{Clock, TenantId};
 use cairn_store::{
     webhooks::{Delivery, Webhook},
     Store, StoreError,
@@ -101,6 +101,8 @@ pub struct Dispatcher {
     /// slow endpoint can never take the whole pool from the others.
     in_flight: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
     finished: Arc<tokio::sync::Notify>,
+    /// Wakes the notifier when an endpoint is disabled (absent: it finds the notice at its poll).
+    notify: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What one attempt came to.
@@ -133,7 +135,14 @@ impl Dispatcher {
             slots,
             in_flight: Default::default(),
             finished: Default::default(),
+            notify: None,
         })
+    }
+
+    /// Wakes this notifier when an endpoint is disabled and its owners are to be told.
+    pub fn with_notifier_wake(mut self, wake: Arc<tokio::sync::Notify>) -> Dispatcher {
+        self.notify = Some(wake);
+        self
     }
 
     /// Runs until `stop` turns true.
@@ -316,14 +325,16 @@ impl Dispatcher {
         )
         .await?;
         if gone {
-            c.disable_webhook(webhook.id, "the endpoint answered 410 Gone", self.clock.now()).await?;
+            drop(c);
+            self.disable(&webhook, "the endpoint answered 410 Gone").await?;
         } else if status == "failed" && !refused && webhook.status == "active" {
             // A delivery exhausted its day of retries: if nothing got through for a day either,
             // the endpoint is gone in all but name.
             let last = c.last_webhook_success(webhook.id).await?;
+            drop(c);
             if last.is_none_or(|t| t < now - chrono::Duration::days(1)) {
                 let reason = "every delivery failed for more than a day; fix the endpoint, then set status to active";
-                c.disable_webhook(webhook.id, reason, self.clock.now()).await?;
+                self.disable(&webhook, reason).await?;
                 tracing::warn!(
                     webhook.id = webhook.id,
                     tenant.id = d.tenant_id,
@@ -332,6 +343,28 @@ impl Dispatcher {
             }
         }
         tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
+        Ok(())
+    }
+
+    /// Disables an endpoint and, in the same transaction, leaves its workspace's owners a
+    /// notice (emailed by the notifier, listed at `GET /v1/notifications`).
+    async fn disable(&self, webhook: &Webhook, reason: &str) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        tx.disable_webhook(webhook.id, reason, now).await?;
+        let subject = format!("Webhook endpoint {} disabled", webhook.id);
+        let body = format!(
+            "Cairn stopped delivering events to your webhook endpoint {} (id {}): {reason}.\n\n\
+             Events that happen while it is disabled are not queued for it. Once the endpoint works \
+             again, turn it back on with PUT /v1/webhooks/{} {{\"status\": \"active\"}} (or in the \
+             dashboard); its delivery log is at GET /v1/webhooks/{}/deliveries.",
+            webhook.url, webhook.id, webhook.id, webhook.id
+        );
+        tx.insert_notification(TenantId(webhook.tenant_id), "webhook.disabled", &subject, &body, now).await?;
+        tx.commit().await?;
+        if let Some(w) = &self.notify {
+            w.notify_one();
+        }
         Ok(())
     }
 

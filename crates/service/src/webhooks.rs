@@ -76,6 +76,18 @@ impl Services {
         Ok(self.store.write().await?.insert_webhook(p.tenant_id, &url, &events, &secret, self.clock.now()).await?)
     }
 
+    /// The notices left for the workspace's owners (an endpoint disabled), newest first.
+    pub async fn notifications(
+        &self,
+        p: &Principal,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<cairn_store::notifications::Notification>, i64)> {
+        p.require_private()?;
+        p.require(Scope::SettingsManage)?;
+        Ok(self.store.read().await?.notifications(p.tenant_id, limit, offset).await?)
+    }
+
     pub async fn webhooks(&self, p: &Principal, limit: i64, offset: i64) -> Result<(Vec<Webhook>, i64)> {
         require(p)?;
         Ok(self.store.read().await?.list_webhooks(p.tenant_id, limit, offset).await?)

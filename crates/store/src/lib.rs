@@ -20,6 +20,7 @@ pub mod invitations;
 pub mod jobs;
 pub mod keys;
 mod marks;
+pub mod notifications;
 pub mod scores;
 pub mod segments;
 pub mod sessions;

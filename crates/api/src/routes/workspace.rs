@@ -5,16 +5,31 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use cairn_store::notifications::Notification;
+
 use crate::{
-    envelope::{data, Data},
+    envelope::{data, Data, PageQuery, Paged},
     error::{ApiResult, ErrorBody},
-    extract::{ApiJson, Auth},
+    extract::{ApiJson, ApiQuery, Auth},
     routes::auth::TenantView,
     AppState,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_workspace, update_workspace))
+    OpenApiRouter::new().routes(routes!(get_workspace, update_workspace)).routes(routes!(notifications))
+}
+
+/// Notices for the workspace's owners, newest first — a webhook endpoint disabled, with whether
+/// the owners were emailed (`status` sent, pending, or unsent with `last_error`).
+#[utoipa::path(get, path = "/v1/notifications", tag = "workspace", params(PageQuery), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Paged<Notification>), (status = 403, body = ErrorBody)))]
+pub async fn notifications(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<Notification>>> {
+    let (rows, total) = st.svc.notifications(&p, q.limit(), q.offset()).await?;
+    Ok(q.wrap(rows, total))
 }
 
 /// The workspace the credential belongs to.
