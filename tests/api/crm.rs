@@ -28,6 +28,7 @@ crate::on_both_backends!(
     reports_group_by_source_stage_owner_and_month,
     search_ranks_across_entity_types,
     scopes_are_enforced_on_crm_routes,
+    automations_create_activities_for_sales,
 );
 
 #[derive(Clone, Default)]
@@ -1204,4 +1205,102 @@ async fn scopes_are_enforced_on_crm_routes(app: TestApp) {
     for path in ["/v1/leads", "/v1/people", "/v1/deals", "/v1/search?q=s", "/v1/custom-fields"] {
         app.get(path, &public).await.assert_error(403, "FORBIDDEN");
     }
+}
+
+/// An automation's `create_activity` step: a call for the owner on the customer's open lead, a
+/// task on the contact; its configuration checked node by node; a non-member assignee fails the
+/// step, not the engine.
+async fn automations_create_activities_for_sales(app: TestApp) {
+    let owner = app.register("owner@sales.test", "Sales").await;
+    let owner_id = me(&app, &owner).await;
+    let t0 = chrono::Utc::now();
+    app.clock.set(t0);
+    let customer = app.post("/v1/customers", &owner, json!({"email": "ana@example.com", "name": "Ana"})).await;
+    let customer = customer.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    let lead = app.post("/v1/leads", &owner, json!({"email": "ana@example.com", "first_name": "Ana"})).await;
+    let lead = lead.assert_ok(201)["data"]["id"].as_i64().unwrap();
+
+    let design = |call: Value, task: Value| {
+        json!({"nodes": [{"id": "t", "type": "trigger", "data": {"label": "Signed up"}},
+                         {"id": "call", "type": "action", "data": call},
+                         {"id": "task", "type": "action", "data": task}],
+               "edges": [{"id": "e1", "source": "t", "target": "call"}, {"id": "e2", "source": "call", "target": "task"}]})
+    };
+    let bad = design(
+        json!({"action": "create_activity", "type": "fax", "due_in": "soon", "entity": "deal"}),
+        json!({"action": "create_activity", "subject": "x", "assigned_to": "me"}),
+    );
+    let r = app.post("/v1/automations/validate", &owner, bad).await;
+    r.assert_error(400, "VALIDATION_ERROR");
+    let fields: Vec<&str> = r.body["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    for f in [
+        "nodes.call.data.type",
+        "nodes.call.data.subject",
+        "nodes.call.data.due_in",
+        "nodes.call.data.entity",
+        "nodes.task.data.assigned_to",
+    ] {
+        assert!(fields.contains(&f), "{f} not in {fields:?}");
+    }
+
+    let good = design(
+        json!({"action": "create_activity", "type": "call", "subject": "Call the new signup", "due_in": "2d",
+               "assigned_to": owner_id, "entity": "lead", "description": "From the welcome flow"}),
+        json!({"action": "create_activity", "subject": "Send the welcome pack"}),
+    );
+    let a = app
+        .post("/v1/automations", &owner, json!({"name": "Sales follow-up", "trigger_type": "manual", "design": good}))
+        .await;
+    let id = a.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    app.post(&format!("/v1/automations/{id}/activate"), &owner, json!({})).await.assert_ok(200);
+    app.post(&format!("/v1/automations/{id}/enroll"), &owner, json!({"customer_ids": [customer]})).await.assert_ok(202);
+    let started = Instant::now();
+    loop {
+        let r = app.get(&format!("/v1/automations/{id}/runs?status=completed"), &owner).await;
+        if r.assert_ok(200)["pagination"]["total"] == 1 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the run did not complete: {}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let calls = app.get(&format!("/v1/leads/{lead}/activities"), &owner).await.assert_ok(200)["data"].clone();
+    assert_eq!(calls.as_array().unwrap().len(), 1, "{calls}");
+    let call = &calls[0];
+    assert_eq!((call["type"].as_str(), call["subject"].as_str()), (Some("call"), Some("Call the new signup")));
+    assert_eq!(call["assigned_to"], owner_id);
+    assert_eq!(call["description"], "From the welcome flow");
+    let due: chrono::DateTime<chrono::Utc> = call["due_date"].as_str().unwrap().parse().unwrap();
+    assert!((due - (t0 + chrono::Duration::days(2))).num_seconds().abs() <= 1, "{due} vs {t0}");
+    let tasks = app.get(&format!("/v1/activities?entity_type=contact&entity_id={customer}"), &owner).await;
+    let tasks = tasks.assert_ok(200)["data"].clone();
+    assert_eq!(tasks.as_array().unwrap().len(), 1, "{tasks}");
+    assert_eq!(
+        (tasks[0]["type"].as_str(), tasks[0]["subject"].as_str()),
+        (Some("task"), Some("Send the welcome pack"))
+    );
+    assert_eq!(tasks[0]["completed"], false);
+
+    // Assigned to someone who is not a member: that step fails, with the reason on the run.
+    let stray = design(
+        json!({"action": "create_activity", "subject": "Call", "assigned_to": 987654}),
+        json!({"action": "create_activity", "subject": "never"}),
+    );
+    let a =
+        app.post("/v1/automations", &owner, json!({"name": "Stray", "trigger_type": "manual", "design": stray})).await;
+    let id = a.assert_ok(201)["data"]["id"].as_i64().unwrap();
+    app.post(&format!("/v1/automations/{id}/activate"), &owner, json!({})).await.assert_ok(200);
+    app.post(&format!("/v1/automations/{id}/enroll"), &owner, json!({"customer_ids": [customer]})).await.assert_ok(202);
+    let started = Instant::now();
+    loop {
+        let r = app.get(&format!("/v1/automations/{id}/runs?status=failed"), &owner).await;
+        let body = r.assert_ok(200).clone();
+        if body["pagination"]["total"] == 1 {
+            assert!(body["data"][0]["error"].as_str().unwrap().contains("not a member"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the run did not fail: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all = app.get(&format!("/v1/activities?entity_type=contact&entity_id={customer}"), &owner).await;
+    assert_eq!(all.assert_ok(200)["data"].as_array().unwrap().len(), 1, "the failed run created nothing");
 }

@@ -123,7 +123,25 @@ pub enum Action {
     RemoveFromStaticSegment(i64),
     /// Enrolls the customer in another (active) automation.
     Enroll(i64),
+    /// A CRM activity (a task for sales, say) on the customer's contact record, or on their
+    /// newest open lead.
+    CreateActivity(ActivitySpec),
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivitySpec {
+    /// call, email, meeting, task or note.
+    pub kind: String,
+    pub subject: String,
+    pub description: Option<String>,
+    /// Due this long after the step runs.
+    pub due_in: Option<chrono::Duration>,
+    pub assigned_to: Option<i64>,
+    /// On the newest open lead linked to the customer (else on the contact).
+    pub on_lead: bool,
+}
+
+pub const ACTIVITY_TYPES: &[&str] = &["call", "email", "meeting", "task", "note"];
 
 #[derive(Debug, Clone)]
 pub enum Step {
@@ -214,6 +232,7 @@ pub const ACTIONS: &[&str] = &[
     "add_to_static_segment",
     "remove_from_static_segment",
     "enroll",
+    "create_activity",
 ];
 
 const MAX_NODES: usize = 500;
@@ -326,12 +345,53 @@ fn parse_action(n: &Node, out: &mut Vec<Problem>) -> Option<Action> {
             Action::Enroll(a)
         }
         "create_activity" => {
-            out.push(Problem::node(
-                id,
-                "data.action",
-                "create_activity needs the CRM's activities, which this server does not have yet",
-            ));
-            return None;
+            let kind = text(d, "type").unwrap_or("task");
+            if !ACTIVITY_TYPES.contains(&kind) {
+                out.push(Problem::node(id, "data.type", format!("must be one of {}", ACTIVITY_TYPES.join(", "))));
+            }
+            let subject = text(d, "subject").filter(|t| t.chars().count() <= 200);
+            if subject.is_none() {
+                out.push(Problem::node(id, "data.subject", "is required for create_activity: 1 to 200 characters"));
+            }
+            let due_in = match d.get("due_in") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    let parsed = v.as_str().and_then(duration::parse);
+                    if parsed.is_none() {
+                        out.push(Problem::node(
+                            id,
+                            "data.due_in",
+                            "must be a duration such as \"2d\", \"4h\" or \"P1D\"",
+                        ));
+                    }
+                    parsed
+                }
+            };
+            let assigned_to = match d.get("assigned_to") {
+                None | Some(Value::Null) => None,
+                Some(v) => {
+                    if v.as_i64().is_none() {
+                        out.push(Problem::node(id, "data.assigned_to", "must be a member's user id"));
+                    }
+                    v.as_i64()
+                }
+            };
+            let on_lead = match text(d, "entity") {
+                None | Some("contact") => false,
+                Some("lead") => true,
+                Some(_) => {
+                    out.push(Problem::node(id, "data.entity", "must be contact or lead"));
+                    false
+                }
+            };
+            Action::CreateActivity(ActivitySpec {
+                kind: kind.to_string(),
+                subject: subject.unwrap_or_default().to_string(),
+                description: text(d, "description").map(str::to_string),
+                due_in,
+                assigned_to,
+                on_lead,
+            })
         }
         other => {
             out.push(Problem::node(

@@ -136,6 +136,7 @@ enum Effect {
     Tag { tag: String, add: bool },
     StaticSegment { segment: i64, add: bool },
     Enroll { automation: i64 },
+    Activity(Box<cairn_store::crm::records::Activity>, bool),
 }
 
 /// Where a run stands while a tick works it out.
@@ -824,6 +825,35 @@ impl Engine {
                     Some(Effect::Enroll { automation: *other }),
                 )
             }
+            Action::CreateActivity(spec) => {
+                let tenant = TenantId(w.run.tenant_id);
+                if let Some(user) = spec.assigned_to {
+                    if self.store.read().await?.member_name(tenant, Some(user)).await?.is_none() {
+                        return Ok(Err(format!("user {user} is not a member of this workspace")));
+                    }
+                }
+                let a = cairn_store::crm::records::Activity {
+                    id: 0,
+                    tenant_id: tenant.0,
+                    kind: spec.kind.clone(),
+                    subject: spec.subject.clone(),
+                    description: spec.description.clone(),
+                    entity_type: Some("contact".into()),
+                    entity_id: Some(customer.id.0),
+                    assigned_to: spec.assigned_to,
+                    due_date: spec.due_in.map(|d| now + d),
+                    duration_minutes: None,
+                    completed: false,
+                    completed_at: None,
+                    outcome: None,
+                    created_by: None,
+                    created_at: now,
+                    updated_at: now,
+                };
+                let detail = json!({"action": "create_activity", "type": spec.kind, "due_date": a.due_date,
+                                    "entity": if spec.on_lead { "lead" } else { "contact" }});
+                ("done", detail, Some(Effect::Activity(Box::new(a), spec.on_lead)))
+            }
         }))
     }
 
@@ -932,6 +962,14 @@ impl Engine {
                             tx.insert_outbox(tenant, event, &payload, now).await?;
                             dirty.push((tenant, customer, cairn_segments::changed::MEMBERSHIP));
                         }
+                    }
+                    Effect::Activity(mut a, on_lead) => {
+                        if on_lead {
+                            if let Some(lead) = tx.open_lead_of_customer(tenant, customer.0).await? {
+                                (a.entity_type, a.entity_id) = (Some("lead".into()), Some(lead));
+                            }
+                        }
+                        tx.insert_activity(tenant, &a).await?;
                     }
                     Effect::Enroll { automation } => {
                         let Ok(row) = tx.automation(tenant, automation).await else { continue };

@@ -249,6 +249,18 @@ impl Conn {
         row.ok_or(StoreError::NotFound)
     }
 
+    /// The newest lead linked to this customer profile that is not converted.
+    pub async fn open_lead_of_customer(&mut self, tenant: TenantId, customer: i64) -> Result<Option<i64>> {
+        Ok(on!(self, |c| sqlx::query_scalar(
+            "SELECT id FROM leads WHERE tenant_id = $1 AND customer_id = $2 AND status <> 'converted'
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        )
+        .bind(tenant.0)
+        .bind(customer)
+        .fetch_optional(c)
+        .await)?)
+    }
+
     pub async fn delete_lead(&mut self, tenant: TenantId, id: i64) -> Result<bool> {
         let n = on!(self, |c| sqlx::query("DELETE FROM leads WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.0)
