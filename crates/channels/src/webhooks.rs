@@ -103,6 +103,25 @@ pub struct Dispatcher {
     finished: Arc<tokio::sync::Notify>,
     /// Wakes the notifier when an endpoint is disabled (absent: it finds the notice at its poll).
     notify: Option<Arc<tokio::sync::Notify>>,
+    recorded: Arc<Recorded>,
+}
+
+/// An attempt's outcome, as recorded.
+struct Attempt {
+    id: i64,
+    status: &'static str,
+    http_status: Option<i32>,
+    latency_ms: f64,
+    error: Option<String>,
+    excerpt: Option<String>,
+    next: Option<DateTime<Utc>>,
+}
+
+/// Outcomes waiting to be written, and the writer's turn (see [`Dispatcher::record`]).
+#[derive(Default)]
+struct Recorded {
+    queue: std::sync::Mutex<Vec<(Attempt, tokio::sync::oneshot::Sender<()>)>>,
+    writer: tokio::sync::Mutex<()>,
 }
 
 /// What one attempt came to.
@@ -136,6 +155,7 @@ impl Dispatcher {
             in_flight: Default::default(),
             finished: Default::default(),
             notify: None,
+            recorded: Default::default(),
         })
     }
 
@@ -220,12 +240,28 @@ impl Dispatcher {
         // Long enough for one attempt (the HTTP timeout) and its bookkeeping; after that a
         // crashed instance's claimed deliveries are taken over by whoever runs next.
         let lease = now + chrono::Duration::seconds(self.settings.timeout.as_secs() as i64 + 5);
-        let busy: Vec<i64> = {
+        // Endpoints with deliveries in flight get only what their share has room for, each by
+        // its own claim; the general claim leaves them out. (Claiming freely and giving back
+        // the excess cost a write per excess row on every round.)
+        let in_flight: Vec<(i64, usize)> = {
             let in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            in_flight.iter().filter(|(_, n)| **n >= self.settings.per_endpoint).map(|(id, _)| *id).collect()
+            in_flight.iter().map(|(id, n)| (*id, *n)).collect()
         };
         let mut tx = self.store.begin().await?;
-        let claimed = tx.claim_deliveries(now, lease, free as i64, &busy).await?;
+        let mut claimed = Vec::new();
+        let mut left = free as i64;
+        for (webhook, n) in &in_flight {
+            let room = (self.settings.per_endpoint.saturating_sub(*n) as i64).min(left);
+            if room > 0 {
+                let got = tx.claim_deliveries_of(now, lease, *webhook, room).await?;
+                left -= got.len() as i64;
+                claimed.extend(got);
+            }
+        }
+        if left > 0 {
+            let busy: Vec<i64> = in_flight.iter().map(|(id, _)| *id).collect();
+            claimed.extend(tx.claim_deliveries(now, lease, left, &busy).await?);
+        }
         // Keep each endpoint within its share; give the rest back for the next round.
         let (mut keep, mut give_back) = (Vec::new(), Vec::new());
         {
@@ -312,26 +348,22 @@ impl Dispatcher {
         } else {
             ("pending", Some(now + chrono::Duration::seconds(RETRY_DELAYS[attempt as usize - 1])))
         };
-        let mut c = self.store.write().await?;
-        c.record_attempt(
-            d.id,
+        self.record(Attempt {
+            id: d.id,
             status,
-            outcome.http_status.map(i32::from),
-            outcome.latency_ms,
-            outcome.error.as_deref(),
-            outcome.excerpt.as_deref(),
+            http_status: outcome.http_status.map(i32::from),
+            latency_ms: outcome.latency_ms,
+            error: outcome.error.clone(),
+            excerpt: outcome.excerpt.clone(),
             next,
-            self.clock.now(),
-        )
+        })
         .await?;
         if gone {
-            drop(c);
             self.disable(&webhook, "the endpoint answered 410 Gone").await?;
         } else if status == "failed" && !refused && webhook.status == "active" {
             // A delivery exhausted its day of retries: if nothing got through for a day either,
             // the endpoint is gone in all but name.
-            let last = c.last_webhook_success(webhook.id).await?;
-            drop(c);
+            let last = self.store.read().await?.last_webhook_success(webhook.id).await?;
             if last.is_none_or(|t| t < now - chrono::Duration::days(1)) {
                 let reason = "every delivery failed for more than a day; fix the endpoint, then set status to active";
                 self.disable(&webhook, reason).await?;
@@ -344,6 +376,43 @@ impl Dispatcher {
         }
         tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
         Ok(())
+    }
+
+    /// Records an attempt's outcome, committed together with the outcomes other sends are
+    /// recording at the same moment (group commit): whoever takes the writer's turn writes
+    /// everyone's queued outcomes in one transaction, so the store's commit rate does not cap
+    /// the delivery rate. Returns once this outcome is durable.
+    async fn record(&self, a: Attempt) -> Result<(), StoreError> {
+        let (done, mut written) = tokio::sync::oneshot::channel();
+        self.recorded.queue.lock().unwrap_or_else(|p| p.into_inner()).push((a, done));
+        let _turn = self.recorded.writer.lock().await;
+        if written.try_recv().is_ok() {
+            return Ok(()); // the previous writer took ours along
+        }
+        let batch: Vec<_> = std::mem::take(&mut *self.recorded.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        let now = self.clock.now();
+        let written = async {
+            let mut tx = self.store.begin().await?;
+            for (a, _) in &batch {
+                let (error, excerpt) = (a.error.as_deref(), a.excerpt.as_deref());
+                tx.record_attempt(a.id, a.status, a.http_status, a.latency_ms, error, excerpt, a.next, now).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                for (_, done) in batch {
+                    let _ = done.send(());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Back in the queue for the next writer; this caller reports the failure.
+                self.recorded.queue.lock().unwrap_or_else(|p| p.into_inner()).extend(batch);
+                Err(e)
+            }
+        }
     }
 
     /// Disables an endpoint and, in the same transaction, leaves its workspace's owners a

@@ -251,14 +251,38 @@ impl Conn {
         .map_err(Into::into)
     }
 
+    /// Claims up to `limit` due deliveries of one endpoint (one with deliveries in flight and
+    /// room for more: only what its share allows is taken).
+    pub async fn claim_deliveries_of(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        webhook: i64,
+        limit: i64,
+    ) -> Result<Vec<Delivery>> {
+        let lock = if self.backend() == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let sql = format!(
+            "UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN (SELECT id FROM webhook_deliveries
+                 WHERE webhook_id = $2 AND status = 'pending' AND next_attempt_at <= $3
+                   AND (locked_until IS NULL OR locked_until < $3)
+                 ORDER BY next_attempt_at, id LIMIT $4{lock}) RETURNING {DELIVERY_COLS}"
+        );
+        on!(self, |c| sqlx::query_as(&sql).bind(lease_until).bind(webhook).bind(now).bind(limit).fetch_all(c).await)
+            .map_err(Into::into)
+    }
+
     /// Gives claimed deliveries back unsent (they go to the next claim).
     pub async fn release_deliveries(&mut self, ids: &[i64]) -> Result<()> {
-        for id in ids {
-            on!(self, |c| sqlx::query("UPDATE webhook_deliveries SET locked_until = NULL WHERE id = $1")
-                .bind(*id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+        for chunk in ids.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new("UPDATE webhook_deliveries SET locked_until = NULL WHERE id IN (");
+                let mut list = qb.separated(", ");
+                for id in chunk {
+                    list.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
         Ok(())
     }
