@@ -17,6 +17,7 @@ mod openapi;
 mod scoring;
 mod segment;
 mod segments;
+mod snippet;
 mod team;
 mod track;
 mod webhooks;

@@ -14,6 +14,7 @@ pub mod public;
 pub mod scoring;
 pub mod segment;
 pub mod segments;
+pub mod snippet;
 pub mod team;
 pub mod track;
 pub mod webhooks;
