@@ -71,6 +71,17 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
 fi
 
+# --- Headless Chromium and playwright-core for the snippet's browser test ---------------------
+if [ ! -x /usr/bin/chromium ]; then
+  log "installing Chromium (Debian package)"
+  apt_install chromium
+fi
+command -v node >/dev/null || apt_install nodejs npm
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  log "installing playwright-core (npm)"
+  (cd tests/browser && npm install --silent --no-audit --no-fund >/dev/null)
+fi
+
 # --- The suite --------------------------------------------------------------------------------
 log "building and running every test"
 out=$(mktemp)
@@ -78,6 +89,9 @@ trap 'rm -f "$out"' EXIT
 set +e
 cargo test --workspace --locked --no-fail-fast --lib --bins --tests "$@" 2>&1 | tee "$out"
 status=${PIPESTATUS[0]}
+# The snippet's core (its own workspace: plain Rust, tested natively; no wasm target needed).
+cargo test --manifest-path snippet/Cargo.toml --locked 2>&1 | tee -a "$out"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 set -e
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
