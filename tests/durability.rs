@@ -411,6 +411,17 @@ async fn with_clickhouse_down_ingestion_keeps_acknowledging_and_catches_up() {
 /// (at least once), but then with the same `webhook-id`, so receivers can drop the repeat.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_webhook_delivery_loses_none_and_repeats_are_recognisable() {
+    kill_9_during_webhook_delivery(None).await;
+}
+
+/// The same with the entity store on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_webhook_delivery_on_postgres_loses_none() {
+    let pg = cairn_testkit::FreshPg::create().await;
+    kill_9_during_webhook_delivery(Some(&pg.url)).await;
+}
+
+async fn kill_9_during_webhook_delivery(database_url: Option<&str>) {
     use axum::{body::Bytes, extract::State, http::HeaderMap, routing::post, Router};
     type Seen = Arc<Mutex<Vec<(String, String)>>>;
     async fn receive(State(seen): State<Seen>, h: HeaderMap, body: Bytes) -> &'static str {
@@ -428,7 +439,10 @@ async fn a_kill_9_during_webhook_delivery_loses_none_and_repeats_are_recognisabl
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = TempDir::new();
-    let env = [("CAIRN_WEBHOOK_ALLOW_PRIVATE", "1"), ("CAIRN_RATE_LIMIT_SECRET", "1000000")];
+    let mut env = vec![("CAIRN_WEBHOOK_ALLOW_PRIVATE", "1"), ("CAIRN_RATE_LIMIT_SECRET", "1000000")];
+    if let Some(url) = database_url {
+        env.push(("CAIRN_DATABASE_URL", url));
+    }
     let key = setup_key(&dir, &env);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");

@@ -136,6 +136,7 @@ const SEED: &str = "(function(e,n,t,r,c,r,m){
 struct Site {
     cairn: String,
     key: String,
+    seed_key: String,
 }
 
 fn html(site: &Site, title: &str, before: &str, snippet: &str, after: &str) -> Html<String> {
@@ -147,8 +148,8 @@ fn html(site: &Site, title: &str, before: &str, snippet: &str, after: &str) -> H
 }
 
 /// A website on another origin that embeds the snippet.
-async fn site(cairn: &str, key: &str) -> String {
-    let s = Site { cairn: cairn.to_string(), key: key.to_string() };
+async fn site(cairn: &str, key: &str, seed_key: &str) -> String {
+    let s = Site { cairn: cairn.to_string(), key: key.to_string(), seed_key: seed_key.to_string() };
     let app =
         Router::new()
             .route(
@@ -163,7 +164,18 @@ async fn site(cairn: &str, key: &str) -> String {
                 "/gpc",
                 get(|State(s): State<Site>| async move { html(&s, "GPC", "", STUB, "EnterCRM.honorGPC = true;") }),
             )
-            .route("/seed", get(|State(s): State<Site>| async move { html(&s, "Seed snippet", "", SEED, "") }))
+            .route(
+            "/consent",
+            get(|State(s): State<Site>| async move { html(&s, "Consent", "", STUB, "EnterCRM.requireConsent = true;") }),
+        )
+        .route(
+            "/seed",
+            get(|State(s): State<Site>| async move {
+                // An eck_ key limited to ingestion, as seed 003 describes for the snippet.
+                let s = Site { key: s.seed_key.clone(), ..s };
+                html(&s, "Seed snippet", "", SEED, "")
+            }),
+        )
             .with_state(s);
     // The GPC page sets its option before the script loads (the stub runs first).
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -199,7 +211,9 @@ async fn a_real_browser_tracks_through_the_snippet(app: TestApp) {
     let key = app.create_key(&token, json!({"name": "website", "type": "public_live"})).await.1;
     let tenant = app.get("/v1/workspace", &token).await.assert_ok(200)["data"]["id"].as_i64().unwrap();
     // The page's origin differs from Cairn's (127.0.0.1 vs localhost): CORS is exercised.
-    let site = site(&app.base, &key).await;
+    let (_, ingest_only) =
+        app.create_key(&token, json!({"name": "seed page", "type": "secret", "scopes": ["events:write"]})).await;
+    let site = site(&app.base, &key, &ingest_only).await;
     let run = tokio::task::spawn_blocking(move || {
         Command::new("node").arg(format!("{ROOT}/tests/browser/snippet.mjs")).arg(&site).output().expect("node")
     })
@@ -267,5 +281,16 @@ async fn a_real_browser_tracks_through_the_snippet(app: TestApp) {
     let seed = customer_with_anon(&app, &token, seen["anon3"].as_str().unwrap()).await;
     let seed_events = events_of(&app, &token, seed.expect("the seed page's visitor")).await;
     assert!(seed_events.iter().any(|e| e["event"] == "seed_form"), "{seed_events:?}");
+    // The ingestion-only eck_ key found in that page can do nothing else.
+    app.get("/v1/customers", &ingest_only).await.assert_error(403, "FORBIDDEN");
+    // Consent required: nothing before optIn(), then only what followed.
+    assert_eq!(seen["requests_before_consent"], json!(0), "{seen}");
+    let consented = customer_with_anon(&app, &token, seen["anon4"].as_str().unwrap()).await;
+    let names: Vec<Value> = events_of(&app, &token, consented.expect("the consenting visitor"))
+        .await
+        .iter()
+        .map(|e| e["event"].clone())
+        .collect();
+    assert!(names.contains(&json!("after_consent")) && !names.contains(&json!("before_consent")), "{names:?}");
     assert!(total >= 12, "{total} events in all");
 }

@@ -100,7 +100,21 @@ try {
   out.gpc_requests = gpcSent.requests;
   await gpc.close();
 
-  // 8. Seed 003's snippet exactly as documented (only the script's address changed).
+  // 8. A site that requires consent: nothing is sent until optIn(), then only what follows.
+  const cons = await browser.newContext();
+  const cp = await cons.newPage();
+  const consSent = batches(cp);
+  await cp.goto(site + '/consent');
+  await ready(cp);
+  await cp.evaluate(() => EnterCRM.track('before_consent'));
+  await sleep(3500);
+  out.requests_before_consent = consSent.requests;
+  await cp.evaluate(() => { EnterCRM.optIn(); EnterCRM.track('after_consent'); EnterCRM.flush(); });
+  await idle(cp);
+  out.anon4 = await cp.evaluate(() => localStorage.getItem('cairn_anon'));
+  await cons.close();
+
+  // 9. Seed 003's snippet exactly as documented (only the script's address changed).
   const seed = await browser.newContext();
   const sp = await seed.newPage();
   await sp.goto(site + '/seed');

@@ -11,7 +11,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use cairn_domain::{Clock, TenantId};
 use cairn_store::{
-    webhooks::{Delivery, Webhook},
+    webhooks::{AttemptRecord, Delivery, Webhook},
     Store, StoreError,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -106,21 +106,10 @@ pub struct Dispatcher {
     recorded: Arc<Recorded>,
 }
 
-/// An attempt's outcome, as recorded.
-struct Attempt {
-    id: i64,
-    status: &'static str,
-    http_status: Option<i32>,
-    latency_ms: f64,
-    error: Option<String>,
-    excerpt: Option<String>,
-    next: Option<DateTime<Utc>>,
-}
-
 /// Outcomes waiting to be written, and the writer's turn (see [`Dispatcher::record`]).
 #[derive(Default)]
 struct Recorded {
-    queue: std::sync::Mutex<Vec<(Attempt, tokio::sync::oneshot::Sender<()>)>>,
+    queue: std::sync::Mutex<Vec<(AttemptRecord, tokio::sync::oneshot::Sender<()>)>>,
     writer: tokio::sync::Mutex<()>,
 }
 
@@ -197,8 +186,9 @@ impl Dispatcher {
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 _ = moved => {}
                 _ = stop.changed() => {}
-                // A delivery finished: its slot (and its endpoint's share) is free again.
-                _ = self.finished.notified() => {}
+                // A delivery finished: its slot (and its endpoint's share) is free again. Others
+                // finishing at about the same time are taken in the same round.
+                _ = self.finished.notified() => tokio::time::sleep(Duration::from_millis(3)).await,
             }
         }
     }
@@ -250,9 +240,12 @@ impl Dispatcher {
         let mut tx = self.store.begin().await?;
         let mut claimed = Vec::new();
         let mut left = free as i64;
+        // Topped up a few at a time: a round per finished delivery would cost more store round
+        // trips than the deliveries themselves.
+        let step = (self.settings.per_endpoint as i64 / 4).max(1);
         for (webhook, n) in &in_flight {
             let room = (self.settings.per_endpoint.saturating_sub(*n) as i64).min(left);
-            if room > 0 {
+            if room >= step {
                 let got = tx.claim_deliveries_of(now, lease, *webhook, room).await?;
                 left -= got.len() as i64;
                 claimed.extend(got);
@@ -348,9 +341,9 @@ impl Dispatcher {
         } else {
             ("pending", Some(now + chrono::Duration::seconds(RETRY_DELAYS[attempt as usize - 1])))
         };
-        self.record(Attempt {
+        self.record(AttemptRecord {
             id: d.id,
-            status,
+            status: status.to_string(),
             http_status: outcome.http_status.map(i32::from),
             latency_ms: outcome.latency_ms,
             error: outcome.error.clone(),
@@ -382,7 +375,7 @@ impl Dispatcher {
     /// recording at the same moment (group commit): whoever takes the writer's turn writes
     /// everyone's queued outcomes in one transaction, so the store's commit rate does not cap
     /// the delivery rate. Returns once this outcome is durable.
-    async fn record(&self, a: Attempt) -> Result<(), StoreError> {
+    async fn record(&self, a: AttemptRecord) -> Result<(), StoreError> {
         let (done, mut written) = tokio::sync::oneshot::channel();
         self.recorded.queue.lock().unwrap_or_else(|p| p.into_inner()).push((a, done));
         let _turn = self.recorded.writer.lock().await;
@@ -391,12 +384,10 @@ impl Dispatcher {
         }
         let batch: Vec<_> = std::mem::take(&mut *self.recorded.queue.lock().unwrap_or_else(|p| p.into_inner()));
         let now = self.clock.now();
+        let rows: Vec<AttemptRecord> = batch.iter().map(|(a, _)| a.clone()).collect();
         let written = async {
             let mut tx = self.store.begin().await?;
-            for (a, _) in &batch {
-                let (error, excerpt) = (a.error.as_deref(), a.excerpt.as_deref());
-                tx.record_attempt(a.id, a.status, a.http_status, a.latency_ms, error, excerpt, a.next, now).await?;
-            }
+            tx.record_attempts(&rows, now).await?;
             tx.commit().await
         }
         .await;

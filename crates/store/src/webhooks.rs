@@ -3,7 +3,7 @@
 use cairn_domain::TenantId;
 use chrono::{DateTime, Utc};
 
-use crate::{Backend, Conn, Result, StoreError};
+use crate::{db::Raw, Backend, Conn, Result, StoreError};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Webhook {
@@ -287,6 +287,45 @@ impl Conn {
         Ok(())
     }
 
+    /// Records many attempts' outcomes (one statement on PostgreSQL; one per row on SQLite,
+    /// where a statement costs no round trip).
+    pub async fn record_attempts(&mut self, rows: &[AttemptRecord], now: DateTime<Utc>) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            let ids: Vec<i64> = rows.iter().map(|a| a.id).collect();
+            let statuses: Vec<String> = rows.iter().map(|a| a.status.clone()).collect();
+            let codes: Vec<Option<i32>> = rows.iter().map(|a| a.http_status).collect();
+            let latencies: Vec<f64> = rows.iter().map(|a| a.latency_ms).collect();
+            let errors: Vec<Option<String>> = rows.iter().map(|a| a.error.clone()).collect();
+            let excerpts: Vec<Option<String>> = rows.iter().map(|a| a.excerpt.clone()).collect();
+            let nexts: Vec<Option<DateTime<Utc>>> = rows.iter().map(|a| a.next).collect();
+            sqlx::query(
+                "UPDATE webhook_deliveries d SET status = u.status, attempts = d.attempts + 1, last_status = u.code,
+                     last_latency_ms = u.latency, last_error = u.error, response_excerpt = u.excerpt,
+                     next_attempt_at = COALESCE(u.next, d.next_attempt_at), locked_until = NULL,
+                     delivered_at = CASE WHEN u.status = 'succeeded' THEN $8 ELSE d.delivered_at END
+                 FROM UNNEST($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::text[], $6::text[],
+                             $7::timestamptz[]) AS u(id, status, code, latency, error, excerpt, next)
+                 WHERE d.id = u.id",
+            )
+            .bind(&ids)
+            .bind(&statuses)
+            .bind(&codes)
+            .bind(&latencies)
+            .bind(&errors)
+            .bind(&excerpts)
+            .bind(&nexts)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+            return Ok(());
+        }
+        for a in rows {
+            let (error, excerpt) = (a.error.as_deref(), a.excerpt.as_deref());
+            self.record_attempt(a.id, &a.status, a.http_status, a.latency_ms, error, excerpt, a.next, now).await?;
+        }
+        Ok(())
+    }
+
     /// Records one attempt's outcome: `next` is when to retry, `None` when done.
     #[allow(clippy::too_many_arguments)]
     pub async fn record_attempt(
@@ -401,4 +440,17 @@ mod tests {
         assert!(!hook("lead.*").subscribed_to("leads.created"));
         assert!(hook("form.*").subscribed_to("form.submission.created"));
     }
+}
+
+/// One attempt's outcome, for [`Conn::record_attempts`].
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub status: String,
+    pub http_status: Option<i32>,
+    pub latency_ms: f64,
+    pub error: Option<String>,
+    pub excerpt: Option<String>,
+    /// When to retry; `None` when done.
+    pub next: Option<DateTime<Utc>>,
 }
