@@ -202,6 +202,7 @@ impl Dispatcher {
             return Ok(0);
         }
         let mut hooks_by_tenant = std::collections::HashMap::new();
+        let mut rows = Vec::new();
         for e in &entries {
             if let std::collections::hash_map::Entry::Vacant(slot) = hooks_by_tenant.entry(e.tenant_id) {
                 slot.insert(tx.active_webhooks(cairn_domain::TenantId(e.tenant_id)).await?);
@@ -210,10 +211,11 @@ impl Dispatcher {
                 // One delivery per endpoint, under the first name it subscribed to (aliases).
                 if let Some(name) = crate::catalogue::delivered_as(&e.event, |n| h.subscribed_to(n)) {
                     let payload = body(name, e.created_at, &e.payload.0);
-                    tx.insert_delivery(e.tenant_id, h.id, Some(e.id), name, &payload, now).await?;
+                    rows.push((e.tenant_id, h.id, e.id, name.to_string(), payload));
                 }
             }
         }
+        tx.insert_deliveries(&rows, now).await?;
         let ids: Vec<i64> = entries.iter().map(|e| e.id).collect();
         tx.mark_dispatched(&ids, now).await?;
         tx.commit().await?;
@@ -341,7 +343,7 @@ impl Dispatcher {
         } else {
             ("pending", Some(now + chrono::Duration::seconds(RETRY_DELAYS[attempt as usize - 1])))
         };
-        self.record(AttemptRecord {
+        let record = AttemptRecord {
             id: d.id,
             status: status.to_string(),
             http_status: outcome.http_status.map(i32::from),
@@ -349,25 +351,50 @@ impl Dispatcher {
             error: outcome.error.clone(),
             excerpt: outcome.excerpt.clone(),
             next,
-        })
-        .await?;
+        };
+        // The slot is free as soon as the endpoint has answered: the outcome is recorded in the
+        // background (the delivery stays leased until then, so nobody sends it meanwhile; a
+        // crash before the commit sends it again, with the same webhook-id). Waiting for the
+        // commit here would make every send wait for an fsync.
+        tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let (tenant, id) = (d.tenant_id, d.id);
+            if let Err(e) = me.settle(record, &webhook, gone, refused, now, tenant).await {
+                tracing::warn!(delivery.id = id, error = %e, "recording a webhook attempt failed; it will be sent again");
+            }
+        });
+        Ok(())
+    }
+
+    /// Records an attempt and, when it calls for it, disables the endpoint.
+    async fn settle(
+        &self,
+        record: AttemptRecord,
+        webhook: &Webhook,
+        gone: bool,
+        refused: bool,
+        now: DateTime<Utc>,
+        tenant: i64,
+    ) -> Result<(), StoreError> {
+        let failed = record.status == "failed";
+        self.record(record).await?;
         if gone {
-            self.disable(&webhook, "the endpoint answered 410 Gone").await?;
-        } else if status == "failed" && !refused && webhook.status == "active" {
+            self.disable(webhook, "the endpoint answered 410 Gone").await?;
+        } else if failed && !refused && webhook.status == "active" {
             // A delivery exhausted its day of retries: if nothing got through for a day either,
             // the endpoint is gone in all but name.
             let last = self.store.read().await?.last_webhook_success(webhook.id).await?;
             if last.is_none_or(|t| t < now - chrono::Duration::days(1)) {
                 let reason = "every delivery failed for more than a day; fix the endpoint, then set status to active";
-                self.disable(&webhook, reason).await?;
+                self.disable(webhook, reason).await?;
                 tracing::warn!(
                     webhook.id = webhook.id,
-                    tenant.id = d.tenant_id,
+                    tenant.id = tenant,
                     "webhook endpoint disabled after a day of failures"
                 );
             }
         }
-        tracing::debug!(delivery.id = d.id, webhook.id = webhook.id, status, attempt, "webhook attempt");
         Ok(())
     }
 

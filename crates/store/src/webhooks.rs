@@ -214,6 +214,41 @@ impl Conn {
         })?)
     }
 
+    /// Inserts many deliveries of outbox entries (one statement on PostgreSQL), skipping those
+    /// that exist: `(tenant, webhook, outbox entry, event, body)`.
+    pub async fn insert_deliveries(
+        &mut self,
+        rows: &[(i64, i64, i64, String, String)],
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            let tenants: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            let hooks: Vec<i64> = rows.iter().map(|r| r.1).collect();
+            let entries: Vec<i64> = rows.iter().map(|r| r.2).collect();
+            let events: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+            let bodies: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (tenant_id, webhook_id, outbox_id, event, body, status, next_attempt_at, created_at)
+                 SELECT t, w, o, e, b, 'pending', $6, $6
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[]) AS u(t, w, o, e, b)
+                 ON CONFLICT (webhook_id, outbox_id) DO NOTHING",
+            )
+            .bind(&tenants)
+            .bind(&hooks)
+            .bind(&entries)
+            .bind(&events)
+            .bind(&bodies)
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+            return Ok(());
+        }
+        for (tenant, webhook, entry, event, body) in rows {
+            self.insert_delivery(*tenant, *webhook, Some(*entry), event, body, now).await?;
+        }
+        Ok(())
+    }
+
     /// Claims due deliveries for `lease_until` (another worker takes them over after that),
     /// leaving out endpoints listed in `busy` (those with as many deliveries in flight as they may
     /// have).
