@@ -71,6 +71,9 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
 fi
 
+# --- openssl (the SMTP TLS test makes its own CA) -------------------------------------------------
+command -v openssl >/dev/null || apt_install openssl
+
 # --- Headless Chromium and playwright-core for the snippet's browser test ---------------------
 if [ ! -x /usr/bin/chromium ]; then
   log "installing Chromium (Debian package)"

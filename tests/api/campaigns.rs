@@ -39,6 +39,7 @@ on_both_stores!(
     email_campaign_goes_once_to_each_reachable_recipient_with_headers_tracking_and_unsubscribe,
     sms_campaign_goes_through_the_provider_and_callbacks_and_keywords_settle_it,
     drafts_schedules_cancels_settings_audience_and_bounce_intake,
+    email_goes_over_starttls_and_implicit_tls_verifying_the_certificate,
 );
 
 /// The unfolded value of a header of a raw message.
@@ -660,4 +661,107 @@ async fn drafts_schedules_cancels_settings_audience_and_bounce_intake(backend: B
     app.get(&format!("/v1/campaigns/{id}"), &other).await.assert_error(404, "NOT_FOUND");
     app.get(&format!("/v1/campaigns/{id}/recipients"), &other).await.assert_error(404, "NOT_FOUND");
     assert_eq!(app.get("/v1/campaigns", &other).await.body["pagination"]["total"], 0);
+}
+
+/// A CA and a certificate for `localhost` signed by it (openssl), in `dir`: (ca, cert, key).
+fn test_pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Cairn Test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// Issue 7's TLS modes against a real TLS SMTP server: STARTTLS (port 587's way) and implicit
+/// TLS (SMTPS), the server's certificate verified — trusted through `ca=`, refused without it.
+async fn email_goes_over_starttls_and_implicit_tls_verifying_the_certificate(backend: Backend) {
+    let dir = cairn_testkit::TempDir::new();
+    let (ca, cert, key) = test_pki(&dir.0);
+    for (mode, scheme) in
+        [("starttls", "smtp://localhost:{port}?tls=starttls"), ("implicit", "smtps://localhost:{port}")]
+    {
+        let sink = SmtpSink::start_tls(mode, &cert, &key);
+        let url = scheme.replace("{port}", &sink.port.to_string());
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let smtp = SmtpSettings::parse(&format!("{url}{sep}ca={}", ca.display())).unwrap();
+        let app = spawn_channels(backend, Defaults { smtp: Some(smtp), sms: None }).await;
+        let token = app.register("owner@shop.test", "Shop").await;
+        let c = app
+            .post(
+                "/v1/campaigns",
+                &token,
+                json!({"name": "TLS", "type": "email", "subject": "Over {{ 'TLS' }}",
+                                                   "body": "<p>Hi</p>", "from_email": "hello@shop.test"}),
+            )
+            .await;
+        let id = c.assert_ok(201)["data"]["id"].as_i64().unwrap();
+        let t = app.post(&format!("/v1/campaigns/{id}/test"), &token, json!({"to": ["qa@shop.test"]})).await;
+        assert_eq!(t.assert_ok(200)["data"][0]["sent"], true, "{mode}: {}", t.body);
+        let m = sink.wait_for(1).await;
+        assert_eq!(m[0]["rcpt_tos"], json!(["qa@shop.test"]), "{mode}");
+
+        // Without the CA the certificate is not trusted: nothing is sent.
+        app.put("/v1/settings/email", &token, json!({"smtp_url": url})).await.assert_ok(200);
+        let t = app.post(&format!("/v1/campaigns/{id}/test"), &token, json!({"to": ["qa@shop.test"]})).await;
+        let r = t.assert_ok(200)["data"][0].clone();
+        assert_eq!(r["sent"], false, "{mode}: an untrusted certificate must be refused: {r}");
+        assert!(r["error"].as_str().unwrap().to_ascii_lowercase().contains("certificate"), "{mode}: {r}");
+        assert_eq!(sink.messages().len(), 1, "{mode}");
+        // A workspace cannot point at files on the server.
+        let with_ca = format!("{url}{sep}ca={}", ca.display());
+        app.put("/v1/settings/email", &token, json!({"smtp_url": with_ca})).await.assert_error(400, "VALIDATION_ERROR");
+    }
 }

@@ -1,6 +1,7 @@
 """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts.
 
     python3 tests/support/smtp_sink.py OUT.jsonl [--user U --password P]
+                                                 [--tls starttls|implicit --cert C --key K]
 
 Prints the port it listens on, then appends one JSON line per accepted message
 ({"mail_from", "rcpt_tos", "data"}) to OUT.jsonl, flushed at once. Recipients whose local
@@ -12,6 +13,7 @@ import argparse
 import json
 import signal
 import socket
+import ssl
 import sys
 import threading
 
@@ -54,9 +56,16 @@ def main():
     p.add_argument("out")
     p.add_argument("--user")
     p.add_argument("--password")
+    p.add_argument("--tls", choices=["starttls", "implicit"])
+    p.add_argument("--cert")
+    p.add_argument("--key")
     a = p.parse_args()
     out = open(a.out, "a", encoding="utf-8")
     kwargs = {}
+    ctx = None
+    if a.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(a.cert, a.key)
     if a.user:
         def check(server, session, envelope, mechanism, auth_data):
             ok = isinstance(auth_data, LoginPassword) and auth_data.login.decode() == a.user \
@@ -67,7 +76,12 @@ def main():
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    c = Controller(Sink(out), hostname="127.0.0.1", port=port, server_kwargs=kwargs, ready_timeout=10)
+    extra = {}
+    if a.tls == "starttls":
+        kwargs.update({"tls_context": ctx, "require_starttls": True})
+    elif a.tls == "implicit":
+        extra["ssl_context"] = ctx
+    c = Controller(Sink(out), hostname="127.0.0.1", port=port, server_kwargs=kwargs, ready_timeout=10, **extra)
     c.start()
     print(port, flush=True)
     stop = threading.Event()

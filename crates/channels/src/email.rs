@@ -14,7 +14,7 @@ use lettre::{
     },
     transport::smtp::{
         authentication::{Credentials, Mechanism},
-        client::{AsyncSmtpConnection, TlsParameters},
+        client::{AsyncSmtpConnection, Certificate, TlsParameters},
         commands::{Data, Mail, Rcpt},
         extension::{ClientId, Extension, MailBodyParameter, MailParameter},
     },
@@ -42,6 +42,10 @@ pub struct SmtpSettings {
     pub password: Option<String>,
     /// Connect, command and data timeouts (at most 30 s).
     pub timeout: Duration,
+    /// A PEM file of certificate authorities trusted besides the usual roots (a relay with a
+    /// certificate from an internal CA). Server configuration only: workspaces cannot name
+    /// files on the server.
+    pub ca_file: Option<String>,
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -63,6 +67,7 @@ impl SmtpSettings {
         let host = url.host_str().filter(|h| !h.is_empty()).ok_or("a host is required")?.to_string();
         let mut tls = implicit;
         let mut timeout = Duration::from_secs(30);
+        let mut ca_file = None;
         for (k, v) in url.query_pairs() {
             match &*k {
                 "tls" => {
@@ -79,6 +84,11 @@ impl SmtpSettings {
                         return Err("timeout must be 1 to 30 seconds".into());
                     }
                     timeout = Duration::from_secs(secs);
+                }
+                "ca" => {
+                    let pem = std::fs::read(&*v).map_err(|e| format!("ca: cannot read {v}: {e}"))?;
+                    Certificate::from_pem(&pem).map_err(|e| format!("ca: {v} holds no PEM certificate: {e}"))?;
+                    ca_file = Some(v.to_string());
                 }
                 _ => return Err(format!("unknown parameter {k}")),
             }
@@ -97,7 +107,7 @@ impl SmtpSettings {
         let decode = |s: &str| percent_decode(s);
         let username = (!url.username().is_empty()).then(|| decode(url.username()));
         let password = url.password().map(decode);
-        Ok(SmtpSettings { host, port, tls, username, password, timeout })
+        Ok(SmtpSettings { host, port, tls, username, password, timeout, ca_file })
     }
 
     /// The URL without its password, for logs and API responses.
@@ -112,7 +122,8 @@ impl SmtpSettings {
             (Some(u), None) => format!("{u}@"),
             _ => String::new(),
         };
-        format!("smtp://{user}{}:{}?tls={tls}", self.host, self.port)
+        let ca = self.ca_file.as_ref().map(|c| format!("&ca={c}")).unwrap_or_default();
+        format!("smtp://{user}{}:{}?tls={tls}{ca}", self.host, self.port)
     }
 }
 
@@ -286,7 +297,14 @@ impl SmtpLane {
         if self.conn.is_none() {
             let s = &self.settings;
             let transient = |e: lettre::transport::smtp::Error| SmtpFailure::Transient(format!("connect: {e}"));
-            let tls = |host: &str| TlsParameters::new(host.to_string()).map_err(transient);
+            let tls = |host: &str| {
+                let mut b = TlsParameters::builder(host.to_string());
+                if let Some(path) = &s.ca_file {
+                    let pem = std::fs::read(path).map_err(|e| SmtpFailure::Transient(format!("ca {path}: {e}")))?;
+                    b = b.add_root_certificate(Certificate::from_pem(&pem).map_err(transient)?);
+                }
+                b.build().map_err(transient)
+            };
             let mut c = match s.tls {
                 // lettre's own connect for implicit TLS (it does not set TCP_NODELAY).
                 SmtpTls::Tls => AsyncSmtpConnection::connect_tokio1(

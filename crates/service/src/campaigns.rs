@@ -558,6 +558,13 @@ impl Services {
         s.from_email = check_email("from_email", s.from_email)?;
         s.reply_to = check_email("reply_to", s.reply_to)?;
         if let Some(u) = &s.smtp_url {
+            // (Checked before parsing: parsing reads the named file.)
+            if url::Url::parse(u).is_ok_and(|u| u.query_pairs().any(|(k, _)| k == "ca")) {
+                return Err(ServiceError::invalid(
+                    "smtp_url",
+                    "ca= names a file on the server: only CAIRN_SMTP_URL may use it",
+                ));
+            }
             SmtpSettings::parse(u).map_err(|e| ServiceError::invalid("smtp_url", e))?;
         }
         if s.rate_limit.is_some_and(|r| !(1..=100_000).contains(&r)) {
