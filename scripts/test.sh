@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Runs every test. Installs and starts what the tests need first:
 #   - ClickHouse from Debian's package (18.16 on Debian 12), on 127.0.0.1:8123;
-#   - PostgreSQL, if it is not already answering on 127.0.0.1:5432.
+#   - PostgreSQL, if it is not already answering on 127.0.0.1:5432;
+#   - Python packages (Segment's SDK, aiosmtpd), openssl, Chromium (Debian) and playwright-core
+#     (npm) for the SDK, SMTP, TLS and browser tests.
 # Then the whole suite: unit tests, store conformance on SQLite/PostgreSQL/ClickHouse, the
-# HTTP API suite on SQLite and PostgreSQL, and end-to-end tests of the built binary.
+# HTTP API suite on SQLite and PostgreSQL (the snippet in headless Chromium included),
+# end-to-end tests of the built binary, and the snippet core's own unit tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
