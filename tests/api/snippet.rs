@@ -270,10 +270,9 @@ async fn a_real_browser_tracks_through_the_snippet(app: TestApp) {
     // After reset: a different visitor; what was sent while opted out never arrived.
     let after = customer_with_anon(&app, &token, seen["anon2"].as_str().unwrap()).await;
     let total = app.events.count(cairn_domain::TenantId(tenant)).await.unwrap();
-    let mut others = Vec::new();
-    if let Some(c) = after {
-        others = events_of(&app, &token, c).await.iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
-    }
+    let after = after.expect("the visitor after reset() has a profile");
+    let others: Vec<String> =
+        events_of(&app, &token, after).await.iter().map(|e| e["event"].as_str().unwrap().to_string()).collect();
     assert!(others.contains(&"after_reset".to_string()) && others.contains(&"opted_in".to_string()), "{others:?}");
     assert!(!others.contains(&"opted_out".to_string()), "opted out: never sent");
     assert!(customer_by(&app, &token, "search=nobody@example.com").await.is_none(), "opted out: identify not sent");
