@@ -54,6 +54,8 @@ struct ChSummary {
     gross: f64,
     first_day_gross: f64,
     refunds: f64,
+    /// More rows than distinct message ids: a retried insert not yet collapsed by a merge.
+    duplicated: u8,
 }
 
 #[derive(Debug, Row, Serialize, Deserialize)]
@@ -385,13 +387,13 @@ impl EventStore for ClickHouseStore {
         self.await_mutations().await
     }
 
-    /// Per customer and day first (a day is one transaction), then per customer. `FINAL` on
-    /// 18.16 serialises a scan and ignores the primary key for `IN` lists (5 s for 2,000
-    /// customers, against 0.3 s without), so the summary reads without it, and a second, cheap
-    /// query *afterwards* finds the customers whose rows outnumber their distinct message ids — a
-    /// retried insert not yet collapsed by a merge. Those alone are read again with `FINAL`. The
-    /// order matters: a duplicate the summary saw exists when the check runs, so it is caught;
-    /// one written after the check was not in the summary either.
+    /// One row per customer, its purchase days worked out from its own (day, amount) pairs (a
+    /// day is one transaction). `FINAL` on 18.16 serialises a scan and ignores the primary key
+    /// for `IN` lists (5 s for 2,000 customers, against 0.3 s without), so the summary reads
+    /// without it and flags, in the same scan, the customers whose rows outnumber their distinct
+    /// message ids — a retried insert not yet collapsed by a merge. Those alone are read again
+    /// with `FINAL`. One scan sees one set of parts, so a duplicate the summary counted is the
+    /// one it flags.
     async fn purchase_summaries(
         &self,
         tenant: TenantId,
@@ -400,27 +402,14 @@ impl EventStore for ClickHouseStore {
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<Vec<PurchaseSummary>> {
         let Some(only) = customer_filter(customers) else { return Ok(Vec::new()) };
-        let rows = self.summaries(tenant, &only, "", tz, until).await?;
-        let duplicated: std::collections::HashSet<u64> = self
-            .client
-            .query(&format!(
-                "SELECT customer_id FROM events WHERE {SUMMARY_FILTER}{only}
-                 GROUP BY customer_id HAVING count() != uniqExact(cityHash64(message_id))"
-            ))
-            .bind(tenant.0 as u64)
-            .bind(to_millis(until).max(0) as u64)
-            .fetch_all::<u64>()
-            .await?
-            .into_iter()
-            .collect();
+        let (rows, duplicated) = self.summaries(tenant, &only, "", tz, until).await?;
         if duplicated.is_empty() {
             return Ok(rows);
         }
-        let mut out: Vec<PurchaseSummary> =
-            rows.into_iter().filter(|r| !duplicated.contains(&(r.customer_id.0 as u64))).collect();
-        let duplicated: Vec<i64> = duplicated.into_iter().map(|c| c as i64).collect();
+        let again: std::collections::HashSet<i64> = duplicated.iter().copied().collect();
+        let mut out: Vec<PurchaseSummary> = rows.into_iter().filter(|r| !again.contains(&r.customer_id.0)).collect();
         for chunk in duplicated.chunks(1_000) {
-            out.extend(self.summaries(tenant, &id_list(chunk.iter().copied()), "FINAL", tz, until).await?);
+            out.extend(self.summaries(tenant, &id_list(chunk.iter().copied()), "FINAL", tz, until).await?.0);
         }
         out.sort_by_key(|s| s.customer_id.0);
         Ok(out)
@@ -543,23 +532,31 @@ impl ClickHouseStore {
         final_: &str,
         tz: chrono_tz::Tz,
         until: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<PurchaseSummary>> {
-        // The inner columns have names of their own: ClickHouse aliases are global to the query.
+    ) -> Result<(Vec<PurchaseSummary>, Vec<i64>)> {
+        // One pass over the events, grouped by customer only: each customer's purchases are kept
+        // as (day, amount) pairs, and the days are worked out from that short array. Grouping by
+        // (customer, day) first, as this did before, built ~15 million groups for 1 million
+        // customers and took 3–4× as long on 18.16. Aliases are global to a ClickHouse query,
+        // hence the inner names.
         let sql = format!(
-            "SELECT customer_id, sum(n) AS purchases, countIf(n > 0) AS days, minIf(day, n > 0) AS first_day,
-                    maxIf(day, n > 0) AS last_day, max(day_last) AS last_at, sum(day_gross) AS gross,
-                    argMinIf(day_gross, day, n > 0) AS first_day_gross, sum(day_refunds) AS refunds
+            "SELECT customer_id, purchases, length(arrayDistinct(arrayMap(t -> t.1, pairs))) AS days,
+                    arrayReduce('min', arrayMap(t -> t.1, pairs)) AS first_day,
+                    arrayReduce('max', arrayMap(t -> t.1, pairs)) AS last_day, last_at, gross,
+                    arraySum(arrayMap(t -> if(t.1 = first_day, t.2, 0), pairs)) AS first_day_gross, refunds,
+                    duplicated
              FROM (
-                 SELECT customer_id, toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)) AS day,
-                        countIf(name = 'purchase') AS n,
-                        sumIf(assumeNotNull(amount), name = 'purchase') AS day_gross,
-                        sumIf(assumeNotNull(amount), name = 'refund') AS day_refunds,
-                        maxIf(timestamp, name = 'purchase') AS day_last
+                 SELECT customer_id, countIf(name = 'purchase') AS purchases,
+                        groupArrayIf((toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)), assumeNotNull(amount)),
+                                     name = 'purchase') AS pairs,
+                        maxIf(timestamp, name = 'purchase') AS last_at,
+                        sumIf(assumeNotNull(amount), name = 'purchase') AS gross,
+                        sumIf(assumeNotNull(amount), name = 'refund') AS refunds,
+                        count() != uniqExact(cityHash64(message_id)) AS duplicated
                  FROM events {final_}
                  WHERE {SUMMARY_FILTER}{only}
-                 GROUP BY customer_id, day
+                 GROUP BY customer_id HAVING purchases > 0
              )
-             GROUP BY customer_id HAVING purchases > 0 ORDER BY customer_id"
+             ORDER BY customer_id"
         );
         let rows: Vec<ChSummary> = self
             .client
@@ -569,7 +566,9 @@ impl ClickHouseStore {
             .bind(to_millis(until).max(0) as u64)
             .fetch_all()
             .await?;
-        rows.into_iter()
+        let duplicated = rows.iter().filter(|r| r.duplicated != 0).map(|r| r.customer_id as i64).collect();
+        let rows = rows
+            .into_iter()
             .map(|r| {
                 Ok(PurchaseSummary {
                     customer_id: CustomerId(r.customer_id as i64),
@@ -583,7 +582,8 @@ impl ClickHouseStore {
                     refunds: r.refunds,
                 })
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok((rows, duplicated))
     }
 }
 
