@@ -119,7 +119,13 @@ async fn outbox(app: &TestApp, event: &str) -> Vec<Value> {
 }
 
 async fn email_campaign_goes_once_to_each_reachable_recipient_with_headers_tracking_and_unsubscribe(backend: Backend) {
-    let sink = SmtpSink::start(Some(("mailer", "s3cret")));
+    // The sender pipelines MAIL, RCPT and DATA when the server offers PIPELINING and sends them
+    // one by one when it does not: each store's run takes one of the two dialogues, and both meet
+    // the same assertions (the refusals at RCPT included).
+    let sink = match backend {
+        Backend::Sqlite => SmtpSink::start(Some(("mailer", "s3cret"))),
+        _ => SmtpSink::start_without_pipelining(Some(("mailer", "s3cret"))),
+    };
     let smtp = SmtpSettings::parse(&format!("smtp://mailer:s3cret@127.0.0.1:{}?tls=none", sink.port)).unwrap();
     let app = spawn_channels(backend, Defaults { smtp: Some(smtp), sms: None }).await;
     let token = app.register("owner@shop.test", "Shop").await;

@@ -28,21 +28,33 @@ impl Drop for SmtpSink {
 
 impl SmtpSink {
     pub fn start(auth: Option<(&str, &str)>) -> SmtpSink {
-        SmtpSink::start_with(auth, None)
+        SmtpSink::start_with(auth, None, true)
+    }
+
+    /// A server that does not offer PIPELINING (RFC 2920): clients send one command at a time.
+    pub fn start_without_pipelining(auth: Option<(&str, &str)>) -> SmtpSink {
+        SmtpSink::start_with(auth, None, false)
     }
 
     /// With TLS: `mode` `starttls` or `implicit`, and the server's certificate and key files.
     pub fn start_tls(mode: &str, cert: &std::path::Path, key: &std::path::Path) -> SmtpSink {
-        SmtpSink::start_with(None, Some((mode, cert, key)))
+        SmtpSink::start_with(None, Some((mode, cert, key)), true)
     }
 
-    fn start_with(auth: Option<(&str, &str)>, tls: Option<(&str, &std::path::Path, &std::path::Path)>) -> SmtpSink {
+    fn start_with(
+        auth: Option<(&str, &str)>,
+        tls: Option<(&str, &std::path::Path, &std::path::Path)>,
+        pipelining: bool,
+    ) -> SmtpSink {
         let dir = TempDir::new();
         let path = dir.0.join("messages.jsonl");
         let mut cmd = Command::new("python3");
         cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py")).arg(&path);
         if let Some((u, p)) = auth {
             cmd.args(["--user", u, "--password", p]);
+        }
+        if !pipelining {
+            cmd.arg("--no-pipelining");
         }
         if let Some((mode, cert, key)) = tls {
             cmd.arg("--tls").arg(mode).arg("--cert").arg(cert).arg("--key").arg(key);

@@ -2,11 +2,13 @@
 
     python3 tests/support/smtp_sink.py OUT.jsonl [--user U --password P]
                                                  [--tls starttls|implicit --cert C --key K]
+                                                 [--no-pipelining]
 
 Prints the port it listens on, then appends one JSON line per accepted message
 ({"mail_from", "rcpt_tos", "data"}) to OUT.jsonl, flushed at once. Recipients whose local
 part starts with "bounce" are refused at RCPT with 550; those starting with "tempfail" get a
-451 the first time. Stops on SIGTERM or SIGINT.
+451 the first time. It offers PIPELINING (RFC 2920; aiosmtpd reads commands in order, so a
+pipelined group works) unless --no-pipelining. Stops on SIGTERM or SIGINT.
 """
 
 import argparse
@@ -22,10 +24,17 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, out):
+    def __init__(self, out, pipelining):
         self.out = out
+        self.pipelining = pipelining
         self.lock = threading.Lock()
         self.tries = {}
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
@@ -59,6 +68,7 @@ def main():
     p.add_argument("--tls", choices=["starttls", "implicit"])
     p.add_argument("--cert")
     p.add_argument("--key")
+    p.add_argument("--no-pipelining", action="store_true")
     a = p.parse_args()
     out = open(a.out, "a", encoding="utf-8")
     kwargs = {}
@@ -81,7 +91,7 @@ def main():
         kwargs.update({"tls_context": ctx, "require_starttls": True})
     elif a.tls == "implicit":
         extra["ssl_context"] = ctx
-    c = Controller(Sink(out), hostname="127.0.0.1", port=port, server_kwargs=kwargs, ready_timeout=10, **extra)
+    c = Controller(Sink(out, not a.no_pipelining), hostname="127.0.0.1", port=port, server_kwargs=kwargs, ready_timeout=10, **extra)
     c.start()
     print(port, flush=True)
     stop = threading.Event()

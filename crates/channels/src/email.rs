@@ -15,7 +15,7 @@ use lettre::{
     transport::smtp::{
         authentication::{Credentials, Mechanism},
         client::{AsyncSmtpConnection, Certificate, TlsParameters},
-        commands::{Data, Mail, Rcpt},
+        commands::{Data, Ehlo, Mail, Rcpt},
         extension::{ClientId, Extension, MailBodyParameter, MailParameter},
     },
     Address, Message,
@@ -246,6 +246,16 @@ impl Email {
     }
 }
 
+/// MAIL and RCPT commands followed by DATA, written at once; `command` then reads the first
+/// reply (MAIL's).
+struct PipelinedGroup<'a>(&'a str, Data);
+
+impl std::fmt::Display for PipelinedGroup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
+    }
+}
+
 /// Why a message did not go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SmtpFailure {
@@ -283,11 +293,13 @@ pub struct SmtpLane {
     settings: SmtpSettings,
     conn: Option<AsyncSmtpConnection>,
     hello: ClientId,
+    /// The server offers PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write.
+    pipelining: bool,
 }
 
 impl SmtpLane {
     pub fn new(settings: SmtpSettings) -> SmtpLane {
-        SmtpLane { settings, conn: None, hello: ClientId::Domain("cairn.localhost".into()) }
+        SmtpLane { settings, conn: None, hello: ClientId::Domain("cairn.localhost".into()), pipelining: false }
     }
 
     async fn open(&mut self) -> Result<&mut AsyncSmtpConnection, SmtpFailure> {
@@ -341,6 +353,15 @@ impl SmtpLane {
                 }
                 c.starttls(tls(&s.host)?, &self.hello).await.map_err(transient)?;
             }
+            // lettre keeps only the EHLO keywords it knows, and PIPELINING is not one of them:
+            // ask once more (before AUTH, which a second EHLO must not follow).
+            self.pipelining = match c.command(Ehlo::new(self.hello.clone())).await {
+                Ok(ehlo) => ehlo
+                    .message()
+                    .any(|line| line.split_whitespace().next().is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))),
+                Err(e) if e.is_response() => false,
+                Err(e) => return Err(transient(e)),
+            };
             if let (Some(u), Some(p)) = (&s.username, &s.password) {
                 c.auth(&[Mechanism::Plain, Mechanism::Login], &Credentials::new(u.clone(), p.clone()))
                     .await
@@ -364,7 +385,9 @@ impl SmtpLane {
     }
 
     async fn prepare_inner(&mut self, m: &Outgoing) -> Result<(), SmtpFailure> {
-        let conn = self.open().await?;
+        self.open().await?;
+        let pipelining = self.pipelining;
+        let conn = self.conn.as_mut().expect("just opened");
         let mut params = vec![];
         if m.envelope.from().into_iter().chain(m.envelope.to()).any(|a: &Address| !AsRef::<str>::as_ref(a).is_ascii()) {
             params.push(MailParameter::SmtpUtfEight);
@@ -372,12 +395,50 @@ impl SmtpLane {
         if !m.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        conn.command(Mail::new(m.envelope.from().cloned(), params)).await.map_err(|e| SmtpFailure::from(e, false))?;
-        for to in m.envelope.to() {
-            conn.command(Rcpt::new(to.clone(), vec![])).await.map_err(|e| SmtpFailure::from(e, true))?;
+        let mail = Mail::new(m.envelope.from().cloned(), params);
+        let rcpts: Vec<Rcpt> = m.envelope.to().iter().map(|to| Rcpt::new(to.clone(), vec![])).collect();
+        if !pipelining {
+            conn.command(mail).await.map_err(|e| SmtpFailure::from(e, false))?;
+            for rcpt in rcpts {
+                conn.command(rcpt).await.map_err(|e| SmtpFailure::from(e, true))?;
+            }
+            conn.command(Data).await.map_err(|e| SmtpFailure::from(e, false))?;
+            return Ok(());
         }
-        conn.command(Data).await.map_err(|e| SmtpFailure::from(e, false))?;
-        Ok(())
+        // One write, then every reply in order (RFC 2920: DATA ends the group). A refusal
+        // anywhere fails the message, but all replies are read so the connection stays in step.
+        let mut group = format!("{mail}");
+        for rcpt in &rcpts {
+            group.push_str(&rcpt.to_string());
+        }
+        let mut first: Option<SmtpFailure> = None;
+        let mut note = |r: Result<_, lettre::transport::smtp::Error>, rcpt: bool| {
+            if let Err(e) = r {
+                if !e.is_response() {
+                    return Err(SmtpFailure::Transient(e.to_string()));
+                }
+                first.get_or_insert(SmtpFailure::from(e, rcpt));
+            }
+            Ok(())
+        };
+        note(conn.command(PipelinedGroup(&group, Data)).await, false)?;
+        for _ in &rcpts {
+            note(conn.read_response().await, true)?;
+        }
+        let data = conn.read_response().await;
+        let data_accepted = data.is_ok();
+        note(data, false)?;
+        match first {
+            None => Ok(()),
+            Some(f) => {
+                if data_accepted {
+                    // The server took DATA although a command before it failed: end the
+                    // (empty) message so that the connection is usable again.
+                    let _ = conn.message(b"").await;
+                }
+                Err(f)
+            }
+        }
     }
 
     /// Phase two: the data and its final dot; the server commits the message. An error after

@@ -34,8 +34,6 @@ use crate::{day_number, rfm::Boundaries, rfm_differs, rfm_inputs, rfm_view, Mode
 
 pub const RECOMPUTE_JOB: &str = "scoring.recompute";
 const DIRTY_BATCH: i64 = 2_000;
-/// Below twice this, a recompute chunk is written in one transaction.
-const MIN_HALF: usize = 500;
 
 #[derive(Debug, Clone)]
 pub struct ScoringSettings {
@@ -407,7 +405,7 @@ impl Scorer {
                 .collect();
             progress.score_ms += t.elapsed().as_millis() as u64;
             let mut tx = self.store.begin().await?;
-            let changed = if self.store.backend() == Backend::Postgres && fresh.len() >= 2 * MIN_HALF {
+            let changed = if self.store.backend() == Backend::Postgres && fresh.len() >= 2 {
                 // Two transactions on two connections: a PostgreSQL backend writing (indexes,
                 // JSONB, WAL) is what bounds a large recompute, and a second one doubles it. The
                 // first half commits before the second, which carries the cursor; a crash in
