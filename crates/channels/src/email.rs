@@ -359,7 +359,7 @@ impl SmtpLane {
                 Ok(ehlo) => ehlo
                     .message()
                     .any(|line| line.split_whitespace().next().is_some_and(|k| k.eq_ignore_ascii_case("PIPELINING"))),
-                Err(e) if e.is_response() => false,
+                Err(e) if e.status().is_some() => false,
                 Err(e) => return Err(transient(e)),
             };
             if let (Some(u), Some(p)) = (&s.username, &s.password) {
@@ -414,7 +414,7 @@ impl SmtpLane {
         let mut first: Option<SmtpFailure> = None;
         let mut note = |r: Result<_, lettre::transport::smtp::Error>, rcpt: bool| {
             if let Err(e) = r {
-                if !e.is_response() {
+                if e.status().is_none() {
                     return Err(SmtpFailure::Transient(e.to_string()));
                 }
                 first.get_or_insert(SmtpFailure::from(e, rcpt));
@@ -451,7 +451,8 @@ impl SmtpLane {
         };
         match tokio::time::timeout(timeout, conn.message(&m.bytes)).await {
             Ok(Ok(_)) => Ok(true),
-            Ok(Err(e)) if e.is_response() => {
+            // A reply (4xx, 5xx) refusing the message: it was not accepted.
+            Ok(Err(e)) if e.status().is_some() => {
                 let f = SmtpFailure::from(e, false);
                 self.reset().await;
                 Err(f)
