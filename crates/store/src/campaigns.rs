@@ -479,25 +479,33 @@ impl Conn {
             }
             return Ok(());
         }
-        for o in outcomes {
-            on!(self, |c| sqlx::query(
-                "UPDATE campaign_sends SET status = $1, reason = $2, provider_id = $3, error = $4, parts = $5,
-                     attempts = $6, next_attempt_at = $7,
-                     sent_at = CASE WHEN $1 IN ('sent', 'unknown') THEN $8 ELSE sent_at END, updated_at = $8
-                 WHERE id = $9 AND status IN ('committing', 'queued')"
-            )
-            .bind(o.status)
-            .bind(&o.reason)
-            .bind(&o.provider_id)
-            .bind(&o.error)
-            .bind(o.parts)
-            .bind(o.attempts)
-            .bind(o.next_attempt_at)
-            .bind(now)
-            .bind(o.id)
-            .execute(c)
-            .await
-            .map(|r| r.rows_affected()))?;
+        // SQLite: one statement per 1,000 outcomes (a CTE of the values joined by id) instead of
+        // one per outcome — each statement is a round trip to sqlx's SQLite worker thread, and
+        // per-row updates made the sender's group commits its bottleneck.
+        if let Raw::Sqlite(c) = self.raw() {
+            for chunk in outcomes.chunks(1_000) {
+                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("WITH u(id, st, re, pi, er, pa, at, na) AS (");
+                qb.push_values(chunk, |mut b, o| {
+                    b.push_bind(o.id)
+                        .push_bind(o.status)
+                        .push_bind(o.reason.as_deref())
+                        .push_bind(o.provider_id.as_deref())
+                        .push_bind(o.error.as_deref())
+                        .push_bind(o.parts)
+                        .push_bind(o.attempts)
+                        .push_bind(o.next_attempt_at);
+                });
+                qb.push(
+                    ") UPDATE campaign_sends SET status = u.st, reason = u.re, provider_id = u.pi, error = u.er,
+                         parts = u.pa, attempts = u.at, next_attempt_at = u.na,
+                         sent_at = CASE WHEN u.st IN ('sent', 'unknown') THEN ",
+                );
+                qb.push_bind(now);
+                qb.push(" ELSE campaign_sends.sent_at END, updated_at = ");
+                qb.push_bind(now);
+                qb.push(" FROM u WHERE campaign_sends.id = u.id AND campaign_sends.status IN ('committing', 'queued')");
+                qb.build().persistent(false).execute(&mut *c).await?;
+            }
         }
         Ok(())
     }
