@@ -24,7 +24,7 @@ use std::{
 
 use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::{Customers, EventStore, PurchaseSummary};
-use cairn_store::{jobs::NewJob, scores::ScoreRow, Backend, Conn, Store, StoreError};
+use cairn_store::{jobs::NewJob, scores::ScoreRow, Conn, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -405,27 +405,7 @@ impl Scorer {
                 .collect();
             progress.score_ms += t.elapsed().as_millis() as u64;
             let mut tx = self.store.begin().await?;
-            let changed = if self.store.backend() == Backend::Postgres && fresh.len() >= 2 {
-                // Two transactions on two connections: a PostgreSQL backend writing (indexes,
-                // JSONB, WAL) is what bounds a large recompute, and a second one doubles it. The
-                // first half commits before the second, which carries the cursor; a crash in
-                // between re-does the chunk, and the half already stored compares equal, so
-                // nothing is written or emitted twice.
-                let mid = fresh[fresh.len() / 2].customer_id;
-                let (old_a, old_b): (Vec<ScoreRow>, Vec<ScoreRow>) =
-                    existing.into_iter().partition(|r| r.customer_id < mid);
-                let (new_a, new_b): (Vec<ScoreRow>, Vec<ScoreRow>) =
-                    fresh.into_iter().partition(|r| r.customer_id < mid);
-                let mut first = self.store.begin().await?;
-                let (a, b) = tokio::try_join!(
-                    apply(&mut first, tenant, old_a, new_a, now),
-                    apply(&mut tx, tenant, old_b, new_b, now)
-                )?;
-                first.commit().await?;
-                a + b
-            } else {
-                apply(&mut tx, tenant, existing, fresh, now).await?
-            };
+            let changed = apply(&mut tx, tenant, existing, fresh, now).await?;
             progress.scored += part.len() as u64;
             progress.changed += changed as u64;
             progress.cursor = upto.or(part.last().map(|s| s.customer_id.0)).or(after);
