@@ -10,6 +10,7 @@ mod campaigns;
 mod conventions;
 mod crm;
 mod customers;
+mod dashboard;
 mod inbound;
 mod isolation;
 mod keys;

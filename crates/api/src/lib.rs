@@ -169,7 +169,8 @@ pub fn routes(settings: &ApiSettings) -> (Router<AppState>, utoipa::openapi::Ope
         .merge(routes::crm::records::router())
         .merge(routes::crm::settings::router())
         .merge(routes::inbound::router())
-        .merge(routes::snippet::router());
+        .merge(routes::snippet::router())
+        .merge(routes::dashboard::router());
     if settings.test_clock {
         router = router.merge(routes::clock::router());
     }

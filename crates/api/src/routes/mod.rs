@@ -6,6 +6,7 @@ pub mod campaigns;
 pub mod clock;
 pub mod crm;
 pub mod customers;
+pub mod dashboard;
 pub mod inbound;
 pub mod keys;
 pub mod logs;
