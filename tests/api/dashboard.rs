@@ -134,7 +134,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
 
     // The campaign: previewed for the customer, sent through the real SMTP server, once.
     assert_eq!(seen["preview_subject"], "Hello Marko Horvat");
-    assert_eq!(seen["campaign_sent"], "1");
+    assert_eq!(seen["campaign_sent"], "1", "{}", seen["campaign_stats"]);
     sink.wait_for(1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sale: Vec<Value> = sink
@@ -146,11 +146,16 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     assert_eq!(sale[0]["rcpt_tos"], json!(["marko@example.com"]));
 
     // The lead was converted with a deal, and the deal was dragged to "proposal".
-    let leads = app.get("/v1/leads?status=all", &token).await;
+    let leads = app.get("/v1/leads?status=all&search=iva@acme.test", &token).await;
     let lead = leads.assert_ok(200)["data"][0].clone();
     assert_eq!(lead["status"], "converted");
     let acts = app.get(&format!("/v1/leads/{}/activities", lead["id"]), &token).await;
     assert!(acts.assert_ok(200)["data"].as_array().unwrap().iter().any(|a| a["subject"] == "Intro call"));
+    // The import: one row written, the row without a usable email reported and skipped.
+    assert_eq!(seen["import_status"], "completed", "{seen}");
+    assert_eq!(seen["import_report"], "1 created, 0 updated, 1 skipped", "{seen}");
+    let luka = app.get("/v1/leads?status=all&search=luka@acme.test", &token).await;
+    assert_eq!(luka.assert_ok(200)["data"][0]["company_name"], "Acme");
     assert_eq!(seen["deal_stage_before"], "discovery");
     let deal = app.get(&format!("/v1/deals/{}", seen["deal_id"]), &token).await;
     let deal = deal.assert_ok(200)["data"].clone();

@@ -200,6 +200,7 @@ try {
   await page.locator('#send-now').click();
   await page.locator('#campaign-status', { hasText: 'sent' }).waitFor({ timeout: 60000 });
   out.campaign_sent = await page.locator('[data-stat=sent] .stat').innerText();
+  out.campaign_stats = await page.locator('[data-stat]').evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.stat, e.querySelector('.stat').textContent])));
   await shot('09-campaign-stats');
   step('campaign sent');
 
@@ -222,6 +223,16 @@ try {
   await page.locator('select[aria-label="Lead status"]:disabled').waitFor();
   await shot('10-lead');
   step('lead converted');
+  // A CSV import of two more leads, followed to the end.
+  await open('/leads', 'Leads');
+  await page.click('text=Import from CSV');
+  await page.setInputFiles('input[aria-label="CSV file to import"]', { name: 'leads.csv', mimeType: 'text/csv',
+    buffer: Buffer.from('First Name,Last Name,E-mail,Company\nLuka,Babić,luka@acme.test,Acme\nMia,Kos,not-an-email,Beta\n') });
+  await page.click('button:text-is("Import")');
+  await page.locator('.pill', { hasText: /completed|failed/ }).waitFor();
+  out.import_status = await page.locator('details .pill').first().innerText();
+  out.import_report = await page.locator('details .small', { hasText: 'created' }).innerText();
+  step('leads imported');
 
   // 8. The deal on the Kanban: dragged from its stage to "Proposal".
   await open('/deals', 'Deals');

@@ -1073,8 +1073,9 @@ route('/campaigns/:id', async (p, main) => {
   const statsBox = h('div', { class: 'card' });
   const slot = h('div');
   const drawStats = async () => {
-    const s = await get(`/v1/campaigns/${c.id}/stats`); const d = s.data || s;
+    // The status first: once it reads "sent", the counts read after it are final.
     const cur = await get('/v1/campaigns/' + c.id); const now = cur.data || cur;
+    const s = await get(`/v1/campaigns/${c.id}/stats`); const d = s.data || s;
     const settled = (d.sent || 0) + (d.failed || 0) + (d.bounced || 0) + (d.skipped || 0);
     const pct = d.recipients ? Math.min(100, Math.round(100 * settled / d.recipients)) : (now.status === 'sent' ? 100 : 0);
     mount(statsBox, h('div', { class: 'row' }, h('strong', {}, 'Status:'), h('span', { id: 'campaign-status' }, statusPill(now.status)), h('div', { class: 'progress grow' }, h('div', { style: { width: pct + '%' } })), `${pct}%`),
@@ -1124,9 +1125,37 @@ route('/leads', async (_, main) => {
       h('input', { placeholder: 'Source', 'aria-label': 'Source', style: { width: '120px' }, oninput: debounce((e) => { state.source = e.target.value.trim(); refresh(); }, 300) }),
       h('select', { 'aria-label': 'Sort', onchange: (e) => { const [s, o] = e.target.value.split(':'); state.sort = s; state.order = o; refresh(); } }, [['created_at:desc', 'Newest'], ['score:desc', 'Highest score'], ['value:desc', 'Highest value'], ['last_name:asc', 'Name']].map(([v, t]) => h('option', { value: v }, t)))),
     table,
+    importPanel(() => refresh()),
     h('details', { class: 'card', style: { marginTop: '16px' } }, h('summary', {}, 'Add a lead'), h('div', { class: 'grid3' }, create.els), slot,
       action('Add lead', () => attempt(slot, async () => { const r = await post('/v1/leads', create.values()); go('/leads/' + (r.data || r).id); }), { class: 'primary' })));
 });
+
+// A CSV import of leads or people, with its progress while it runs.
+function importPanel(done) {
+  const slot = h('div');
+  const progress = h('div');
+  const file = h('input', { type: 'file', accept: '.csv,text/csv', 'aria-label': 'CSV file to import' });
+  const kind = h('select', { 'aria-label': 'Import as' }, h('option', { value: 'leads' }, 'leads'), h('option', { value: 'people' }, 'people (customer profiles)'));
+  const source = h('input', { placeholder: 'source (optional)', 'aria-label': 'Source' });
+  return h('details', { class: 'card', style: { marginTop: '16px' } }, h('summary', {}, 'Import from CSV'),
+    h('p', { class: 'small muted' }, 'Columns are matched by name (First Name, E-mail, Company, …). Existing emails are updated, not duplicated.'),
+    h('div', { class: 'row' }, file, kind, source, action('Import', () => attempt(slot, async () => {
+      if (!file.files[0]) throw new Error('Choose a CSV file first.');
+      const body = { kind: kind.value, csv: await file.files[0].text() };
+      if (source.value.trim()) body.source = source.value.trim();
+      const r = await post('/v1/imports', body); const imp = r.data || r;
+      for (;;) {
+        const cur = await get('/v1/imports/' + imp.id); const d = cur.data || cur;
+        const pct = d.total_rows ? Math.round(100 * d.processed / d.total_rows) : 0;
+        mount(progress, h('div', { class: 'row' }, statusPill(d.status), h('div', { class: 'progress grow' }, h('div', { style: { width: pct + '%' } })), `${fmtNum(d.processed)} of ${fmtNum(d.total_rows)} rows`),
+          h('div', { class: 'small' }, `${fmtNum(d.created)} created, ${fmtNum(d.updated)} updated, ${fmtNum(d.failed)} skipped`),
+          (d.errors || []).length ? h('ul', { class: 'small' }, d.errors.slice(0, 20).map((e) => h('li', {}, `Row ${e.row}${e.field ? ` (${e.field})` : ''}: ${e.message}`))) : null);
+        if (d.status !== 'running') break;
+        await sleep(700);
+      }
+      done();
+    }))), slot, progress);
+}
 
 route('/leads/:id', async (p, main) => {
   const r = await get('/v1/leads/' + p.id); const l = r.data || r;
@@ -1196,6 +1225,7 @@ route('/deals', async (_, main) => {
         $('h3', col).after(card); // at once; the board reloads from the server after
         await attempt(slot, async () => { await put('/v1/deals/' + d.id, { stage: col.dataset.stage }); });
         await drawBoard();
+        relist();
       };
       window.addEventListener('pointermove', move); window.addEventListener('pointerup', up);
     });
@@ -1203,11 +1233,23 @@ route('/deals', async (_, main) => {
     return card;
   };
   const create = formFields([{ name: 'name', label: 'Deal name' }, { name: 'value', label: 'Value', type: 'number' }, { name: 'expected_close_date', label: 'Expected close', type: 'date' }]);
+  // Every deal of the pipeline, won and lost included, as a filtered list.
+  const listState = { pipeline_id: pid, status: 'all', search: '' };
+  const list = pagedTable(main, { path: '/v1/deals', params: listState, perPage: 20, cols: [
+    { title: 'Deal', value: (d) => d.name }, { title: 'Stage', value: (d) => d.stage }, { title: 'Status', value: (d) => statusPill(d.status) },
+    { title: 'Value', value: (d) => fmtMoney(d.value) }, { title: 'Expected close', value: (d) => fmtDate(d.expected_close_date) }],
+  onRow: (d) => go('/deals/' + d.id), empty: 'No deals match.' });
+  const relist = () => list.reload(Object.assign({}, listState));
   mount(main, h('div', { class: 'row' }, h('h1', { class: 'grow' }, 'Deals'),
     pipes.length > 1 ? h('select', { 'aria-label': 'Pipeline', onchange: (e) => go('/deals?pipeline=' + e.target.value) }, pipes.map((p) => h('option', { value: p.id, selected: p.id === pid ? true : null }, p.name))) : null),
   h('p', { class: 'muted small' }, 'Drag a deal to another stage to move it; double-click to open it.'), slot, board,
   h('details', { class: 'card', style: { marginTop: '16px' } }, h('summary', {}, 'Add a deal'), h('div', { class: 'grid3' }, create.els),
-    action('Add deal', () => attempt(slot, async () => { await post('/v1/deals', Object.assign({ pipeline_id: pid }, create.values())); await drawBoard(); }), { class: 'primary' })));
+    action('Add deal', () => attempt(slot, async () => { await post('/v1/deals', Object.assign({ pipeline_id: pid }, create.values())); await drawBoard(); relist(); }), { class: 'primary' })),
+  h('h2', {}, 'All deals'),
+  h('div', { class: 'row', style: { marginBottom: '8px' } },
+    h('input', { type: 'search', placeholder: 'Search deals…', 'aria-label': 'Search deals', oninput: debounce((e) => { listState.search = e.target.value.trim(); relist(); }, 300) }),
+    h('select', { 'aria-label': 'Deal status', onchange: (e) => { listState.status = e.target.value; relist(); } }, ['all', 'open', 'won', 'lost'].map((x) => h('option', { value: x }, x === 'all' ? 'Any status' : x)))),
+  list);
   await drawBoard();
 });
 
