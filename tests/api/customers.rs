@@ -149,6 +149,20 @@ async fn lists_search_sort_and_paginate(app: TestApp) {
     assert_eq!(names(&page.body), ["Ana Kovač"]);
     assert_eq!(page.body["pagination"]["total_pages"], 2);
     app.get("/v1/customers?sort=rank", &token).await.assert_error(400, "VALIDATION_ERROR");
+
+    // count=none (the dashboard's search while typing): the same rows, no count; the total says
+    // only whether another page follows.
+    let first = app.get("/v1/customers?search=a&per_page=2&count=none", &token).await;
+    assert_eq!(names(&first.body), ["Iva 100%", "Marko Horvatić"]);
+    assert_eq!(first.body["pagination"]["total"], 3, "two rows and one more");
+    assert_eq!(first.body["pagination"]["total_pages"], 2);
+    let last = app.get("/v1/customers?search=a&per_page=2&page=2&count=none", &token).await;
+    assert_eq!(names(&last.body), ["Ana Kovač"]);
+    assert_eq!(last.body["pagination"]["total"], 3, "the last page: no more");
+    assert_eq!(last.body["pagination"]["total_pages"], 2);
+    let r = app.get("/v1/customers?count=approximate", &token).await;
+    r.assert_error(400, "VALIDATION_ERROR");
+    assert_eq!(r.body["field"], "count");
 }
 
 async fn a_put_changes_only_what_it_names(app: TestApp) {

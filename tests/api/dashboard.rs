@@ -144,6 +144,15 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
         .collect();
     assert_eq!(sale.len(), 1, "{sale:?}");
     assert_eq!(sale[0]["rcpt_tos"], json!(["marko@example.com"]));
+    // The profile's "campaigns received" lists it.
+    let msgs = app.get(&format!("/v1/customers/{customer}/messages"), &token).await;
+    let msgs = msgs.assert_ok(200)["data"].clone();
+    assert_eq!(
+        (msgs[0]["campaign_name"].as_str(), msgs[0]["status"].as_str()),
+        (Some("Autumn sale"), Some("sent")),
+        "{msgs}"
+    );
+    assert_eq!(seen["profile_messages"], json!(["Autumn sale"]), "{seen}");
 
     // The lead was converted with a deal, and the deal was dragged to "proposal".
     let leads = app.get("/v1/leads?status=all&search=iva@acme.test", &token).await;
@@ -164,5 +173,25 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
 
     assert_eq!(seen["webhook_secret_shown"], true);
     let hooks = app.get("/v1/webhooks", &token).await;
-    assert_eq!(hooks.assert_ok(200)["data"][0]["events"], json!(["customer.created"]));
+    let hook = hooks.assert_ok(200)["data"][0].clone();
+    assert_eq!(hook["events"], json!(["customer.created"]));
+    let deliveries = app.get(&format!("/v1/webhooks/{}/deliveries", hook["id"]), &token).await;
+    assert!(!deliveries.assert_ok(200)["data"].as_array().unwrap().is_empty(), "the ping is in the log");
+
+    // Settings and team.
+    let ws = app.get("/v1/workspace", &token).await;
+    assert_eq!(ws.assert_ok(200)["data"]["time_zone"], "Europe/Zagreb");
+    let bad = seen["bad_time_zone"].as_str().unwrap();
+    assert!(bad.contains("time zone"), "{bad}");
+    let fields = app.get("/v1/custom-fields?entity_type=lead", &token).await;
+    assert_eq!(fields.assert_ok(200)["data"][0]["key"], "industry");
+    let invites = app.get("/v1/invitations", &token).await;
+    let invite = invites.assert_ok(200)["data"][0].clone();
+    assert_eq!((invite["email"].as_str(), invite["role"].as_str()), (Some("colleague@shop.test"), Some("admin")));
+    assert!(seen["invite_link"].as_str().unwrap().contains("/app#/invite/"), "{}", seen["invite_link"]);
+    assert!(seen["colleague_nav"].as_str().unwrap().contains("colleague@shop.test"), "{seen}");
+    let users = app.get("/v1/users", &token).await;
+    let colleague =
+        users.assert_ok(200)["data"].as_array().unwrap().iter().find(|u| u["email"] == "colleague@shop.test").cloned();
+    assert_eq!(colleague.expect("the colleague joined")["role"], "admin");
 }

@@ -42,6 +42,7 @@ fn object_routes() -> Vec<(Method, &'static str, &'static str, Option<Value>)> {
         (Method::GET, "/v1/customers/{id}/scores/explain", "customer", None),
         (Method::GET, "/v1/scoring/jobs/{id}", "scoring_job", None),
         (Method::GET, "/v1/customers/{id}/segments", "customer", None),
+        (Method::GET, "/v1/customers/{id}/messages", "customer", None),
         (Method::GET, "/v1/segments/{id}", "segment", None),
         (Method::PUT, "/v1/segments/{id}", "segment", Some(json!({"name": "Changed"}))),
         (Method::GET, "/v1/segments/{id}/customers", "segment", None),

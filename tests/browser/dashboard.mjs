@@ -29,7 +29,7 @@ const noErrorBox = async (where) => {
 // Opens a view and waits until it has rendered (its heading), timing it.
 const open = async (hash, heading) => {
   const t0 = Date.now();
-  await page.goto(`${base}/app#${hash}`);
+  if (page.url() === `${base}/app#${hash}`) await page.reload(); else await page.goto(`${base}/app#${hash}`);
   await page.locator('main h1').filter({ hasText: heading }).first().waitFor();
   await page.waitForLoadState('networkidle');
   const ms = Date.now() - t0;
@@ -90,7 +90,6 @@ try {
   out.profile_has_purchase = (await page.locator('.timeline li', { hasText: 'purchase' }).count()) > 0;
   out.profile_email = await page.locator('.kv div:nth-child(2)').first().innerText();
   await noErrorBox('profile');
-  await shot('03-customer-profile');
   out.customer_id = Number(page.url().split('/').pop());
   step('customer found');
 
@@ -202,6 +201,9 @@ try {
   out.campaign_sent = await page.locator('[data-stat=sent] .stat').innerText();
   out.campaign_stats = await page.locator('[data-stat]').evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.stat, e.querySelector('.stat').textContent])));
   await shot('09-campaign-stats');
+  await open('/customers/' + out.customer_id, 'Marko Horvat');
+  out.profile_messages = await page.locator('#messages td:first-child').allInnerTexts();
+  await shot('03-customer-profile');
   step('campaign sent');
 
   // 7. Leads: add one, log a call, convert it with a deal.
@@ -252,7 +254,7 @@ try {
   step('deal dragged');
 
   // 9. Every other page renders without an error.
-  for (const [hash, heading, name] of [['/reports', 'Reports', '13-reports'], ['/webhooks', 'Webhooks', '14-webhooks'], ['/team', 'Team', '15-team'],
+  for (const [hash, heading, name] of [['/reports', 'Reports', '13-reports'], ['/webhooks', 'Webhooks', null], ['/team', 'Team', '15-team'],
     ['/settings', 'Settings', '16-settings'], ['/segments', 'Segments', null], ['/automations', 'Automations', null], ['/campaigns', 'Campaigns', null],
     [`/automations/${automationId}`, 'Welcome Series', null]]) {
     await open(hash, heading);
@@ -265,7 +267,44 @@ try {
   await page.locator('label', { hasText: 'customer.created' }).first().locator('input').check();
   await page.click('text=Add endpoint');
   out.webhook_secret_shown = (await page.locator('.secret').innerText()).startsWith('whsec_');
-  step('pages visited');
+  await page.locator('td', { hasText: 'https://example.com/hooks/cairn' }).click();
+  await page.locator('main h1', { hasText: 'example.com' }).waitFor();
+  await page.click('text=Send a test ping');
+  await page.locator('.notice', { hasText: 'Ping queued' }).waitFor();
+  await page.locator('main table td', { hasText: 'ping' }).first().waitFor();
+  await shot('14-webhook-deliveries');
+  step('webhook pinged');
+
+  // Settings: the workspace's time zone, a custom field; the team: an invitation.
+  await open('/settings', 'Settings');
+  await page.fill('#f-time_zone', 'Europe/Zagreb');
+  await page.locator('.card[data-card=Workspace]').locator('button', { hasText: 'Save' }).click();
+  await page.locator('.card[data-card=Workspace]').locator('.notice', { hasText: 'Saved' }).waitFor();
+  await page.fill('#f-time_zone', 'Mars/Olympus');
+  await page.locator('.card[data-card=Workspace]').locator('button', { hasText: 'Save' }).click();
+  out.bad_time_zone = await page.locator('.card[data-card=Workspace]').locator('.error').innerText();
+  await page.selectOption('#f-entity_type', 'lead');
+  await page.fill('#f-key', 'industry');
+  await page.fill('#f-label', 'Industry');
+  await page.click('text=Add field');
+  await page.locator('li', { hasText: 'Industry (industry' }).waitFor();
+  await open('/team', 'Team');
+  await page.fill('#f-email', 'colleague@shop.test');
+  await page.selectOption('#f-role', 'admin');
+  await page.click('text=Send invitation');
+  out.invite_link = await page.locator('.secret').innerText();
+  await page.locator('td', { hasText: 'colleague@shop.test' }).waitFor().catch(() => {});
+  // The invited colleague follows the link in a browser of their own and is signed in.
+  const other = await (await browser.newContext()).newPage();
+  other.on('pageerror', (e) => out.errors.push('pageerror (colleague): ' + String(e)));
+  await other.goto(out.invite_link);
+  await other.locator('h1', { hasText: 'Join the workspace' }).waitFor();
+  await other.fill('#f-name', 'Colleague');
+  await other.fill('#f-password', 'another long password');
+  await other.click('button[type=submit]');
+  await other.locator('main h1', { hasText: 'Customers' }).waitFor();
+  out.colleague_nav = await other.locator('.nav .ws').innerText();
+  step('settings and team');
 } catch (e) {
   out.failure = String(e && e.stack || e);
   try { await page.screenshot({ path: (shots || '/tmp') + '/failure.png' }); } catch (_) { /* the page is gone */ }

@@ -133,6 +133,8 @@ function action(label, work, attrs = {}) {
 
 // ---- Forms ------------------------------------------------------------------------------------
 
+let usedIds = new Set();
+
 // fields: [{name, label, type (text|email|password|number|select|textarea|checkbox|json), options, value, placeholder}]
 function formFields(fields) {
   const inputs = {};
@@ -156,7 +158,9 @@ function formFields(fields) {
     inputs[f.name] = { el: input, f };
     return h('div', { class: 'field' }, h('label', { for: 'f-' + f.name }, f.label), input);
   });
-  for (const { el, f } of Object.values(inputs)) el.id = 'f-' + f.name;
+  // Ids are unique on the page (two forms may both have a "rate_limit"): the first keeps f-<name>.
+  for (const { el, f } of Object.values(inputs)) { let id = 'f-' + f.name; for (let i = 2; usedIds.has(id); i++) id = `f-${f.name}-${i}`; usedIds.add(id); el.id = id; }
+  for (const lab of els.map((e) => e.querySelector('label[for]')).filter(Boolean)) { const name = lab.getAttribute('for').slice(2); if (inputs[name]) lab.setAttribute('for', inputs[name].el.id); }
   const values = () => {
     const out = {};
     for (const [name, { el, f }] of Object.entries(inputs)) {
@@ -195,6 +199,10 @@ const NAV = [
   null, ['/webhooks', 'Webhooks'], ['/keys', 'API keys'], ['/team', 'Team'], ['/settings', 'Settings'],
 ];
 
+// Shown once at the top of the next view (what a save wants to say after re-drawing the page).
+let flashed = [];
+function flash(...nodes) { flashed = nodes; }
+
 let renderSeq = 0;
 let cleanup = [];
 function onLeave(fn) { cleanup.push(fn); }
@@ -202,6 +210,7 @@ function onLeave(fn) { cleanup.push(fn); }
 async function render() {
   const seq = ++renderSeq;
   for (const fn of cleanup.splice(0)) { try { fn(); } catch (e) { /* a view's timer */ } }
+  usedIds = new Set();
   const path = currentPath().split('?')[0];
   const root = $('#root');
   const found = routes.map((r) => ({ r, m: path.match(r.re) })).find((x) => x.m);
@@ -226,8 +235,10 @@ async function render() {
       h('div', { class: 'sep' }),
       h('a', { href: '#', onclick: async (e) => { e.preventDefault(); try { await post('/v1/auth/logout'); } catch (_) { /* signed out anyway */ } session.token = null; session.me = null; go('/login'); } }, 'Sign out')),
     main));
+  const said = flashed; flashed = [];
   try {
     const out = await found.r.view(params, main);
+    if (said.length && seq === renderSeq) main.prepend(...said);
     if (out instanceof Node && seq === renderSeq) main.append(out);
   } catch (e) {
     if (seq === renderSeq) main.append(errorBox(e));
@@ -252,7 +263,7 @@ function pagedTable(main, { path, params = {}, cols, onRow, perPage = 25, empty 
         h('tbody', {}, rows.map((r) => h('tr', { class: onRow ? 'click' : null, onclick: onRow ? () => onRow(r) : null }, cols.map((c) => h('td', {}, c.value(r))))))),
       h('div', { class: 'pager' },
         h('button', { disabled: page <= 1 ? true : null, onclick: () => { page--; load(); } }, '‹ Previous'),
-        h('span', { class: 'muted small' }, `Page ${pg.page} of ${Math.max(pg.total_pages, 1)} · ${fmtNum(pg.total)} in all`),
+        h('span', { class: 'muted small' }, params.count === 'none' ? `Page ${pg.page}` : `Page ${pg.page} of ${Math.max(pg.total_pages, 1)} · ${fmtNum(pg.total)} in all`),
         h('button', { disabled: page >= pg.total_pages ? true : null, onclick: () => { page++; load(); } }, 'Next ›')));
   };
   holder.reload = (newParams) => { if (newParams) params = newParams; page = 1; return load(); };
@@ -314,7 +325,7 @@ route('/customers', async (_, main) => {
   const state = { search: q.get('search') || '', segment_id: q.get('segment_id') || '', rfm_segment: q.get('rfm_segment') || '', sort: q.get('sort') || '-created_at' };
   if (q.get('r') && q.get('f')) return rfmCell(main, Number(q.get('r')), Number(q.get('f')));
   const table = pagedTable(main, {
-    path: '/v1/customers', params: state,
+    path: '/v1/customers', params: Object.assign({ count: state.search ? 'none' : undefined }, state),
     cols: [
       { title: 'Name', value: (c) => c.name || h('span', { class: 'muted' }, '(no name)') },
       { title: 'Email', value: (c) => c.email || '—' },
@@ -326,7 +337,9 @@ route('/customers', async (_, main) => {
     onRow: (c) => go('/customers/' + c.id),
     empty: 'No customers match. Events sent with an API key or the snippet create them.',
   });
-  const refresh = () => { history.replaceState(null, '', '#' + withQuery('/customers', state)); table.reload(Object.assign({}, state)); };
+  // While searching, matches are not counted (a count would scan every profile again on each
+  // pause in typing); the pager then only knows whether another page follows.
+  const refresh = () => { history.replaceState(null, '', '#' + withQuery('/customers', state)); table.reload(Object.assign({ count: state.search ? 'none' : undefined }, state)); };
   // The list is searched on the server, after the typing pauses (no request per keystroke).
   const search = h('input', { type: 'search', placeholder: 'Search name or email…', value: state.search, 'aria-label': 'Search customers', oninput: debounce((e) => { state.search = e.target.value.trim(); refresh(); }, 300) });
   const seg = h('select', { 'aria-label': 'Segment', onchange: (e) => { state.segment_id = e.target.value; refresh(); } },
@@ -351,8 +364,9 @@ async function rfmCell(main, r, f) {
 
 route('/customers/:id', async (p, main) => {
   const id = p.id;
-  const [c, explainRes, events, runs] = await Promise.all([
+  const [c, messages, explainRes, events, runs] = await Promise.all([
     get(`/v1/customers/${id}`),
+    get(`/v1/customers/${id}/messages?per_page=20`).catch(() => ({ data: [] })),
     get(`/v1/customers/${id}/scores/explain`).catch(() => null),
     get(`/v1/customers/${id}/events?per_page=50`).catch(() => ({ data: [] })),
     get(`/v1/customers/${id}/automation-runs?per_page=20`).catch(() => ({ data: [] })),
@@ -381,24 +395,19 @@ route('/customers/:id', async (p, main) => {
     h('div', { class: 'grid2' },
       h('div', { class: 'card' }, h('h2', {}, 'Segments'), (cu.segments || []).length ? h('ul', {}, cu.segments.map((s) => h('li', {}, h('a', { href: '#/segments/' + s.segment_id }, s.segment_name), ' ', h('span', { class: 'muted small' }, 'since ' + fmtTime(s.since))))) : h('p', { class: 'muted' }, 'In no segment.'),
         h('h2', {}, 'Automation runs'), (runs.data || []).length ? h('table', {}, h('tbody', {}, runs.data.map((r) => h('tr', { class: 'click', onclick: () => go(`/automations/${r.automation_id}/runs/${r.id}`) }, h('td', {}, r.automation_name || `Automation ${r.automation_id}`), h('td', {}, statusPill(r.status)), h('td', {}, fmtTime(r.started_at || r.created_at)))))) : h('p', { class: 'muted' }, 'None.'),
-        h('h2', {}, 'Campaigns received'), campaignsReceived(events.data || [])),
+        h('h2', {}, 'Campaigns received'), campaignsReceived(messages.data || [])),
       h('div', { class: 'card' }, h('h2', {}, 'Timeline'), (events.data || []).length ? h('ul', { class: 'timeline' }, events.data.map((e) => h('li', {}, h('strong', {}, e.event || e.type), ' ', h('span', { class: 'muted small' }, fmtTime(e.timestamp || e.received_at)), Object.keys(e.properties || {}).length ? h('pre', {}, JSON.stringify(e.properties)) : null))) : h('p', { class: 'muted' }, 'No events yet.'))));
 });
 
 function stat(label, value) { return h('div', {}, h('div', { class: 'stat' }, value), h('div', { class: 'stat-label' }, label)); }
 
-// Campaign mail the customer received, opened or clicked (from their tracked email events).
-function campaignsReceived(events) {
-  const by = new Map();
-  for (const e of events) {
-    const cid = e.properties && e.properties.campaign_id;
-    if (!cid || !/^email_|^sms_/.test(e.event || '')) continue;
-    const row = by.get(cid) || { id: cid, kinds: new Set() };
-    row.kinds.add(e.event.replace(/^email_|^sms_/, ''));
-    by.set(cid, row);
-  }
-  if (!by.size) return h('p', { class: 'muted' }, 'No campaign activity recorded.');
-  return h('ul', {}, Array.from(by.values()).map((r) => h('li', {}, h('a', { href: '#/campaigns/' + r.id }, `Campaign ${r.id}`), ' — ', Array.from(r.kinds).join(', '))));
+// The messages the customer was sent, and what became of each.
+function campaignsReceived(list) {
+  if (!list.length) return h('p', { class: 'muted' }, 'No messages sent yet.');
+  return h('table', { id: 'messages' }, h('tbody', {}, list.map((m) => h('tr', {},
+    h('td', {}, h('a', { href: '#/campaigns/' + m.campaign_id }, m.campaign_name)), h('td', {}, m.campaign_type),
+    h('td', {}, statusPill(m.status)), h('td', { class: 'small muted' }, [m.opened_at ? 'opened' : null, m.clicked_at ? 'clicked' : null, m.unsubscribed_at ? 'unsubscribed' : null].filter(Boolean).join(', ')),
+    h('td', { class: 'small' }, fmtTime(m.sent_at || m.created_at))))));
 }
 
 // ---- Segments ----------------------------------------------------------------------------------
@@ -1306,7 +1315,8 @@ route('/webhooks', async (_, main) => {
       action('Add endpoint', () => attempt(slot, async () => {
         const chosen = picks.map((p) => $('input', p)).filter((i) => i.checked).map((i) => i.value);
         const r = await post('/v1/webhooks', { url: url.value.trim(), events: chosen }); const d = r.data || r;
-        mount(slot, notice('Endpoint added. Its signing secret is shown this once — store it now:'), h('div', { class: 'secret' }, d.secret));
+        flash(notice('Endpoint added. Its signing secret is shown this once — store it now:'), h('div', { class: 'secret' }, d.secret));
+        render();
       }), { class: 'primary' })));
 });
 
@@ -1379,7 +1389,7 @@ route('/team', async (_, main) => {
 function settingsCard(title, path, fields, transform = (v) => v) {
   const slot = h('div');
   const f = formFields(fields);
-  return h('div', { class: 'card' }, h('h2', {}, title), f.els, slot, action('Save', () => attempt(slot, async () => { await put(path, transform(f.values())); slot.replaceChildren(notice('Saved.')); }), { class: 'primary' }));
+  return h('div', { class: 'card', 'data-card': title }, h('h2', {}, title), f.els, slot, action('Save', () => attempt(slot, async () => { await put(path, transform(f.values())); slot.replaceChildren(notice('Saved.')); }), { class: 'primary' }));
 }
 
 route('/settings', async (_, main) => {

@@ -17,7 +17,7 @@ use cairn_channels::{
 };
 use cairn_domain::{CustomerId, Email, Scope, TenantId};
 use cairn_store::{
-    campaigns::{CampaignFields, CampaignRow, SendCounts, SendRow, SendStamp},
+    campaigns::{CampaignFields, CampaignRow, CustomerSend, SendCounts, SendRow, SendStamp},
     customers::{Customer, CustomerFields},
 };
 use chrono::{DateTime, Utc};
@@ -473,6 +473,22 @@ impl Services {
 
     pub async fn campaign_stats(&self, p: &Principal, id: i64) -> Result<CampaignView> {
         self.campaign(p, id).await
+    }
+
+    /// The messages a customer was sent (campaigns and automation steps), newest first.
+    pub async fn customer_messages(
+        &self,
+        p: &Principal,
+        customer: CustomerId,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<CustomerSend>, i64)> {
+        p.require_private()?;
+        p.require(Scope::CustomersRead)?;
+        p.require(Scope::CampaignsRead)?;
+        let mut conn = self.store.read().await?;
+        found(conn.customer(p.tenant_id, customer).await, "customer")?;
+        Ok(conn.customer_sends(p.tenant_id, customer.0, limit, offset).await?)
     }
 
     pub async fn campaign_recipients(

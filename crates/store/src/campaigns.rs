@@ -86,6 +86,15 @@ pub struct SendRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A send record with its campaign's name and kind, for a customer's list of messages.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct CustomerSend {
+    #[sqlx(flatten)]
+    pub send: SendRow,
+    pub campaign_name: String,
+    pub campaign_kind: String,
+}
+
 const SEND_COLS: &str = "id, tenant_id, campaign_id, customer_id, channel, address, status, reason, provider_id, \
      attempts, next_attempt_at, parts, error, sent_at, delivered_at, opened_at, clicked_at, unsubscribed_at, \
      created_at, updated_at";
@@ -633,6 +642,38 @@ impl Conn {
              ORDER BY id LIMIT $3 OFFSET $4"
         );
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(campaign).bind(status).bind(limit).bind(offset).fetch_all(c).await)?)
+    }
+
+    /// A customer's send records across campaigns (automation steps' included), newest first,
+    /// each with its campaign's name and kind; and how many there are.
+    pub async fn customer_sends(
+        &mut self,
+        tenant: TenantId,
+        customer: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<CustomerSend>, i64)> {
+        let cols = SEND_COLS.split(", ").map(|c| format!("s.{}", c.trim())).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "SELECT {cols}, c.name AS campaign_name, c.kind AS campaign_kind FROM campaign_sends s
+             JOIN campaigns c ON c.id = s.campaign_id
+             WHERE s.customer_id = $2 AND s.tenant_id = $1 ORDER BY s.id DESC LIMIT $3 OFFSET $4"
+        );
+        let rows: Vec<CustomerSend> = on!(self, |c| sqlx::query_as(&sql)
+            .bind(tenant.0)
+            .bind(customer)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
+        let total: i64 = on!(self, |c| sqlx::query_scalar(
+            "SELECT COUNT(*) FROM campaign_sends WHERE customer_id = $2 AND tenant_id = $1"
+        )
+        .bind(tenant.0)
+        .bind(customer)
+        .fetch_one(c)
+        .await)?;
+        Ok((rows, total))
     }
 
     pub async fn send_record(&mut self, id: i64) -> Result<SendRow> {

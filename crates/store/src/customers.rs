@@ -180,6 +180,9 @@ pub struct CustomerFilter<'a> {
     pub clv_total_max: Option<f64>,
     /// Members of this segment only.
     pub segment_id: Option<i64>,
+    /// Skip counting the matches (a search being typed over a million profiles): the total is
+    /// then the rows through this page, plus one when there are more.
+    pub skip_count: bool,
 }
 
 /// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE '%…%' ESCAPE '\'`.
@@ -266,25 +269,35 @@ impl Conn {
     ) -> Result<(Vec<Customer>, i64)> {
         let pattern = filter.search.map(like_pattern);
         let clv = format!("COALESCE({}, 0)", score_of("clv_total"));
-        let segment = score_of("rfm_segment");
+        // SQLite's LIKE already ignores the case of ASCII letters (and LOWER folds only those):
+        // without LOWER a search scans a million profiles in about half the time.
+        let name = if self.backend() == crate::Backend::Postgres { "LOWER(name)" } else { "name" };
         let cond = format!(
-            "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR LOWER(name) LIKE $2 ESCAPE '\\')
-             AND ($3 IS NULL OR {segment} = $3)
+            "tenant_id = $1 AND ($2 IS NULL OR email LIKE $2 ESCAPE '\\' OR {name} LIKE $2 ESCAPE '\\')
+             AND ($3 IS NULL OR id IN (SELECT s.customer_id FROM customer_scores s
+                                       WHERE s.tenant_id = $1 AND s.rfm_segment = $3))
              AND ($4 IS NULL OR {clv} >= $4) AND ($5 IS NULL OR {clv} <= $5)
              AND ($8 IS NULL OR id IN (SELECT m.customer_id FROM segment_members m WHERE m.segment_id = $8))"
         );
         let sql = format!("SELECT {COLS} FROM customers WHERE {cond} ORDER BY {} LIMIT $6 OFFSET $7", sort.order_by());
-        let rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
+        // Without a count, one row more than the page says whether another page follows.
+        let fetch = if filter.skip_count { limit + 1 } else { limit };
+        let mut rows: Vec<Row> = on!(self, |c| sqlx::query_as(&sql)
             .bind(tenant.0)
             .bind(pattern.as_deref())
             .bind(filter.rfm_segment)
             .bind(filter.clv_total_min)
             .bind(filter.clv_total_max)
-            .bind(limit)
+            .bind(fetch)
             .bind(offset)
             .bind(filter.segment_id)
             .fetch_all(c)
             .await)?;
+        if filter.skip_count {
+            let total = offset + rows.len() as i64;
+            rows.truncate(limit as usize);
+            return Ok((rows.into_iter().map(Into::into).collect(), total));
+        }
         let count_sql = format!("SELECT COUNT(*) FROM customers WHERE {cond}");
         let total: i64 = on!(self, |c| sqlx::query_scalar(&count_sql)
             .bind(tenant.0)

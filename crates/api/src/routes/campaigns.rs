@@ -10,8 +10,9 @@ use axum::{
     Json,
 };
 use cairn_campaigns::settings::{EmailSettings, SmsWorkspaceSettings};
+use cairn_domain::CustomerId;
 use cairn_service::campaigns::{CampaignInput, CampaignView as Campaign, EmailEvent};
-use cairn_store::campaigns::SendRow;
+use cairn_store::campaigns::{CustomerSend, SendRow};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -37,6 +38,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(preview_campaign))
         .routes(routes!(campaign_stats))
         .routes(routes!(campaign_recipients))
+        .routes(routes!(customer_messages))
         .routes(routes!(audience_csv))
         .routes(routes!(get_email_settings, put_email_settings))
         .routes(routes!(get_sms_settings, put_sms_settings))
@@ -443,6 +445,45 @@ pub async fn campaign_recipients(
     let page = q.page();
     let (rows, total) = st.svc.campaign_recipients(&p, id, q.status.as_deref(), page.limit(), page.offset()).await?;
     Ok(page.wrap(rows.into_iter().map(RecipientView::from).collect(), total))
+}
+
+/// One message a customer was sent: its campaign and what happened to it.
+#[derive(Serialize, ToSchema)]
+pub struct CustomerMessageView {
+    campaign_id: i64,
+    campaign_name: String,
+    /// `email` or `sms`.
+    campaign_type: String,
+    #[serde(flatten)]
+    send: RecipientView,
+    created_at: DateTime<Utc>,
+}
+
+impl From<CustomerSend> for CustomerMessageView {
+    fn from(s: CustomerSend) -> Self {
+        CustomerMessageView {
+            campaign_id: s.send.campaign_id,
+            campaign_name: s.campaign_name,
+            campaign_type: s.campaign_kind,
+            created_at: s.send.created_at,
+            send: s.send.into(),
+        }
+    }
+}
+
+/// The messages a customer was sent — campaigns and automation steps — newest first, with
+/// what happened to each (the profile's "campaigns received").
+#[utoipa::path(get, path = "/v1/customers/{id}/messages", tag = "customers", params(("id" = i64, Path), PageQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, body = Paged<CustomerMessageView>), (status = 404, body = ErrorBody)))]
+pub async fn customer_messages(
+    State(st): State<AppState>,
+    Auth(p): Auth,
+    ApiPath(id): ApiPath<i64>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Paged<CustomerMessageView>>> {
+    let (rows, total) = st.svc.customer_messages(&p, CustomerId(id), page.limit(), page.offset()).await?;
+    Ok(page.wrap(rows.into_iter().map(CustomerMessageView::from).collect(), total))
 }
 
 /// The segment as a hashed audience (`email_sha256,phone_sha256`) for ad platforms.

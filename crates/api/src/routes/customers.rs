@@ -196,6 +196,10 @@ pub struct ListQuery {
     clv_total_min: Option<f64>,
     /// Net spend at most this.
     clv_total_max: Option<f64>,
+    /// `exact` (default): `pagination.total` counts every match. `none`: no count — for a
+    /// search being typed over a large workspace — and `total` is the rows through this page,
+    /// plus one when another page follows.
+    count: Option<String>,
 }
 
 /// Customer profiles, newest first unless `sort` says otherwise.
@@ -217,8 +221,14 @@ pub async fn list_customers(
             )
         })?,
     };
+    let skip_count = match q.count.as_deref() {
+        None | Some("exact") => false,
+        Some("none") => true,
+        Some(_) => return Err(ApiError::validation("count", "must be exact or none")),
+    };
     let page = PageQuery { page: q.page, per_page: q.per_page };
     let filter = CustomerFilter {
+        skip_count,
         search: q.search.as_deref(),
         rfm_segment: q.rfm_segment.as_deref(),
         clv_total_min: q.clv_total_min,
