@@ -146,14 +146,26 @@ impl CustomerSort {
             CustomerSort::LastSeenAsc => "(last_seen_at IS NULL), last_seen_at ASC, id ASC",
             // Sorts by a score: net spend is 0 without a purchase; without a prediction or an RFM
             // score a customer sorts last either way.
-            CustomerSort::ClvTotalDesc => return by_score("clv_total", "0", "DESC"),
-            CustomerSort::ClvTotalAsc => return by_score("clv_total", "0", "ASC"),
-            CustomerSort::ClvPredictedDesc => return by_score("clv_predicted", "-1", "DESC"),
-            CustomerSort::ClvPredictedAsc => return by_score("clv_predicted", "1e300", "ASC"),
-            CustomerSort::RfmScoreDesc => return by_score("rfm_score", "0", "DESC"),
-            CustomerSort::RfmScoreAsc => return by_score("rfm_score", "99", "ASC"),
+            _ => {
+                let (column, missing, direction) = self.by_score().expect("a score sort");
+                return by_score(column, missing, direction);
+            }
         };
         fixed.to_string()
+    }
+
+    /// For a sort by a score: the score column, the value a customer without scores sorts as,
+    /// and the direction.
+    fn by_score(self) -> Option<(&'static str, &'static str, &'static str)> {
+        Some(match self {
+            CustomerSort::ClvTotalDesc => ("clv_total", "0", "DESC"),
+            CustomerSort::ClvTotalAsc => ("clv_total", "0", "ASC"),
+            CustomerSort::ClvPredictedDesc => ("clv_predicted", "-1", "DESC"),
+            CustomerSort::ClvPredictedAsc => ("clv_predicted", "1e300", "ASC"),
+            CustomerSort::RfmScoreDesc => ("rfm_score", "0", "DESC"),
+            CustomerSort::RfmScoreAsc => ("rfm_score", "99", "ASC"),
+            _ => return None,
+        })
     }
 }
 
@@ -267,6 +279,14 @@ impl Conn {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<Customer>, i64)> {
+        let unfiltered = filter.search.is_none()
+            && filter.rfm_segment.is_none()
+            && filter.clv_total_min.is_none()
+            && filter.clv_total_max.is_none()
+            && filter.segment_id.is_none();
+        if let (Some(by), true) = (sort.by_score(), unfiltered) {
+            return self.customers_by_score(tenant, by, filter.skip_count, limit, offset).await;
+        }
         let pattern = filter.search.map(like_pattern);
         let clv = format!("COALESCE({}, 0)", score_of("clv_total"));
         // SQLite's LIKE already ignores the case of ASCII letters (and LOWER folds only those):
@@ -311,6 +331,50 @@ impl Conn {
             .fetch_one(c)
             .await)?;
         Ok((rows.into_iter().map(Into::into).collect(), total))
+    }
+
+    /// The whole workspace sorted by a score, without sorting a million rows: the page is the
+    /// merge of the first `offset + limit` scored customers (read from the scores alone) and the
+    /// first `offset + limit` unscored ones (which sort as `missing`), each in the sort's order —
+    /// together they hold the first `offset + limit` of the whole order.
+    async fn customers_by_score(
+        &mut self,
+        tenant: TenantId,
+        (column, missing, direction): (&str, &str, &str),
+        skip_count: bool,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<Customer>, i64)> {
+        let fetch = if skip_count { limit + 1 } else { limit };
+        let sql = format!(
+            "SELECT id FROM (
+                 SELECT * FROM (SELECT customer_id AS id, {column} AS v FROM customer_scores WHERE tenant_id = $1
+                                ORDER BY v {direction}, id {direction} LIMIT $2) scored
+                 UNION ALL
+                 SELECT * FROM (SELECT id, {missing} AS v FROM customers c WHERE tenant_id = $1 AND NOT EXISTS
+                                    (SELECT 1 FROM customer_scores s WHERE s.tenant_id = $1 AND s.customer_id = c.id)
+                                ORDER BY id {direction} LIMIT $2) unscored
+             ) page ORDER BY v {direction}, id {direction} LIMIT $3 OFFSET $4"
+        );
+        let ids: Vec<i64> = on!(self, |c| sqlx::query_scalar(&sql)
+            .bind(tenant.0)
+            .bind(offset + fetch)
+            .bind(fetch)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?;
+        let total = if skip_count {
+            offset + ids.len() as i64
+        } else {
+            on!(self, |c| sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE tenant_id = $1")
+                .bind(tenant.0)
+                .fetch_one(c)
+                .await)?
+        };
+        let ids: Vec<i64> = ids.into_iter().take(limit as usize).collect();
+        let mut by_id: std::collections::HashMap<i64, Customer> =
+            self.customers_by_ids(tenant, &ids).await?.into_iter().map(|c| (c.id.0, c)).collect();
+        Ok((ids.iter().filter_map(|id| by_id.remove(id)).collect(), total))
     }
 
     /// Replaces a profile's writable fields.
