@@ -132,6 +132,16 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     assert_eq!(a1["data"]["subject"], "Welcome, {{ name }}");
     assert_eq!(a1["position"], json!({"x": 250, "y": 120}), "configuring a node leaves where it stands");
 
+    // The active automation ran for the customer created after: the builder counted them at
+    // the welcome step and waiting at the delay, and the welcome email reached the SMTP server.
+    assert_eq!(seen["counts_a1"], "1 in · 0 waiting · 1 done", "{seen}");
+    assert_eq!(seen["counts_d1"], "1 in · 1 waiting · 0 done", "{seen}");
+    let started = std::time::Instant::now();
+    while !sink.messages().iter().any(|m| m["data"].as_str().unwrap_or("").contains("Subject: Welcome, Nina")) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no welcome email: {:?}", sink.messages());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // The campaign: previewed for the customer, sent through the real SMTP server, once.
     assert_eq!(seen["preview_subject"], "Hello Marko Horvat");
     assert_eq!(seen["campaign_sent"], "1", "{}", seen["campaign_stats"]);

@@ -154,7 +154,6 @@ try {
   await page.mouse.move(a3.x + 160, a3.y + 120, { steps: 5 }); await page.mouse.move(a3.x + 60, a3.y + 20, { steps: 5 }); await page.mouse.up();
   await page.click('#save-design');
   await page.locator('text=Saved').waitFor();
-  await shot('06-automation-builder');
   await page.reload();
   await page.locator('[data-node=c1]').waitFor();
   out.design_after_reload = (await apiCall('GET', `/v1/automations/${automationId}/design`)).body;
@@ -180,6 +179,16 @@ try {
   await page.locator('main h1 .pill', { hasText: 'active' }).waitFor();
   out.automation_active = (await apiCall('GET', `/v1/automations/${automationId}`)).body.data.is_active;
   step('automation activated');
+  // A new customer enters it: the builder shows the run on its steps (the welcome email sent,
+  // the run waiting at the delay), and the run is listed.
+  await apiCall('POST', '/v1/customers', { email: 'nina@example.com', name: 'Nina' });
+  for (let i = 0; i < 60 && !(await page.locator('[data-node=d1] .counts', { hasText: '1 waiting' }).count()); i++) await page.waitForTimeout(500);
+  out.counts_a1 = await page.locator('[data-node=a1] .counts').innerText();
+  out.counts_d1 = await page.locator('[data-node=d1] .counts').innerText();
+  await page.reload();
+  await page.locator('main table td', { hasText: 'waiting' }).first().waitFor();
+  await shot('06-automation-builder');
+  step('automation ran');
 
   // 6. A campaign to the segment: preview for the customer, send, watch it finish.
   await open('/campaigns/new', 'New campaign');

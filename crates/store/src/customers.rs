@@ -336,7 +336,9 @@ impl Conn {
     /// The whole workspace sorted by a score, without sorting a million rows: the page is the
     /// merge of the first `offset + limit` scored customers (read from the scores alone) and the
     /// first `offset + limit` unscored ones (which sort as `missing`), each in the sort's order —
-    /// together they hold the first `offset + limit` of the whole order.
+    /// together they hold the first `offset + limit` of the whole order. (`+c.tenant_id` keeps
+    /// SQLite from reading the unscored through the tenant's index and sorting them all: it
+    /// walks the primary key backwards instead, ~70 ms rather than ~700 at a million.)
     async fn customers_by_score(
         &mut self,
         tenant: TenantId,
@@ -351,7 +353,7 @@ impl Conn {
                  SELECT * FROM (SELECT customer_id AS id, {column} AS v FROM customer_scores WHERE tenant_id = $1
                                 ORDER BY v {direction}, id {direction} LIMIT $2) scored
                  UNION ALL
-                 SELECT * FROM (SELECT id, {missing} AS v FROM customers c WHERE tenant_id = $1 AND NOT EXISTS
+                 SELECT * FROM (SELECT id, {missing} AS v FROM customers c WHERE +c.tenant_id = $1 AND NOT EXISTS
                                     (SELECT 1 FROM customer_scores s WHERE s.tenant_id = $1 AND s.customer_id = c.id)
                                 ORDER BY id {direction} LIMIT $2) unscored
              ) page ORDER BY v {direction}, id {direction} LIMIT $3 OFFSET $4"

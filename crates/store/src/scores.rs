@@ -294,19 +294,22 @@ impl Conn {
 
     /// The R×F grid and the named segments' sizes.
     pub async fn rfm_counts(&mut self, tenant: TenantId) -> Result<RfmCounts> {
-        let cells: Vec<(i64, i64, i64)> = on!(self, |c| sqlx::query_as(
-            "SELECT rfm_recency, rfm_frequency, COUNT(*) FROM customer_scores WHERE tenant_id = $1
-             GROUP BY rfm_recency, rfm_frequency ORDER BY rfm_recency, rfm_frequency"
+        // One pass over the scores (at most 25 × 4 groups), folded both ways here.
+        let groups: Vec<(i64, i64, String, i64)> = on!(self, |c| sqlx::query_as(
+            "SELECT rfm_recency, rfm_frequency, rfm_segment, COUNT(*) FROM customer_scores WHERE tenant_id = $1
+             GROUP BY rfm_recency, rfm_frequency, rfm_segment"
         )
         .bind(tenant.0)
         .fetch_all(c)
         .await)?;
-        let segments: Vec<(String, i64)> = on!(self, |c| sqlx::query_as(
-            "SELECT rfm_segment, COUNT(*) FROM customer_scores WHERE tenant_id = $1 GROUP BY rfm_segment"
-        )
-        .bind(tenant.0)
-        .fetch_all(c)
-        .await)?;
+        let mut by_cell = std::collections::BTreeMap::<(i64, i64), i64>::new();
+        let mut by_segment = std::collections::BTreeMap::<String, i64>::new();
+        for (r, f, segment, n) in groups {
+            *by_cell.entry((r, f)).or_default() += n;
+            *by_segment.entry(segment).or_default() += n;
+        }
+        let cells: Vec<(i64, i64, i64)> = by_cell.into_iter().map(|((r, f), n)| (r, f, n)).collect();
+        let segments: Vec<(String, i64)> = by_segment.into_iter().collect();
         let scored = cells.iter().map(|c| c.2).sum();
         Ok(RfmCounts { cells, segments, scored })
     }
