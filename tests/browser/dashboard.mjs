@@ -172,6 +172,7 @@ try {
     await page.selectOption('#node-action', 'send_email');
     await page.fill('#node-subject', subject);
     await page.fill('#node-body', '<p>Hi {{ name }}</p>');
+    await page.fill('#node-from_email', 'welcome@shop.test');
   }
   await page.click('[data-node=c1]');
   await page.fill('#node-filter', '{"event": "purchase"}');

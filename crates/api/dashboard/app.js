@@ -877,7 +877,10 @@ function automationBuilder(a, design, segments, automations) {
     if (n.type === 'action') {
       fields.push(select('action', 'Does', ACTIONS.map((x) => [x, x.replace(/_/g, ' ')]), () => drawAll()));
       const act = d.action;
-      if (act === 'send_email') fields.push(text('subject', 'Subject'), text('body', 'Body (HTML; {{ name }} and other fields)', { area: true }), text('template_id', 'Or: a campaign to copy (id)', { type: 'number' }));
+      if (act === 'send_email') {
+        fields.push(text('subject', 'Subject'), text('body', 'Body (HTML; {{ name }} and other fields)', { area: true }), text('template_id', 'Or: a campaign to copy (id)', { type: 'number' }),
+          text('from_name', 'From name (default: the workspace’s)'), text('from_email', 'From address (default: the workspace’s)'), text('reply_to', 'Reply-to'));
+      }
       else if (act === 'send_sms') fields.push(text('message', 'Message', { area: true, rows: 3 }));
       else if (act === 'webhook') fields.push(text('url', 'URL', { placeholder: 'https://…' }));
       else if (act === 'update_traits') fields.push(text('traits', 'Traits (JSON object)', { area: true, json: true, rows: 3 }));
