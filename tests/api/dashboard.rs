@@ -111,6 +111,8 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
 
     // The segment built in the builder holds its filter and its member.
     assert_eq!(seen["preview_count"], "1");
+    assert_eq!(seen["edit_value"], "marko", "the saved filter opens in the builder");
+    assert_eq!(seen["recompute"], "done", "a recompute started from the grid, followed to its end");
     let seg = app.get(&format!("/v1/segments/{}", seen["segment_id"]), &token).await;
     let seg = seg.assert_ok(200)["data"].clone();
     assert_eq!(seg["name"], "Marko fans");
@@ -136,6 +138,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     // the welcome step and waiting at the delay, and the welcome email reached the SMTP server.
     assert_eq!(seen["counts_a1"], "1 in · 0 waiting · 1 done", "{seen}");
     assert_eq!(seen["counts_d1"], "1 in · 1 waiting · 0 done", "{seen}");
+    assert_eq!(seen["run_steps"], json!(["t1", "a1", "d1"]), "the run's history, oldest first");
     let started = std::time::Instant::now();
     while !sink.messages().iter().any(|m| m["data"].as_str().unwrap_or("").contains("Subject: Welcome, Nina")) {
         assert!(started.elapsed() < Duration::from_secs(30), "no welcome email: {:?}", sink.messages());
@@ -180,6 +183,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     let deal = deal.assert_ok(200)["data"].clone();
     assert_eq!(deal["name"], "Acme deal");
     assert_eq!(deal["stage"], "proposal");
+    assert_eq!(deal["status"], "won", "marked won on its page");
 
     assert_eq!(seen["webhook_secret_shown"], true);
     let hooks = app.get("/v1/webhooks", &token).await;

@@ -108,8 +108,14 @@ try {
   await page.locator('td', { hasText: 'marko@example.com' }).waitFor({ timeout: 30000 }).catch(async () => { await page.reload(); await page.locator('td', { hasText: 'marko@example.com' }).waitFor({ timeout: 30000 }); });
   out.segment_id = Number(page.url().split('/').pop());
   step('segment built');
+  await open(`/segments/${out.segment_id}/edit`, 'Edit Marko fans');
+  out.edit_value = await page.locator('.cond input[aria-label=Value]').inputValue();
   await open('/segments/rfm', 'Recency × frequency');
   await shot('05-rfm-grid');
+  await page.click('text=Recompute scores now');
+  await page.locator('main h1', { hasText: 'Score recompute' }).waitFor();
+  await page.locator('main .pill', { hasText: /done|failed/ }).waitFor({ timeout: 60000 });
+  out.recompute = await page.locator('main .pill').first().innerText();
 
   // 5. Seed 003's welcome automation, built by dragging and clicking.
   await open('/automations/new', 'New automation');
@@ -189,6 +195,9 @@ try {
   await page.reload();
   await page.locator('main table td', { hasText: 'waiting' }).first().waitFor();
   await shot('06-automation-builder');
+  await page.locator('main table tr.click', { hasText: 'waiting' }).first().click();
+  await page.locator('main h1', { hasText: 'Run #' }).waitFor();
+  out.run_steps = await page.locator('main table tbody tr td:nth-child(2)').allInnerTexts();
   step('automation ran');
 
   // 6. A campaign to the segment: preview for the customer, send, watch it finish.
@@ -261,6 +270,10 @@ try {
   await page.waitForLoadState('networkidle');
   out.deal_id = Number(await page.locator('.deal', { hasText: 'Acme deal' }).getAttribute('data-deal'));
   await shot('12-deals-kanban');
+  await page.locator('.deal', { hasText: 'Acme deal' }).dblclick();
+  await page.locator('main h1', { hasText: 'Acme deal' }).waitFor();
+  await page.click('text=Mark won');
+  await page.locator('main .pill', { hasText: 'won' }).waitFor();
   step('deal dragged');
 
   // 9. Every other page renders without an error.
