@@ -116,7 +116,14 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     let seg = app.get(&format!("/v1/segments/{}", seen["segment_id"]), &token).await;
     let seg = seg.assert_ok(200)["data"].clone();
     assert_eq!(seg["name"], "Marko fans");
-    assert_eq!(seg["filters"], json!({"all": [{"field": "email", "op": "contains", "value": "marko"}]}));
+    assert_eq!(
+        seg["filters"],
+        json!({"all": [
+            {"field": "email", "op": "contains", "value": "marko"},
+            {"event": "purchase", "last": {"within_days": 30}}
+        ]})
+    );
+    assert_eq!(seen["preview_with_purchase"], "1", "{seen}");
 
     // Seed 003's automation: the JSON saved from the builder, read back after a reload, is the
     // seed's; the reloaded builder drew all of it.

@@ -102,6 +102,17 @@ try {
   await page.locator('.cond').first().locator('input[aria-label=Value]').fill('marko');
   await page.locator('#preview-count', { hasText: /^1$/ }).waitFor();
   out.preview_count = await page.locator('#preview-count').innerText();
+  // A behaviour condition: the last purchase within 30 days.
+  await page.click('button:text-is("did event")');
+  const ev = page.locator('.cond').nth(1);
+  await ev.locator('input[aria-label=Event]').fill('purchase');
+  await ev.locator('select[aria-label=Timing]').selectOption('last');
+  await page.locator('.cond').nth(1).locator('select[aria-label=When]').selectOption('within_days');
+  await page.locator('.cond').nth(1).locator('input[aria-label=Days]').fill('30');
+  await page.waitForTimeout(800); // the preview waits for edits to pause
+  await page.locator('#preview-count').waitFor();
+  await page.waitForLoadState('networkidle');
+  out.preview_with_purchase = await page.locator('#preview-count').innerText();
   await shot('04-segment-builder');
   await page.click('text=Create segment');
   await page.locator('main h1', { hasText: 'Marko fans' }).waitFor();

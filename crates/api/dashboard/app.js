@@ -539,22 +539,53 @@ function filterBuilder(initial, onChange, segments) {
       body = h('div', { class: 'row' }, fieldSel, traitName, opSel, value);
     } else if (kind === 'event' || kind === 'not_performed') {
       const name = h('input', { placeholder: 'event name', value: c[kind] || '', 'aria-label': 'Event', oninput: bind(c, kind) });
-      const days = h('input', { type: 'number', min: 1, style: { width: '80px' }, placeholder: 'ever', value: c.within_days ?? '', 'aria-label': 'Within days', oninput: (e) => { if (e.target.value === '') delete c.within_days; else c.within_days = Number(e.target.value); changed(); } });
-      let count = null;
+      // The window: ever, the last N days, or between two dates.
+      const windowEditor = () => {
+        const mode = Array.isArray(c.between) ? 'between' : c.within_days !== undefined ? 'days' : 'ever';
+        const sel = h('select', { 'aria-label': 'Window', onchange: (e) => {
+          delete c.within_days; delete c.between;
+          if (e.target.value === 'days') c.within_days = 30;
+          if (e.target.value === 'between') c.between = ['', ''];
+          draw(); changed();
+        } }, [['ever', 'ever'], ['days', 'in the last … days'], ['between', 'between dates']].map(([v, t]) => h('option', { value: v, selected: v === mode ? true : null }, t)));
+        if (mode === 'days') return [sel, h('input', { type: 'number', min: 1, style: { width: '80px' }, value: c.within_days, 'aria-label': 'Within days', oninput: (e) => { c.within_days = Number(e.target.value || 1); changed(); } })];
+        if (mode === 'between') return [sel, [0, 1].map((k) => h('input', { type: 'date', value: c.between[k] || '', 'aria-label': k ? 'Until' : 'From', oninput: (e) => { c.between[k] = e.target.value; changed(); } }))];
+        return [sel];
+      };
+      let how;
       if (kind === 'event') {
-        const mode = c.count ? Object.keys(c.count)[0] : 'at_least';
-        const n = c.count ? c.count[mode] : 1;
-        const modeSel = h('select', { 'aria-label': 'How often', onchange: (e) => { c.count = { [e.target.value]: Number(nIn.value || 1) }; changed(); } }, ['at_least', 'at_most', 'exactly'].map((m) => h('option', { value: m, selected: m === mode ? true : null }, m.replace('_', ' '))));
-        const nIn = h('input', { type: 'number', min: 0, style: { width: '70px' }, value: n, 'aria-label': 'Times', oninput: (e) => { c.count = { [modeSel.value]: Number(e.target.value || 0) }; changed(); } });
-        count = [modeSel, nIn, 'times'];
+        // Counted (at least / at most / exactly N times in a window) or timed (first / last time).
+        const timing = c.first ? 'first' : c.last ? 'last' : 'count';
+        const timingSel = h('select', { 'aria-label': 'Timing', onchange: (e) => {
+          delete c.first; delete c.last; delete c.count; delete c.within_days; delete c.between;
+          if (e.target.value !== 'count') c[e.target.value] = { within_days: 7 };
+          draw(); changed();
+        } }, [['count', 'how often'], ['first', 'the first time'], ['last', 'the last time']].map(([v, t]) => h('option', { value: v, selected: v === timing ? true : null }, t)));
+        if (timing === 'count') {
+          const mode = c.count ? Object.keys(c.count)[0] : 'at_least';
+          const n = c.count ? c.count[mode] : 1;
+          const modeSel = h('select', { 'aria-label': 'How often', onchange: (e) => { c.count = { [e.target.value]: Number(nIn.value || 1) }; changed(); } }, ['at_least', 'at_most', 'exactly'].map((m) => h('option', { value: m, selected: m === mode ? true : null }, m.replace('_', ' '))));
+          const nIn = h('input', { type: 'number', min: 0, style: { width: '70px' }, value: n, 'aria-label': 'Times', oninput: (e) => { c.count = { [modeSel.value]: Number(e.target.value || 0) }; changed(); } });
+          how = [timingSel, modeSel, nIn, 'times,', windowEditor()];
+        } else {
+          const t = c[timing];
+          const cmp = 'before' in t ? 'before' : 'after' in t ? 'after' : 'within_days';
+          const cmpSel = h('select', { 'aria-label': 'When', onchange: (e) => { c[timing] = { [e.target.value]: e.target.value === 'within_days' ? 7 : '' }; draw(); changed(); } },
+            [['before', 'was before'], ['after', 'was after'], ['within_days', 'was in the last … days']].map(([v, x]) => h('option', { value: v, selected: v === cmp ? true : null }, x)));
+          const val = cmp === 'within_days'
+            ? h('input', { type: 'number', min: 1, style: { width: '80px' }, value: t.within_days, 'aria-label': 'Days', oninput: (e) => { c[timing] = { within_days: Number(e.target.value || 1) }; changed(); } })
+            : h('input', { type: 'date', value: t[cmp] || '', 'aria-label': 'Date', oninput: (e) => { c[timing] = { [cmp]: e.target.value }; changed(); } });
+          how = [timingSel, cmpSel, val];
+        }
+      } else {
+        how = windowEditor();
       }
-      const where = (c.where = c.where || []);
-      const whereRows = where.map((w, i) => h('div', { class: 'row' }, 'where', h('input', { placeholder: 'property', value: w.property || '', oninput: bind(w, 'property') }),
-        h('select', { onchange: (e) => { w.op = e.target.value; changed(); } }, OPS.map((o) => h('option', { value: o, selected: w.op === o ? true : null }, OP_WORDS[o]))),
-        h('input', { placeholder: 'value', value: valueText(w.value), oninput: (e) => { w.value = w.op === 'in' || w.op === 'between' ? e.target.value.split(',').map(parseValue) : parseValue(e.target.value); changed(); } }),
-        h('button', { type: 'button', onclick: () => { where.splice(i, 1); draw(); changed(); } }, '×')));
-      if (!where.length) delete c.where;
-      body = h('div', {}, h('div', { class: 'row' }, kind === 'event' ? 'performed' : 'has not performed', name, count, 'within', days, 'days'),
+      const where = c.where || [];
+      const whereRows = where.map((w, i) => h('div', { class: 'row' }, 'where', h('input', { placeholder: 'property', value: w.property || '', 'aria-label': 'Property', oninput: bind(w, 'property') }),
+        h('select', { 'aria-label': 'Property operator', onchange: (e) => { w.op = e.target.value; changed(); } }, OPS.map((o) => h('option', { value: o, selected: w.op === o ? true : null }, OP_WORDS[o]))),
+        h('input', { placeholder: 'value', value: valueText(w.value), 'aria-label': 'Property value', oninput: (e) => { w.value = w.op === 'in' || w.op === 'between' ? e.target.value.split(',').map(parseValue) : parseValue(e.target.value); changed(); } }),
+        h('button', { type: 'button', onclick: () => { where.splice(i, 1); if (!where.length) delete c.where; draw(); changed(); } }, '×')));
+      body = h('div', {}, h('div', { class: 'row' }, kind === 'event' ? 'performed' : 'has not performed', name, how),
         whereRows, h('button', { type: 'button', class: 'small', onclick: () => { c.where = c.where || []; c.where.push({ property: '', op: 'eq', value: '' }); draw(); } }, '+ property condition'));
     } else if (kind === 'segment') {
       body = h('div', { class: 'row' }, 'member of', h('select', { 'aria-label': 'Segment', onchange: (e) => { c.segment = Number(e.target.value); changed(); } }, segments.map((s) => h('option', { value: s.id, selected: c.segment === s.id ? true : null }, s.name))));
