@@ -68,6 +68,12 @@ try {
   out.key_prefix = key.slice(0, 4);
   await page.locator('td', { hasText: 'backend' }).first().waitFor();
   await shot('11-api-keys');
+  // A second key, revoked at once.
+  await page.fill('#f-name', 'old integration');
+  await page.click('text=Create key');
+  await page.locator('td', { hasText: 'old integration' }).waitFor();
+  await page.locator('tr', { hasText: 'old integration' }).locator('button', { hasText: 'Revoke' }).click();
+  await page.locator('td', { hasText: 'old integration' }).waitFor({ state: 'detached' }); // revoked keys leave the list
   step('key created');
 
   // 3. Events through the API with that key; the customer is found in the list and opened.
@@ -306,6 +312,9 @@ try {
   await page.click('text=Send a test ping');
   await page.locator('.notice', { hasText: 'Ping queued' }).waitFor();
   await page.locator('main table td', { hasText: 'ping' }).first().waitFor();
+  await page.locator('main table tr', { hasText: 'ping' }).first().locator('button', { hasText: 'Redeliver' }).click();
+  await page.locator('.notice, .error').first().waitFor();
+  out.redeliver = await page.locator('.notice, .error').first().innerText();
   await shot('14-webhook-deliveries');
   step('webhook pinged');
 

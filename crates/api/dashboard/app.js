@@ -1381,7 +1381,7 @@ route('/keys', async (_, main) => {
     { name: 'environment', label: 'Environment', type: 'select', options: ['live', 'test'] }]);
   const table = pagedTable(main, { path: '/v1/api-keys', cols: [
     { title: 'Name', value: (k) => k.name }, { title: 'Key', value: (k) => h('code', {}, (k.prefix || k.key_prefix || '') + '…') }, { title: 'Kind', value: (k) => k.type || k.kind },
-    { title: 'Last used', value: (k) => fmtTime(k.last_used_at) }, { title: 'Status', value: (k) => statusPill(k.revoked_at ? 'revoked' : 'active') },
+    { title: 'Last used', value: (k) => fmtTime(k.last_used_at) }, { title: 'Status', value: (k) => statusPill(k.status || (k.revoked_at ? 'revoked' : 'active')) },
     { title: '', value: (k) => k.revoked_at ? '' : action('Revoke', async () => { if (!confirm(`Revoke “${k.name}”? Anything using it stops working at once.`)) return; await attempt(slot, async () => { await del('/v1/api-keys/' + k.id); table.reload(); }); }, { class: 'danger' }) }],
   empty: 'No keys yet.' });
   mount(main, h('h1', {}, 'API keys'), slot, table,
