@@ -166,6 +166,14 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
         .collect();
     assert_eq!(sale.len(), 1, "{sale:?}");
     assert_eq!(sale[0]["rcpt_tos"], json!(["marko@example.com"]));
+    // The test send went to the address typed, marked as a test.
+    assert_eq!(seen["test_send"], "Test sent to qa@shop.test.");
+    let tests: Vec<Value> = sink.messages().into_iter().filter(|m| m["rcpt_tos"] == json!(["qa@shop.test"])).collect();
+    assert_eq!(tests.len(), 1);
+    assert!(tests[0]["data"].as_str().unwrap().contains("Subject: [Test] Hello Marko Horvat"), "{tests:?}");
+    // The second campaign was scheduled, then cancelled, and sent nothing.
+    let second = app.get(&format!("/v1/campaigns/{}", seen["second_campaign"]), &token).await;
+    assert_eq!(second.assert_ok(200)["data"]["status"], "cancelled");
     // The profile's "campaigns received" lists it.
     let msgs = app.get(&format!("/v1/customers/{customer}/messages"), &token).await;
     let msgs = msgs.assert_ok(200)["data"].clone();

@@ -230,6 +230,9 @@ try {
   await page.locator('[data-customer]').first().click();
   await page.locator('#preview-subject', { hasText: 'Hello Marko Horvat' }).waitFor();
   out.preview_subject = await page.locator('#preview-subject').innerText();
+  await page.fill('input[aria-label="Test recipients"]', 'qa@shop.test');
+  await page.click('text=Send test');
+  out.test_send = await page.locator('.notice, .error', { hasText: 'qa@shop.test' }).innerText();
   await shot('08-campaign-editor');
   await page.click('text=Done');
   await page.locator('#send-now').click();
@@ -237,6 +240,21 @@ try {
   out.campaign_sent = await page.locator('[data-stat=sent] .stat').innerText();
   out.campaign_stats = await page.locator('[data-stat]').evaluateAll((els) => Object.fromEntries(els.map((e) => [e.dataset.stat, e.querySelector('.stat').textContent])));
   await shot('09-campaign-stats');
+  // A second campaign, scheduled for tomorrow and then cancelled.
+  await open('/campaigns/new', 'New campaign');
+  await page.fill('#f-name', 'Winter teaser');
+  await page.selectOption('#f-segment_id', String(out.segment_id));
+  await page.fill('#f-subject', 'Soon');
+  await page.fill('#f-from_email', 'news@shop.test');
+  await page.click('#save-campaign');
+  await page.locator('main h1', { hasText: 'Edit Winter teaser' }).waitFor();
+  await page.click('text=Done');
+  await page.locator('input[aria-label="Send at"]').fill(new Date(Date.now() + 86400000).toISOString().slice(0, 16));
+  await page.click('button:text-is("Schedule")');
+  await page.locator('#campaign-status', { hasText: 'scheduled' }).waitFor();
+  await page.click('button:text-is("Cancel")');
+  await page.locator('#campaign-status', { hasText: 'cancelled' }).waitFor();
+  out.second_campaign = Number(page.url().split('/').pop());
   await open('/customers/' + out.customer_id, 'Marko Horvat');
   out.profile_messages = await page.locator('#messages td:first-child').allInnerTexts();
   await shot('03-customer-profile');

@@ -1102,7 +1102,11 @@ async function campaignEditor(main, camp) {
     tools.push(h('div', { class: 'card' }, h('h3', {}, 'Send a test'), to, h('div', { style: { marginTop: '6px' } }, action('Send test', () => attempt(testSlot, async () => {
       await put('/v1/campaigns/' + camp.id, values());
       const r = await post(`/v1/campaigns/${camp.id}/test`, { to: to.value.split(',').map((x) => x.trim()).filter(Boolean) });
-      const d = r.data || r; testSlot.replaceChildren(notice(`Test sent to ${(d.sent || d.to || []).length || to.value}.`));
+      const results = r.data || [];
+      const failed = results.filter((x) => !x.sent);
+      testSlot.replaceChildren(failed.length
+        ? errorBox(new Error(`The test did not reach ${failed.map((x) => `${x.to} (${x.error || 'refused'})`).join(', ')}.`))
+        : notice(`Test sent to ${results.map((x) => x.to).join(', ')}.`));
     }))), testSlot));
   }
   mount(main, h('h1', {}, isNew ? 'New campaign' : 'Edit ' + camp.name), h('div', { class: 'grid2' }, h('div', { class: 'card' }, form.els, slot, saveBtn, isNew ? null : [' ', h('a', { href: '#/campaigns/' + camp.id }, 'Done')]), h('div', {}, tools)));

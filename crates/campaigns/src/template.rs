@@ -61,6 +61,16 @@ impl Templates {
         let mut env = Environment::new();
         env.set_fuel(Some(FUEL));
         env.set_undefined_behavior(UndefinedBehavior::Lenient);
+        // A null (a trait set to null) prints as nothing, like a missing value — never "none".
+        env.set_formatter(
+            |out, state, value| {
+                if value.is_none() {
+                    Ok(())
+                } else {
+                    minijinja::escape_formatter(out, state, value)
+                }
+            },
+        );
         env.set_auto_escape_callback(|name| if name == "body.html" { AutoEscape::Html } else { AutoEscape::None });
         if let Some(s) = subject {
             env.add_template_owned("subject", s.to_string()).map_err(|e| error("subject", s, &e))?;
@@ -126,7 +136,13 @@ pub fn context(customer: &cairn_store::customers::Customer, extra: &[(&str, Valu
         ("external_id", customer.external_id.clone().into()),
         ("traits", customer.traits.clone()),
     ];
+    // A field the profile lacks is left out rather than set to null, so that the template sees
+    // it as undefined: `{{ name }}` prints nothing and `{{ name | default("there") }}` falls
+    // back (a null would print "none" and defeat `default`).
     for (k, v) in fields {
+        if v.is_null() {
+            continue;
+        }
         m.insert(k.to_string(), v);
     }
     for (k, v) in extra {
@@ -153,6 +169,35 @@ mod tests {
         assert_eq!(r.body, "<p>Hi Ana &lt;Kovač&gt;,</p><p>Pro</p><p>SPLIT</p>");
         let r = t.render(&json!({})).unwrap();
         assert_eq!(r.subject, "Hi there");
+    }
+
+    #[test]
+    fn a_missing_name_prints_nothing_and_takes_the_default() {
+        let t = Templates::compile(
+            Some("Hello {{ name }}!"),
+            "<p>Hi {{ name | default('there') }}, {{ traits.x }}</p>",
+            true,
+        )
+        .unwrap();
+        let now = chrono::Utc::now();
+        let customer = cairn_store::customers::Customer {
+            id: cairn_domain::CustomerId(1),
+            tenant_id: cairn_domain::TenantId(1),
+            email: Some("a@example.com".into()),
+            external_id: None,
+            name: None,
+            phone: None,
+            city: None,
+            country: None,
+            traits: json!({"x": null}),
+            first_seen_at: None,
+            last_seen_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let r = t.render(&context(&customer, &[])).unwrap();
+        assert_eq!(r.subject, "Hello !");
+        assert_eq!(r.body, "<p>Hi there, </p>");
     }
 
     #[test]
