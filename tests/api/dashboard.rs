@@ -216,6 +216,27 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     assert_eq!(ws.assert_ok(200)["data"]["time_zone"], "Europe/Zagreb");
     let bad = seen["bad_time_zone"].as_str().unwrap();
     assert!(bad.contains("time zone"), "{bad}");
+    let email = app.get("/v1/settings/email", &token).await;
+    let email = email.assert_ok(200)["data"].clone();
+    assert_eq!(
+        (email["from_name"].as_str(), email["from_email"].as_str()),
+        (Some("Shop News"), Some("news@shop.test"))
+    );
+    assert_eq!(seen["sms_saved"], "Saved.");
+    let sms = app.get("/v1/settings/sms", &token).await;
+    let sms = sms.assert_ok(200)["data"].clone();
+    assert_eq!(sms["account_sid"], "AC123");
+    assert_eq!(sms["auth_token_set"], true, "the token is kept, never shown back");
+    let pipes = app.get("/v1/pipelines", &token).await;
+    let partnerships =
+        pipes.assert_ok(200)["data"].as_array().unwrap().iter().find(|p| p["name"] == "Partnerships").cloned();
+    let stages: Vec<(Value, Value)> = partnerships.expect("added")["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].clone(), s["probability"].clone()))
+        .collect();
+    assert_eq!(stages, [(json!("intro"), json!(10)), (json!("pilot"), json!(50)), (json!("signed"), json!(90))]);
     let fields = app.get("/v1/custom-fields?entity_type=lead", &token).await;
     assert_eq!(fields.assert_ok(200)["data"][0]["key"], "industry");
     let invites = app.get("/v1/invitations", &token).await;
