@@ -206,6 +206,9 @@ function flash(...nodes) { flashed = nodes; }
 let renderSeq = 0;
 let cleanup = [];
 function onLeave(fn) { cleanup.push(fn); }
+// True while the view that called it is still the one shown (a debounced handler firing after
+// the user moved on must not touch the address bar or the page).
+function liveGuard() { const mine = renderSeq; return () => mine === renderSeq; }
 
 async function render() {
   const seq = ++renderSeq;
@@ -339,7 +342,12 @@ route('/customers', async (_, main) => {
   });
   // While searching, matches are not counted (a count would scan every profile again on each
   // pause in typing); the pager then only knows whether another page follows.
-  const refresh = () => { history.replaceState(null, '', '#' + withQuery('/customers', state)); table.reload(Object.assign({ count: state.search ? 'none' : undefined }, state)); };
+  const alive = liveGuard();
+  const refresh = () => {
+    if (!alive()) return;
+    history.replaceState(null, '', '#' + withQuery('/customers', state));
+    table.reload(Object.assign({ count: state.search ? 'none' : undefined }, state));
+  };
   // The list is searched on the server, after the typing pauses (no request per keystroke).
   const search = h('input', { type: 'search', placeholder: 'Search name or email…', value: state.search, 'aria-label': 'Search customers', oninput: debounce((e) => { state.search = e.target.value.trim(); refresh(); }, 300) });
   const seg = h('select', { 'aria-label': 'Segment', onchange: (e) => { state.segment_id = e.target.value; refresh(); } },
