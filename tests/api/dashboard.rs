@@ -114,6 +114,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
     // The segment built in the builder holds its filter and its member.
     assert_eq!(seen["preview_count"], "1");
     assert_eq!(seen["edit_value"], "marko", "the saved filter opens in the builder");
+    assert_eq!(seen["rfm_cell_customers"], json!(["marko@example.com"]), "the R×F cell's customers");
     assert_eq!(seen["recompute"], "done", "a recompute started from the grid, followed to its end");
     let seg = app.get(&format!("/v1/segments/{}", seen["segment_id"]), &token).await;
     let seg = seg.assert_ok(200)["data"].clone();

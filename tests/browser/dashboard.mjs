@@ -129,6 +129,13 @@ try {
   out.edit_value = await page.locator('.cond input[aria-label=Value]').inputValue();
   await open('/segments/rfm', 'Recency × frequency');
   await shot('05-rfm-grid');
+  // Click-through: the customer's R×F cell lists them.
+  const cell = await apiCall('GET', `/v1/customers/${out.customer_id}`);
+  const [r, f] = [cell.body.data.rfm_recency, cell.body.data.rfm_frequency];
+  await page.locator(`.heat .cell[title^="R${r} F${f}:"]`).click();
+  await page.locator('main h1', { hasText: `R = ${r}, F = ${f}` }).waitFor();
+  out.rfm_cell_customers = await page.locator('main table td:nth-child(2)').allInnerTexts();
+  await open('/segments/rfm', 'Recency × frequency');
   await page.click('text=Recompute scores now');
   await page.locator('main h1', { hasText: 'Score recompute' }).waitFor();
   await page.locator('main .pill', { hasText: /done|failed/ }).waitFor({ timeout: 60000 });
