@@ -798,6 +798,8 @@ function automationBuilder(a, design, segments, automations) {
   const stagePoint = (ev) => { const r = stage.getBoundingClientRect(); return { x: ev.clientX - r.left, y: ev.clientY - r.top }; };
   const markDirty = () => { dirty = true; status.textContent = 'Unsaved changes'; };
   const byId = (id) => nodes.find((n) => n.id === id);
+  // Edges leave from a step's foot: its drawn height (counts and problems make it taller).
+  const nodeHeight = (id) => { const el = stage.querySelector(`[data-node="${id}"]`); return el && el.offsetHeight ? el.offsetHeight : NODE_H; };
 
   const design_ = () => ({ nodes: nodes.map((n) => ({ id: n.id, type: n.type, data: n.data, position: { x: n.position.x, y: n.position.y } })),
     edges: edges.map((e) => { const o = { id: e.id, source: e.source, target: e.target }; if (e.label) o.label = e.label; return o; }) });
@@ -809,7 +811,7 @@ function automationBuilder(a, design, segments, automations) {
     for (const e of edges) {
       const s = byId(e.source); const t = byId(e.target);
       if (!s || !t) continue;
-      const x1 = s.position.x + NODE_W / 2; const y1 = s.position.y + NODE_H;
+      const x1 = s.position.x + NODE_W / 2; const y1 = s.position.y + nodeHeight(s.id);
       const x2 = t.position.x + NODE_W / 2; const y2 = t.position.y;
       const dy = Math.max(30, Math.abs(y2 - y1) / 2);
       const p = document.createElementNS('http://www.w3.org/2000/svg', 'path');
@@ -860,7 +862,7 @@ function automationBuilder(a, design, segments, automations) {
     const line = document.createElementNS('http://www.w3.org/2000/svg', 'path');
     line.setAttribute('class', 'edge sel');
     svg.append(line);
-    const x1 = n.position.x + NODE_W / 2; const y1 = n.position.y + NODE_H;
+    const x1 = n.position.x + NODE_W / 2; const y1 = n.position.y + nodeHeight(n.id);
     const move = (mv) => { const p = stagePoint(mv); line.setAttribute('d', `M${x1},${y1} L${p.x},${p.y}`); };
     const up = (upEv) => {
       window.removeEventListener('pointermove', move); window.removeEventListener('pointerup', up);
@@ -1013,7 +1015,7 @@ function automationBuilder(a, design, segments, automations) {
     if (!a.active_version && !a.is_active) return;
     const r = await get(`/v1/automations/${a.id}/nodes`);
     const next = {}; for (const c of (r.data || [])) next[c.node] = c;
-    if (JSON.stringify(next) !== JSON.stringify(counts)) { counts = next; for (const n of nodes) { const el = $(`[data-node="${n.id}"]`, stage); if (el) el.replaceWith(nodeEl(n)); } }
+    if (JSON.stringify(next) !== JSON.stringify(counts)) { counts = next; for (const n of nodes) { const el = $(`[data-node="${n.id}"]`, stage); if (el) el.replaceWith(nodeEl(n)); } drawEdges(); }
   };
   loadCounts();
   every(3000, loadCounts);
