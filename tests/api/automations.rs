@@ -18,20 +18,7 @@ use crate::common::{spawn_channels, Backend, TestApp};
 
 use super::campaigns::smtp::SmtpSink;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::Sqlite).await })*
-        }
-        mod postgres_clickhouse {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::PostgresClickHouse).await })*
-        }
-    };
-}
-
-on_both_stores!(
+crate::on_both_stores!(
     seed_welcome_flow_runs_down_both_branches_exactly_once,
     event_segment_manual_webhook_and_scores_triggers_with_every_node_kind,
     schedule_and_date_triggers_fire_on_the_clock,
@@ -107,7 +94,7 @@ async fn outbox(app: &TestApp, event: &str) -> Vec<Value> {
 }
 
 /// Seed 003's design, exactly as the seed shows it (labels only).
-fn seed_design() -> Value {
+pub(crate) fn seed_design() -> Value {
     json!({
         "nodes": [
           { "id": "t1", "type": "trigger", "data": { "label": "New Customer" }, "position": { "x": 250, "y": 0 } },

@@ -22,20 +22,7 @@ use crate::common::{spawn_channels, Backend, TestApp};
 pub(crate) mod smtp;
 use smtp::SmtpSink;
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::Sqlite).await })*
-        }
-        mod postgres_clickhouse {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::PostgresClickHouse).await })*
-        }
-    };
-}
-
-on_both_stores!(
+crate::on_both_stores!(
     email_campaign_goes_once_to_each_reachable_recipient_with_headers_tracking_and_unsubscribe,
     sms_campaign_goes_through_the_provider_and_callbacks_and_keywords_settle_it,
     drafts_schedules_cancels_settings_audience_and_bounce_intake,

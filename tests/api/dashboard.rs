@@ -21,41 +21,7 @@ use crate::{
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-macro_rules! on_both_stores {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::Sqlite).await })*
-        }
-        mod postgres_clickhouse {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-              async fn $name() { super::$name(crate::common::Backend::PostgresClickHouse).await })*
-        }
-    };
-}
-
-on_both_stores!(the_dashboard_works_end_to_end_in_a_real_browser);
-
-/// Seed 003's example automation, word for word.
-fn seed_design() -> Value {
-    json!({
-        "nodes": [
-            { "id": "t1", "type": "trigger", "data": { "label": "New Customer" }, "position": { "x": 250, "y": 0 } },
-            { "id": "a1", "type": "action",  "data": { "label": "Send Welcome Email" }, "position": { "x": 250, "y": 120 } },
-            { "id": "d1", "type": "delay",   "data": { "label": "Wait 3 Days" }, "position": { "x": 250, "y": 240 } },
-            { "id": "c1", "type": "condition","data": { "label": "Made a Purchase?" }, "position": { "x": 250, "y": 360 } },
-            { "id": "a2", "type": "action",  "data": { "label": "Send Reminder" }, "position": { "x": 80, "y": 480 } },
-            { "id": "a3", "type": "action",  "data": { "label": "Send Thank You" }, "position": { "x": 420, "y": 480 } }
-        ],
-        "edges": [
-            { "id": "e1", "source": "t1", "target": "a1" },
-            { "id": "e2", "source": "a1", "target": "d1" },
-            { "id": "e3", "source": "d1", "target": "c1" },
-            { "id": "e4", "source": "c1", "target": "a2", "label": "No" },
-            { "id": "e5", "source": "c1", "target": "a3", "label": "Yes" }
-        ]
-    })
-}
+crate::on_both_stores!(the_dashboard_works_end_to_end_in_a_real_browser);
 
 /// Runs the browser script; returns what it saw. `shots`: where to keep screenshots.
 pub async fn drive(app: &TestApp, shots: Option<&str>) -> Value {
@@ -130,7 +96,7 @@ async fn the_dashboard_works_end_to_end_in_a_real_browser(backend: Backend) {
 
     // Seed 003's automation: the JSON saved from the builder, read back after a reload, is the
     // seed's; the reloaded builder drew all of it.
-    assert_eq!(seen["design_after_reload"]["data"], seed_design(), "{seen}");
+    assert_eq!(seen["design_after_reload"]["data"], crate::automations::seed_design(), "{seen}");
     assert_eq!(seen["nodes_drawn_after_reload"], 6);
     assert_eq!(seen["edges_drawn_after_reload"], 5);
     assert_eq!(seen["edge_label_offered"], "Yes");

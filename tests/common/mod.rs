@@ -412,3 +412,19 @@ impl TestApp {
         }
     }
 }
+
+/// Runs each listed async test function (taking the `Backend`) on the embedded stores (SQLite +
+/// SQLite events) and on the scale stores (PostgreSQL + ClickHouse).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name(crate::common::Backend::Sqlite).await })*
+        }
+        mod postgres_clickhouse {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+              async fn $name() { super::$name(crate::common::Backend::PostgresClickHouse).await })*
+        }
+    };
+}
