@@ -183,7 +183,8 @@ try {
   await page.mouse.move(a3.x + 60, a3.y + 20); await page.mouse.down();
   await page.mouse.move(a3.x + 160, a3.y + 120, { steps: 5 }); await page.mouse.move(a3.x + 60, a3.y + 20, { steps: 5 }); await page.mouse.up();
   await page.click('#save-design');
-  await page.locator('text=Saved').waitFor();
+  // "Saved <time>" once the server has the design ("Unsaved changes" must not count).
+  await page.locator('#save-status', { hasText: /^Saved / }).waitFor();
   await page.reload();
   await page.locator('[data-node=c1]').waitFor();
   out.design_after_reload = (await apiCall('GET', `/v1/automations/${automationId}/design`)).body;

@@ -790,7 +790,7 @@ function automationBuilder(a, design, segments, automations) {
   svg.setAttribute('width', '1600'); svg.setAttribute('height', '1200');
   const canvas = h('div', { class: 'canvas', 'data-testid': 'canvas' }, stage);
   const side = h('div', { class: 'side card' });
-  const status = h('span', { class: 'small muted', 'aria-live': 'polite' });
+  const status = h('span', { class: 'small muted', id: 'save-status', 'aria-live': 'polite' });
   const slot = h('div');
 
   const nextId = (prefix, list) => { let n = 1; const ids = new Set(list.map((x) => x.id)); while (ids.has(prefix + n)) n++; return prefix + n; };
