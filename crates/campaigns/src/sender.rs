@@ -26,7 +26,7 @@
 //! Suppressions and opt-outs are checked again right before each batch goes out.
 
 use std::{
-    collections::{HashMap, HashSet, VecDeque},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -221,7 +221,7 @@ impl Sender {
         let email: EmailSettings = settings::load(&mut conn, tenant, "email").await?;
         let sms_settings: SmsWorkspaceSettings = settings::load(&mut conn, tenant, "sms").await?;
         drop(conn);
-        let (transport, workspace_rate) = if channel == "email" {
+        let (mut transport, composer, workspace_rate) = if channel == "email" {
             let Some(smtp) = email.smtp(&self.defaults) else {
                 self.fail(&c, "no SMTP server is configured (CAIRN_SMTP_URL or PUT /v1/settings/email)").await?;
                 return Ok(false);
@@ -238,56 +238,42 @@ impl Sender {
                 unsubscribe_mailto: email.unsubscribe_mailto.clone(),
             };
             let lanes = (0..self.config.lanes).map(|_| SmtpLane::new(smtp.clone())).collect();
-            (Transport::Email { lanes, sender, dkim: email.dkim() }, email.rate_limit)
+            (Transport::Email(lanes), Composer::Email(sender, email.dkim()), email.rate_limit)
         } else {
             let Some(s) = sms_settings.resolve(&self.defaults) else {
                 self.fail(&c, "no SMS provider is configured (CAIRN_SMS_* or PUT /v1/settings/sms)").await?;
                 return Ok(false);
             };
-            (Transport::Sms(s), sms_settings.rate_limit)
+            (Transport::Sms(s), Composer::Sms, sms_settings.rate_limit)
         };
-        let mut transport = transport;
         if !c.audience_ready {
             self.resolve_audience(&c, &channel).await?;
         }
         let rate = [c.rate_limit, workspace_rate].into_iter().flatten().filter(|r| *r > 0).min();
         let limiter = Limiter::new(rate);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let result = loop {
-            if Instant::now() > deadline {
-                break Ok(true);
-            }
-            if !self.renew(lease, false).await? {
-                break Ok(false);
-            }
-            let current = self.store.read().await?.campaign(tenant, c.id).await?;
-            if current.status != "sending" && current.status != "triggered" {
-                if current.status == "cancelled" {
-                    self.store.write().await?.cancel_queued_sends(c.id, self.clock.now()).await?;
-                }
-                break Ok(false);
-            }
-            let due = self.store.read().await?.due_sends(c.id, Utc::now(), self.config.batch).await?;
-            if due.is_empty() {
-                if current.status == "triggered" {
-                    // An automation's campaign never finishes: the next run may reach it.
-                    break Ok(false);
-                }
-                let counts = self.store.read().await?.send_counts(c.id).await?;
-                if counts.queued == 0 && counts.in_flight == 0 {
-                    self.finish(&c).await?;
-                    break Ok(true);
-                }
-                break Ok(false);
-            }
-            self.send_batch(&c, &channel, &t, &mut transport, &limiter, due).await?;
-        };
-        if let Transport::Email { lanes, .. } = &mut transport {
+        let renderer =
+            Arc::new(Renderer { c: c.clone(), channel: channel.clone(), t, composer, links: self.links.clone() });
+        let streamed = self.stream(&renderer, &mut transport, &limiter, lease, deadline).await;
+        if let Transport::Email(lanes) = &mut transport {
             for l in lanes {
                 l.quit().await;
             }
         }
-        result
+        if let Some(again) = streamed? {
+            return Ok(again);
+        }
+        // Nothing was due any more.
+        if c.status == "triggered" {
+            // An automation's campaign never finishes: the next run may reach it.
+            return Ok(false);
+        }
+        let counts = self.store.read().await?.send_counts(c.id).await?;
+        if counts.queued == 0 && counts.in_flight == 0 {
+            self.finish(&c).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Creates every recipient's send record.
@@ -353,119 +339,72 @@ impl Sender {
         Ok(())
     }
 
-    /// Renders, re-checks and sends one batch; writes the outcomes.
-    async fn send_batch(
+    /// Sends the campaign's due records until the deadline, a status change or the end: a
+    /// producer reads the records a batch at a time (by id, after the last one read) and renders
+    /// them while the lanes send what it rendered before, so no lane waits for a batch boundary.
+    /// Returns `Some(again)` when it stopped early, `None` when nothing was due any more.
+    async fn stream(
         &self,
-        c: &CampaignRow,
-        channel: &str,
-        t: &crate::Templates,
+        renderer: &Arc<Renderer>,
         transport: &mut Transport,
         limiter: &Limiter,
-        due: Vec<SendRow>,
-    ) -> Result<(), SendError> {
+        lease: &mut Lease,
+        deadline: Instant,
+    ) -> Result<Option<bool>, SendError> {
+        let (c, channel) = (&renderer.c, renderer.channel.as_str());
         let tenant = TenantId(c.tenant_id);
-        let now = self.clock.now();
-        let ids: Vec<i64> = due.iter().map(|s| s.customer_id).collect();
-        let customers: HashMap<i64, Customer> = self
-            .store
-            .read()
-            .await?
-            .customers_by_ids(tenant, &ids)
-            .await?
-            .into_iter()
-            .map(|cu| (cu.id.0, cu))
-            .collect();
-        let addresses: Vec<String> = due.iter().filter_map(|s| s.address.clone()).collect();
-        let suppressed = self.store.read().await?.suppressed(tenant, channel, &addresses).await?;
-        let mut outcomes = Vec::new();
-        let mut jobs = VecDeque::new();
-        for s in due {
-            let skip = |reason: &str| SendOutcome {
-                id: s.id,
-                status: "skipped",
-                reason: Some(reason.to_string()),
-                provider_id: None,
-                error: None,
-                parts: None,
-                attempts: s.attempts,
-                next_attempt_at: now,
-            };
-            let Some(cu) = customers.get(&s.customer_id) else {
-                outcomes.push(skip("deleted"));
-                continue;
-            };
-            let to = s.address.clone().unwrap_or_default();
-            if let Some(reason) = skip_reason(channel, cu, c.require_consent) {
-                outcomes.push(skip(reason));
-                continue;
-            }
-            if suppressed.contains(&normalise(channel, &to)) {
-                outcomes.push(skip("suppressed"));
-                continue;
-            }
-            let msg = match transport {
-                Transport::Email { sender, dkim, .. } => compose_email(c, t, sender, cu, &to, s.id, &self.links)
-                    .map_err(|e| e.to_string())
-                    .and_then(|e| e.build(dkim.as_ref()))
-                    .map(Msg::Email),
-                Transport::Sms(_) => compose_sms(c, t, cu, s.id, &self.links)
-                    .map(|(body, parts)| Msg::Sms {
-                        to: to.clone(),
-                        body,
-                        callback: self.links.sms_status_url(s.id),
-                        parts: parts as i64,
-                    })
-                    .map_err(|e| e.to_string()),
-            };
-            match msg {
-                Ok(msg) => jobs.push_back(Job { send: s, msg }),
-                Err(e) => outcomes.push(SendOutcome {
-                    status: "failed",
-                    reason: Some("render".into()),
-                    error: Some(e),
-                    ..skip("render")
-                }),
-            }
-        }
-        let address_by_send: HashMap<i64, String> =
-            jobs.iter().filter_map(|j| Some((j.send.id, normalise(channel, j.send.address.as_deref()?)))).collect();
-        outcomes.extend(self.pipeline(jobs, transport, limiter).await?);
-        let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
-        tx.finish_sends(&outcomes, now).await?;
-        for o in outcomes.iter().filter(|o| o.status == "bounced") {
-            if let Some(a) = address_by_send.get(&o.id) {
-                tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Sends jobs over the transport's lanes; every message passes the commit point (its record
-    /// moved to `committing`, in a group commit) before it can leave.
-    async fn pipeline(
-        &self,
-        jobs: VecDeque<Job>,
-        transport: &mut Transport,
-        limiter: &Limiter,
-    ) -> Result<Vec<SendOutcome>, SendError> {
-        let queue = Mutex::new(jobs);
-        let results = Mutex::new(Vec::new());
+        let batch = self.config.batch.max(1);
+        // Rendered messages waiting for a lane: at most a batch, so rendering runs at most one
+        // batch ahead of sending.
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>(batch as usize);
+        let jobs_rx = tokio::sync::Mutex::new(jobs_rx);
         // Outcomes not yet written: each group commit writes them with the next records it
         // moves to `committing`, so that few finished messages are ever left `committing`.
-        let unflushed: Mutex<Vec<SendOutcome>> = Mutex::new(Vec::new());
+        let unflushed = Mutex::new(Unflushed::default());
         let failure: Mutex<Option<SendError>> = Mutex::new(None);
-        let (tx, mut rx) = mpsc::unbounded_channel::<(i64, oneshot::Sender<bool>)>();
+        let (commit_tx, mut commit_rx) = mpsc::unbounded_channel::<(i64, oneshot::Sender<bool>)>();
+
+        let producer = async {
+            let jobs_tx = jobs_tx;
+            let mut after = 0i64;
+            loop {
+                if failure.lock().expect("not poisoned").is_some() {
+                    return Ok(Some(false));
+                }
+                if Instant::now() > deadline {
+                    return Ok(Some(true));
+                }
+                if !self.renew(lease, false).await? {
+                    return Ok(Some(false));
+                }
+                let current = self.store.read().await?.campaign(tenant, c.id).await?;
+                if current.status != "sending" && current.status != "triggered" {
+                    if current.status == "cancelled" {
+                        self.store.write().await?.cancel_queued_sends(c.id, self.clock.now()).await?;
+                    }
+                    return Ok(Some(false));
+                }
+                let due = self.store.read().await?.due_sends(c.id, after, Utc::now(), batch).await?;
+                let Some(last) = due.last() else { return Ok(None) };
+                after = last.id;
+                let (jobs, skipped) = self.render(renderer, due).await?;
+                unflushed.lock().expect("not poisoned").outcomes.extend(skipped);
+                for job in jobs {
+                    if jobs_tx.send(job).await.is_err() {
+                        return Ok(Some(false));
+                    }
+                }
+            }
+        };
         let committer = async {
-            while let Some(first) = rx.recv().await {
+            while let Some(first) = commit_rx.recv().await {
                 let mut waiting = vec![first];
-                while let Ok(more) = rx.try_recv() {
+                while let Ok(more) = commit_rx.try_recv() {
                     waiting.push(more);
                 }
                 let ids: Vec<i64> = waiting.iter().map(|w| w.0).collect();
                 let finished = std::mem::take(&mut *unflushed.lock().expect("not poisoned"));
-                let moved = match self.commit(&ids, &finished).await {
+                let moved = match self.commit(tenant, channel, &ids, finished).await {
                     Ok(m) => m,
                     Err(e) => {
                         *failure.lock().expect("not poisoned") = Some(e);
@@ -477,7 +416,27 @@ impl Sender {
                 }
             }
         };
-        let retry = |s: &SendRow, error: String, attempts: i64| -> SendOutcome {
+        let next_job = || async { jobs_rx.lock().await.recv().await };
+        // Passes the commit point: true when the record moved to `committing` (false: cancelled
+        // meanwhile, or the store failed — the message must not leave).
+        // Each lane holds a sender; the committer stops when every lane has.
+        type CommitTx = mpsc::UnboundedSender<(i64, oneshot::Sender<bool>)>;
+        let commit_point = |commit_tx: &CommitTx, id: i64| {
+            let (otx, orx) = oneshot::channel();
+            let _ = commit_tx.send((id, otx));
+            async move { orx.await.unwrap_or(false) }
+        };
+        let finished = |o: SendOutcome, address: Option<&str>| {
+            let mut u = unflushed.lock().expect("not poisoned");
+            if o.status == "bounced" {
+                if let Some(a) = address {
+                    u.bounced.push(normalise(channel, a));
+                }
+            }
+            u.outcomes.push(o);
+        };
+        let retry = |s: &SendRow, error: String| -> SendOutcome {
+            let attempts = s.attempts + 1;
             let give_up = attempts >= self.config.max_attempts;
             let delay =
                 self.config.retry_base.saturating_mul(1 << attempts.clamp(0, 7) as u32).min(Duration::from_secs(3600));
@@ -507,123 +466,226 @@ impl Sender {
             attempts: s.attempts + 1,
             next_attempt_at: self.clock.now(),
         };
-        match transport {
-            Transport::Email { lanes, .. } => {
-                let workers = lanes.iter_mut().map(|lane| {
-                    let tx = tx.clone();
-                    let (queue, results, unflushed, retry, done) = (&queue, &results, &unflushed, &retry, &done);
-                    async move {
-                        loop {
-                            let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
+        let (next_job, commit_point, finished, retry, done) = (&next_job, &commit_point, &finished, &retry, &done);
+        let workers: Vec<futures::future::BoxFuture<'_, ()>> = match transport {
+            Transport::Email(lanes) => lanes
+                .iter_mut()
+                .map(|lane| {
+                    let commit_tx = commit_tx.clone();
+                    Box::pin(async move {
+                        while let Some(job) = next_job().await {
                             let Msg::Email(out) = &job.msg else { unreachable!("email transport") };
                             let s = &job.send;
                             limiter.acquire().await;
                             let outcome = match lane.prepare(out).await {
-                                Err(SmtpFailure::Transient(e)) => Some(retry(s, e, s.attempts + 1)),
+                                Err(SmtpFailure::Transient(e)) => retry(s, e),
                                 Err(SmtpFailure::Rejected(e)) => {
-                                    Some(done(s, "bounced", Some("hard_bounce"), None, Some(e), None))
+                                    done(s, "bounced", Some("hard_bounce"), None, Some(e), None)
                                 }
                                 Err(SmtpFailure::Permanent(e)) => {
-                                    Some(done(s, "failed", Some("rejected"), None, Some(e), None))
+                                    done(s, "failed", Some("rejected"), None, Some(e), None)
                                 }
+                                Ok(()) if commit_point(&commit_tx, s.id).await => match lane.commit(out).await {
+                                    Ok(true) => done(s, "sent", None, None, None, None),
+                                    Ok(false) => done(s, "sent", Some("unconfirmed"), None, None, None),
+                                    // Refused after the data: nothing was accepted.
+                                    Err(SmtpFailure::Transient(e)) => retry(s, e),
+                                    Err(f) => done(s, "failed", Some("rejected"), None, Some(f.message().into()), None),
+                                },
                                 Ok(()) => {
-                                    let (otx, orx) = oneshot::channel();
-                                    let _ = tx.send((s.id, otx));
-                                    if orx.await.unwrap_or(false) {
-                                        Some(match lane.commit(out).await {
-                                            Ok(true) => done(s, "sent", None, None, None, None),
-                                            Ok(false) => done(s, "sent", Some("unconfirmed"), None, None, None),
-                                            // Refused after the data: nothing was accepted.
-                                            Err(SmtpFailure::Transient(e)) => retry(s, e, s.attempts + 1),
-                                            Err(f) => done(
-                                                s,
-                                                "failed",
-                                                Some("rejected"),
-                                                None,
-                                                Some(f.message().into()),
-                                                None,
-                                            ),
-                                        })
-                                    } else {
-                                        // Cancelled meanwhile (or the store failed): abandon.
-                                        lane.reset().await;
-                                        None
-                                    }
-                                }
-                            };
-                            if let Some(o) = outcome {
-                                unflushed.lock().expect("not poisoned").push(o.clone());
-                                results.lock().expect("not poisoned").push(o);
-                            }
-                        }
-                    }
-                });
-                let workers: Vec<_> = workers.collect();
-                drop(tx);
-                tokio::join!(committer, futures::future::join_all(workers));
-            }
-            Transport::Sms(settings) => {
-                let settings = settings.clone();
-                let workers: Vec<_> = (0..self.config.lanes)
-                    .map(|_| {
-                        let tx = tx.clone();
-                        let (queue, results, unflushed, retry, done, settings) =
-                            (&queue, &results, &unflushed, &retry, &done, &settings);
-                        async move {
-                            loop {
-                                let Some(job) = queue.lock().expect("not poisoned").pop_front() else { break };
-                                let Msg::Sms { to, body, callback, parts } = &job.msg else {
-                                    unreachable!("sms transport")
-                                };
-                                let s = &job.send;
-                                limiter.acquire().await;
-                                let (otx, orx) = oneshot::channel();
-                                let _ = tx.send((s.id, otx));
-                                if !orx.await.unwrap_or(false) {
+                                    lane.reset().await;
                                     continue;
                                 }
-                                let outcome = match sms::send(&self.http, settings, to, body, Some(callback)).await {
-                                    SmsOutcome::Accepted(sid) => done(s, "sent", None, Some(sid), None, Some(*parts)),
-                                    SmsOutcome::Rejected(e) => {
-                                        done(s, "failed", Some("rejected"), None, Some(e), Some(*parts))
-                                    }
-                                    SmsOutcome::Retry(e) => retry(s, e, s.attempts + 1),
-                                    SmsOutcome::Unknown(e) => {
-                                        done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts))
-                                    }
-                                };
-                                unflushed.lock().expect("not poisoned").push(outcome.clone());
-                                results.lock().expect("not poisoned").push(outcome);
-                            }
+                            };
+                            finished(outcome, s.address.as_deref());
                         }
-                    })
-                    .collect();
-                drop(tx);
-                tokio::join!(committer, futures::future::join_all(workers));
-            }
-        }
+                    }) as futures::future::BoxFuture<'_, ()>
+                })
+                .collect(),
+            Transport::Sms(settings) => (0..self.config.lanes)
+                .map(|_| {
+                    let settings = &*settings;
+                    let commit_tx = commit_tx.clone();
+                    Box::pin(async move {
+                        while let Some(job) = next_job().await {
+                            let Msg::Sms { to, body, callback, parts } = &job.msg else {
+                                unreachable!("sms transport")
+                            };
+                            let s = &job.send;
+                            limiter.acquire().await;
+                            if !commit_point(&commit_tx, s.id).await {
+                                continue;
+                            }
+                            let outcome = match sms::send(&self.http, settings, to, body, Some(callback)).await {
+                                SmsOutcome::Accepted(sid) => done(s, "sent", None, Some(sid), None, Some(*parts)),
+                                SmsOutcome::Rejected(e) => {
+                                    done(s, "failed", Some("rejected"), None, Some(e), Some(*parts))
+                                }
+                                SmsOutcome::Retry(e) => retry(s, e),
+                                SmsOutcome::Unknown(e) => {
+                                    done(s, "unknown", Some("no_answer"), None, Some(e), Some(*parts))
+                                }
+                            };
+                            finished(outcome, None);
+                        }
+                    }) as futures::future::BoxFuture<'_, ()>
+                })
+                .collect(),
+        };
+        drop(commit_tx);
+        let (produced, (), _) = tokio::join!(producer, committer, futures::future::join_all(workers));
         if let Some(e) = failure.into_inner().expect("not poisoned") {
-            // Outcomes of messages that did leave are still written by the caller on the next
-            // round: their records stay `committing` and are settled, never resent.
+            // Messages that did leave keep their `committing` records and are settled at the
+            // next start, never resent.
             return Err(e);
         }
-        Ok(results.into_inner().expect("not poisoned"))
+        // What finished after the last group commit.
+        let rest = std::mem::take(&mut *unflushed.lock().expect("not poisoned"));
+        self.commit(tenant, channel, &[], rest).await?;
+        produced
     }
 
-    /// One group commit: the outcomes finished since the last one, and `ids` moved to
-    /// `committing` (returns those really moved).
-    async fn commit(&self, ids: &[i64], finished: &[SendOutcome]) -> Result<HashSet<i64>, SendError> {
+    /// Re-checks one batch of records against the profiles and the suppression list and renders
+    /// the messages on a blocking thread (so that rendering never holds up a lane between its
+    /// commit point and its write); returns the messages to send and the outcomes of those not
+    /// to send.
+    async fn render(
+        &self,
+        renderer: &Arc<Renderer>,
+        due: Vec<SendRow>,
+    ) -> Result<(Vec<Job>, Vec<SendOutcome>), SendError> {
+        let (c, channel) = (&renderer.c, renderer.channel.as_str());
+        let tenant = TenantId(c.tenant_id);
+        let ids: Vec<i64> = due.iter().map(|s| s.customer_id).collect();
+        let customers: HashMap<i64, Customer> = self
+            .store
+            .read()
+            .await?
+            .customers_by_ids(tenant, &ids)
+            .await?
+            .into_iter()
+            .map(|cu| (cu.id.0, cu))
+            .collect();
+        let addresses: Vec<String> = due.iter().filter_map(|s| s.address.clone()).collect();
+        let suppressed = self.store.read().await?.suppressed(tenant, channel, &addresses).await?;
+        let now = self.clock.now();
+        let renderer = renderer.clone();
+        Ok(tokio::task::spawn_blocking(move || renderer.render(due, &customers, &suppressed, now))
+            .await
+            .expect("rendering does not panic"))
+    }
+
+    /// One group commit: the outcomes finished since the last one (with the suppressions their
+    /// hard bounces cause), and `ids` moved to `committing` (returns those really moved).
+    async fn commit(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        ids: &[i64],
+        finished: Unflushed,
+    ) -> Result<HashSet<i64>, SendError> {
+        if ids.is_empty() && finished.outcomes.is_empty() {
+            return Ok(HashSet::new());
+        }
         let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        tx.finish_sends(finished, now).await?;
+        tx.finish_sends(&finished.outcomes, now).await?;
+        for a in &finished.bounced {
+            tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
+        }
         let moved = tx.commit_sends(ids, now).await?;
         tx.commit().await?;
         Ok(moved.into_iter().collect())
     }
 }
 
+/// Outcomes waiting for the next group commit, and the addresses of hard bounces among them.
+#[derive(Default)]
+struct Unflushed {
+    outcomes: Vec<SendOutcome>,
+    bounced: Vec<String>,
+}
+
+enum Composer {
+    Email(EmailSender, Option<cairn_channels::email::Dkim>),
+    Sms,
+}
+
+/// Everything rendering a campaign's messages needs, owned, for a blocking thread.
+struct Renderer {
+    c: CampaignRow,
+    channel: String,
+    t: crate::Templates,
+    composer: Composer,
+    links: Links,
+}
+
+impl Renderer {
+    fn render(
+        &self,
+        due: Vec<SendRow>,
+        customers: &HashMap<i64, Customer>,
+        suppressed: &HashSet<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> (Vec<Job>, Vec<SendOutcome>) {
+        let (c, channel) = (&self.c, self.channel.as_str());
+        let mut outcomes = Vec::new();
+        let mut jobs = Vec::with_capacity(due.len());
+        for s in due {
+            let skip = |reason: &str| SendOutcome {
+                id: s.id,
+                status: "skipped",
+                reason: Some(reason.to_string()),
+                provider_id: None,
+                error: None,
+                parts: None,
+                attempts: s.attempts,
+                next_attempt_at: now,
+            };
+            let Some(cu) = customers.get(&s.customer_id) else {
+                outcomes.push(skip("deleted"));
+                continue;
+            };
+            let to = s.address.clone().unwrap_or_default();
+            if let Some(reason) = skip_reason(channel, cu, c.require_consent) {
+                outcomes.push(skip(reason));
+                continue;
+            }
+            if suppressed.contains(&normalise(channel, &to)) {
+                outcomes.push(skip("suppressed"));
+                continue;
+            }
+            let msg = match &self.composer {
+                Composer::Email(sender, dkim) => compose_email(c, &self.t, sender, cu, &to, s.id, &self.links)
+                    .map_err(|e| e.to_string())
+                    .and_then(|e| e.build(dkim.as_ref()))
+                    .map(Msg::Email),
+                Composer::Sms => compose_sms(c, &self.t, cu, s.id, &self.links)
+                    .map(|(body, parts)| Msg::Sms {
+                        to: to.clone(),
+                        body,
+                        callback: self.links.sms_status_url(s.id),
+                        parts: parts as i64,
+                    })
+                    .map_err(|e| e.to_string()),
+            };
+            match msg {
+                Ok(msg) => jobs.push(Job { send: s, msg }),
+                Err(e) => outcomes.push(SendOutcome {
+                    status: "failed",
+                    reason: Some("render".into()),
+                    error: Some(e),
+                    ..skip("render")
+                }),
+            }
+        }
+        (jobs, outcomes)
+    }
+}
+
+/// How messages leave: SMTP lanes (a connection each), or requests to the SMS provider.
 enum Transport {
-    Email { lanes: Vec<SmtpLane>, sender: EmailSender, dkim: Option<cairn_channels::email::Dkim> },
+    Email(Vec<SmtpLane>),
     Sms(SmsSettings),
 }
 

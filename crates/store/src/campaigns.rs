@@ -429,13 +429,20 @@ impl Conn {
         Ok(n)
     }
 
-    /// The next queued messages of a campaign that are due, oldest first.
-    pub async fn due_sends(&mut self, campaign: i64, now: DateTime<Utc>, limit: i64) -> Result<Vec<SendRow>> {
+    /// The next queued messages of a campaign that are due, oldest first, after the record `after`
+    /// (0: from the start).
+    pub async fn due_sends(
+        &mut self,
+        campaign: i64,
+        after: i64,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<SendRow>> {
         let sql = format!(
             "SELECT {SEND_COLS} FROM campaign_sends
-             WHERE campaign_id = $1 AND status = 'queued' AND next_attempt_at <= $2 ORDER BY id LIMIT $3"
+             WHERE campaign_id = $1 AND status = 'queued' AND id > $2 AND next_attempt_at <= $3 ORDER BY id LIMIT $4"
         );
-        Ok(on!(self, |c| sqlx::query_as(&sql).bind(campaign).bind(now).bind(limit).fetch_all(c).await)?)
+        Ok(on!(self, |c| sqlx::query_as(&sql).bind(campaign).bind(after).bind(now).bind(limit).fetch_all(c).await)?)
     }
 
     /// Moves queued records to `committing`: from here on the message may have left, so a crash
