@@ -10,24 +10,30 @@
 //!    customer, channel), `queued` or `skipped` with the reason — inserted with `ON CONFLICT DO
 //!    NOTHING`, so a resumed resolution adds only what is missing.
 //! 2. A queued message is prepared (SMTP: MAIL, RCPT, DATA — nothing is committed by the
-//!    server yet), then its record moves to `committing` (a group commit for all lanes), then
-//!    the data and its final dot go out (SMS: the provider request). A crash before the
-//!    `committing` commit leaves it `queued`: the server discarded the unfinished transaction,
-//!    so it is sent again, once. A crash after it leaves it `committing`: the message may have
-//!    left, so a restart settles it as `unknown` (reason `interrupted`) and never sends it
-//!    again; a delivery or bounce report (SMS status callbacks, `POST /v1/email-events`)
-//!    settles it later. No protocol can do better: the database commit and the final dot are
-//!    two separate effects, and a crash between them leaves one without the other. The window
-//!    is one in-flight message per connection for the time between the commit and the write
-//!    (docs/campaigns.md measures how often a kill -9 lands in it).
-//! 3. Outcomes are written per batch: `sent`, `bounced` (5xx at RCPT; the address is
-//!    suppressed), `failed`, or `queued` again with a backoff (4xx, no connection).
+//!    server yet), then its record moves to `committing` (a group commit for all lanes, which
+//!    does not wait for the disk: see [`Sender::commit_point`]), then the data and its final
+//!    dot go out (SMS: the provider request). A crash before the `committing` commit leaves it
+//!    `queued`: the server discarded the unfinished transaction, so it is sent again, once. A
+//!    crash after it leaves it `committing`: the message may have left, so a restart settles it
+//!    as `unknown` (reason `interrupted`) and never sends it again; a delivery or bounce report
+//!    (SMS status callbacks, `POST /v1/email-events`) settles it later. No protocol can do
+//!    better: the database commit and the final dot are two separate effects, and a crash
+//!    between them leaves one without the other. The window is one in-flight message per
+//!    connection for the time between the commit and the write (docs/campaigns.md measures how
+//!    often a kill -9 lands in it).
+//! 3. Outcomes are written with the next group commit (and, synced, at the end):
+//!    `sent`, `bounced` (5xx at RCPT; the address is suppressed), `failed`, or `queued` again
+//!    with a backoff (4xx, no connection).
 //!
-//! Suppressions and opt-outs are checked again right before each batch goes out.
+//! Suppressions and opt-outs are checked when a batch is rendered (at most two batches before
+//! it goes out), and suppressions once more at each message's commit point.
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
@@ -246,20 +252,35 @@ impl Sender {
             };
             (Transport::Sms(s), Composer::Sms, sms_settings.rate_limit)
         };
-        if !c.audience_ready {
-            self.resolve_audience(&c, &channel).await?;
-        }
         let rate = [c.rate_limit, workspace_rate].into_iter().flatten().filter(|r| *r > 0).min();
         let limiter = Limiter::new(rate);
         let deadline = Instant::now() + Duration::from_secs(10);
         let renderer =
             Arc::new(Renderer { c: c.clone(), channel: channel.clone(), t, composer, links: self.links.clone() });
-        let streamed = self.stream(&renderer, &mut transport, &limiter, lease, deadline).await;
+        // A new audience is resolved while the first records it writes are already being sent
+        // (its chunks commit in id order, so the stream's cursor never passes a record it has not
+        // seen); the stream does not take "nothing due" for the end until it is resolved.
+        let resolving = AtomicBool::new(!c.audience_ready);
+        let resolve = async {
+            if !c.audience_ready {
+                let resolved = self.resolve_audience(&c, &channel).await;
+                resolving.store(false, Ordering::Release);
+                resolved?;
+                // Cancelled while it was resolving: what it wrote after the cancel is cancelled too.
+                if self.store.read().await?.campaign(tenant, c.id).await?.status == "cancelled" {
+                    self.store.write().await?.cancel_queued_sends(c.id, self.clock.now()).await?;
+                }
+            }
+            Ok::<_, SendError>(())
+        };
+        let (resolved, streamed) =
+            tokio::join!(resolve, self.stream(&renderer, &mut transport, &limiter, lease, deadline, &resolving));
         if let Transport::Email(lanes) = &mut transport {
             for l in lanes {
                 l.quit().await;
             }
         }
+        resolved?;
         if let Some(again) = streamed? {
             return Ok(again);
         }
@@ -276,7 +297,7 @@ impl Sender {
         Ok(false)
     }
 
-    /// Creates every recipient's send record.
+    /// Creates every recipient's send record, 2,000 to a transaction (sending starts after the first).
     async fn resolve_audience(&self, c: &CampaignRow, channel: &str) -> Result<(), SendError> {
         let tenant = TenantId(c.tenant_id);
         let ids = match c.segment_id {
@@ -284,7 +305,7 @@ impl Sender {
             None => vec![],
         };
         let mut total = 0i64;
-        for chunk in ids.chunks(5_000) {
+        for chunk in ids.chunks(2_000) {
             let customers = self.store.read().await?.customers_by_ids(tenant, chunk).await?;
             let addresses: Vec<String> = customers.iter().filter_map(|cu| address_of(channel, cu)).collect();
             let suppressed = self.store.read().await?.suppressed(tenant, channel, &addresses).await?;
@@ -350,6 +371,7 @@ impl Sender {
         limiter: &Limiter,
         lease: &mut Lease,
         deadline: Instant,
+        resolving: &AtomicBool,
     ) -> Result<Option<bool>, SendError> {
         let (c, channel) = (&renderer.c, renderer.channel.as_str());
         let tenant = TenantId(c.tenant_id);
@@ -384,8 +406,17 @@ impl Sender {
                     }
                     return Ok(Some(false));
                 }
+                // Read before the records: if the audience was resolved by then, an empty read
+                // means the end.
+                let was_resolving = resolving.load(Ordering::Acquire);
                 let due = self.store.read().await?.due_sends(c.id, after, Utc::now(), batch).await?;
-                let Some(last) = due.last() else { return Ok(None) };
+                let Some(last) = due.last() else {
+                    if was_resolving {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    return Ok(None);
+                };
                 after = last.id;
                 let (jobs, skipped) = self.render(renderer, due).await?;
                 unflushed.lock().expect("not poisoned").outcomes.extend(skipped);
@@ -397,6 +428,7 @@ impl Sender {
             }
         };
         let committer = async {
+            let mut last_sync = Instant::now();
             while let Some(first) = commit_rx.recv().await {
                 let mut waiting = vec![first];
                 while let Ok(more) = commit_rx.try_recv() {
@@ -404,7 +436,7 @@ impl Sender {
                 }
                 let ids: Vec<i64> = waiting.iter().map(|w| w.0).collect();
                 let finished = std::mem::take(&mut *unflushed.lock().expect("not poisoned"));
-                let moved = match self.commit(tenant, channel, &ids, finished).await {
+                let moved = match self.commit_point(tenant, channel, &ids, finished).await {
                     Ok(m) => m,
                     Err(e) => {
                         *failure.lock().expect("not poisoned") = Some(e);
@@ -413,6 +445,14 @@ impl Sender {
                 };
                 for (id, reply) in waiting {
                     let _ = reply.send(moved.contains(&id));
+                }
+                // While those messages go out: what the commit points wrote reaches the disk at
+                // least every SYNC_EVERY.
+                if last_sync.elapsed() >= SYNC_EVERY {
+                    if let Err(e) = self.store.sync().await {
+                        *failure.lock().expect("not poisoned") = Some(e.into());
+                    }
+                    last_sync = Instant::now();
                 }
             }
         };
@@ -541,7 +581,7 @@ impl Sender {
         }
         // What finished after the last group commit.
         let rest = std::mem::take(&mut *unflushed.lock().expect("not poisoned"));
-        self.commit(tenant, channel, &[], rest).await?;
+        self.flush(tenant, channel, rest).await?;
         produced
     }
 
@@ -575,20 +615,23 @@ impl Sender {
             .expect("rendering does not panic"))
     }
 
-    /// One group commit: the outcomes finished since the last one (with the suppressions their
-    /// hard bounces cause), and `ids` moved to `committing` (returns those really moved).
-    async fn commit(
+    /// The commit point of every message waiting at it (a group commit): their records move to
+    /// `committing` — returns those really moved — with the outcomes finished since the last
+    /// one (and the suppressions their hard bounces cause). Unsynced
+    /// ([`Store::begin_unsynced`]): what it wrote survives a kill -9 when it returns, and the
+    /// lanes send at once instead of after an fsync, so a kill -9 finds a message in doubt only
+    /// for the microseconds between this commit and its write, not for the fsync's
+    /// milliseconds. The committer syncs at least every [`SYNC_EVERY`]; a power cut can undo
+    /// the commit points of that long (those messages would be sent again), never more.
+    async fn commit_point(
         &self,
         tenant: TenantId,
         channel: &str,
         ids: &[i64],
         finished: Unflushed,
     ) -> Result<HashSet<i64>, SendError> {
-        if ids.is_empty() && finished.outcomes.is_empty() {
-            return Ok(HashSet::new());
-        }
         let now = self.clock.now();
-        let mut tx = self.store.begin().await?;
+        let mut tx = self.store.begin_unsynced().await?;
         tx.finish_sends(&finished.outcomes, now).await?;
         for a in &finished.bounced {
             tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
@@ -597,7 +640,26 @@ impl Sender {
         tx.commit().await?;
         Ok(moved.into_iter().collect())
     }
+
+    /// Writes finished messages' outcomes, with the suppressions their hard bounces cause, in an
+    /// ordinary (synced) transaction.
+    async fn flush(&self, tenant: TenantId, channel: &str, finished: Unflushed) -> Result<(), SendError> {
+        if finished.outcomes.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut tx = self.store.begin().await?;
+        tx.finish_sends(&finished.outcomes, now).await?;
+        for a in &finished.bounced {
+            tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
+
+/// How long the group commits' writes may wait for the disk (see [`Sender::commit_point`]).
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 /// Outcomes waiting for the next group commit, and the addresses of hard bounces among them.
 #[derive(Default)]

@@ -446,7 +446,9 @@ impl Conn {
     }
 
     /// Moves queued records to `committing`: from here on the message may have left, so a crash
-    /// never sends it again (docs/campaigns.md, "Exactly once"). Returns the ids really moved.
+    /// never sends it again (docs/campaigns.md, "Exactly once"). Returns the ids really moved:
+    /// not a record cancelled meanwhile, nor one whose address was suppressed since its batch
+    /// was rendered (an unsubscribe takes effect for every message not yet gone).
     pub async fn commit_sends(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>> {
         if ids.is_empty() {
             return Ok(vec![]);
@@ -454,7 +456,10 @@ impl Conn {
         if let Raw::Postgres(c) = self.raw() {
             return Ok(sqlx::query_scalar(
                 "UPDATE campaign_sends SET status = 'committing', attempts = attempts + 1, updated_at = $2
-                 WHERE id = ANY($1) AND status = 'queued' RETURNING id",
+                 WHERE id = ANY($1) AND status = 'queued' AND NOT EXISTS (
+                     SELECT 1 FROM suppressions p WHERE p.tenant_id = campaign_sends.tenant_id
+                        AND p.channel = campaign_sends.channel AND p.address = campaign_sends.address)
+                 RETURNING id",
             )
             .bind(ids)
             .bind(now)
@@ -463,7 +468,10 @@ impl Conn {
         }
         let sql = format!(
             "UPDATE campaign_sends SET status = 'committing', attempts = attempts + 1, updated_at = $1
-             WHERE id IN ({}) AND status = 'queued' RETURNING id",
+             WHERE id IN ({}) AND status = 'queued' AND NOT EXISTS (
+                 SELECT 1 FROM suppressions p WHERE p.tenant_id = campaign_sends.tenant_id
+                    AND p.channel = campaign_sends.channel AND p.address = campaign_sends.address)
+             RETURNING id",
             id_list(ids)
         );
         Ok(on!(self, |c| sqlx::query_scalar(&sql).persistent(false).bind(now).fetch_all(c).await)?)

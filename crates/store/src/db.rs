@@ -1,6 +1,14 @@
 //! Connections to either backend and the macro that runs one statement on whichever is in use.
 
-use std::{path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    path::PathBuf,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use sqlx::{
     pool::PoolConnection,
@@ -45,6 +53,10 @@ enum Db {
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
+        /// The writer runs with `synchronous=NORMAL` for an unsynced transaction
+        /// ([`Store::begin_unsynced`]); set until the connection is back in the pool, where
+        /// `after_release` restores FULL before anyone else can take it.
+        relaxed: Arc<AtomicBool>,
     },
     Postgres(PgPool),
 }
@@ -134,16 +146,28 @@ impl Store {
                     // mapping: writes still go through the WAL and its fsync.
                     .pragma("mmap_size", 0x7fff_0000u64.to_string()); // SQLite's own ceiling
                                                                       // The writer keeps more pages of its own (indexes it updates on every batch).
+                let relaxed = Arc::new(AtomicBool::new(false));
+                let restore = relaxed.clone();
                 let write = SqlitePoolOptions::new()
                     .max_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_release(move |c, _| {
+                        let restore = restore.clone();
+                        Box::pin(async move {
+                            if restore.swap(false, Ordering::AcqRel) {
+                                // A pending ROLLBACK (a transaction dropped unfinished) runs first.
+                                sqlx::Executor::execute(&mut *c, "PRAGMA synchronous = FULL").await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(opts.clone().pragma("cache_size", "-65536"))
                     .await?;
                 let read = SqlitePoolOptions::new()
                     .max_connections(4)
                     .connect_with(opts.pragma("cache_size", "-16384"))
                     .await?;
-                Db::Sqlite { write, read }
+                Db::Sqlite { write, read, relaxed }
             }
             StoreConfig::Postgres { url, max_connections } => {
                 let opts = PgConnectOptions::from_str(url)?;
@@ -219,6 +243,41 @@ impl Store {
         })
     }
 
+    /// A write transaction whose COMMIT does not wait for the disk: SQLite writes its pages to
+    /// the WAL (so it survives kill -9 the moment COMMIT returns) without the fsync, which the
+    /// next ordinary commit's fsync covers (`synchronous=NORMAL` for this one transaction);
+    /// PostgreSQL commits with `synchronous_commit = off`. Only for records whose loss in a power
+    /// cut between this commit and the next synced one is acceptable — the campaign sender's
+    /// commit points, where waiting for the disk widens the window in which a kill -9 leaves a
+    /// message in doubt (docs/campaigns.md).
+    pub async fn begin_unsynced(&self) -> Result<Conn> {
+        Ok(match &self.db {
+            Db::Sqlite { write, relaxed, .. } => {
+                let mut c = write.acquire().await?;
+                relaxed.store(true, Ordering::Release);
+                sqlx::Executor::execute(&mut *c, "PRAGMA synchronous = NORMAL").await?;
+                Conn::SqliteTx(sqlx::Transaction::begin(c, Some("BEGIN IMMEDIATE".into())).await?)
+            }
+            Db::Postgres(p) => {
+                let mut t = p.begin().await?;
+                sqlx::Executor::execute(&mut *t, "SET LOCAL synchronous_commit = off").await?;
+                Conn::PostgresTx(t)
+            }
+        })
+    }
+
+    /// Makes every commit so far durable against power loss, [`Store::begin_unsynced`]'s
+    /// included. SQLite: a passive checkpoint, which syncs the WAL first (and copies what it can
+    /// into the database, work an automatic checkpoint would do later). PostgreSQL flushes
+    /// asynchronous commits itself within three `wal_writer_delay`s (600 ms by default), so
+    /// this does nothing there.
+    pub async fn sync(&self) -> Result<()> {
+        if let Db::Sqlite { write, .. } = &self.db {
+            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(write).await?;
+        }
+        Ok(())
+    }
+
     /// Checks the store answers a trivial query (for `/readyz`).
     pub async fn ping(&self) -> Result<()> {
         let mut c = self.read().await?;
@@ -229,14 +288,14 @@ impl Store {
     /// Connections currently open and idle, for `/metrics`.
     pub fn pool_stats(&self) -> (u32, usize) {
         match &self.db {
-            Db::Sqlite { write, read } => (write.size() + read.size(), write.num_idle() + read.num_idle()),
+            Db::Sqlite { write, read, .. } => (write.size() + read.size(), write.num_idle() + read.num_idle()),
             Db::Postgres(p) => (p.size(), p.num_idle()),
         }
     }
 
     pub async fn close(&self) {
         match &self.db {
-            Db::Sqlite { write, read } => {
+            Db::Sqlite { write, read, .. } => {
                 write.close().await;
                 read.close().await;
             }

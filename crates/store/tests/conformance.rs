@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use cairn_domain::TenantId;
 use cairn_store::{
+    campaigns::{CampaignFields, NewSend},
     idempotency::{Claim, IdemKey},
     jobs::NewJob,
     Store, StoreConfig,
@@ -53,6 +54,7 @@ on_every_store!(
     enqueueing_with_a_dedupe_key_twice_makes_one_job,
     concurrent_idempotency_claims_let_exactly_one_request_run,
     a_stale_in_flight_idempotency_claim_is_taken_over,
+    a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -237,4 +239,53 @@ async fn a_stale_in_flight_idempotency_claim_is_taken_over(s: Fresh) {
         c.claim_idempotency_key(&k, "h", late, late + Duration::seconds(60), late - day).await.unwrap(),
         Claim::Fresh
     );
+}
+
+/// The sender renders a batch ahead of sending; an unsubscribe (or hard bounce) landing in
+/// between must still stop the message: the commit point refuses a suppressed address, and a
+/// cancelled record, and moves the rest once.
+async fn a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point(s: Fresh) {
+    let mut c = s.store.write().await.unwrap();
+    let tenant: TenantId = c.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    let fields = CampaignFields {
+        name: "Sale".into(),
+        kind: "email".into(),
+        segment_id: None,
+        subject: Some("Hi".into()),
+        body: Some("Hello".into()),
+        from_name: None,
+        from_email: Some("news@shop.test".into()),
+        reply_to: None,
+        track_opens: false,
+        track_clicks: false,
+        rate_limit: None,
+        require_consent: false,
+    };
+    let campaign = c.insert_campaign(tenant, &fields, t0()).await.unwrap().id;
+    let sends: Vec<NewSend> = ["a@x.test", "b@x.test", "c@x.test"]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| NewSend {
+            customer_id: i as i64 + 1,
+            address: Some(a.to_string()),
+            status: "queued",
+            reason: None,
+            occurrence: 0,
+        })
+        .collect();
+    c.insert_sends(tenant, campaign, "email", &sends, t0(), t0()).await.unwrap();
+    let due = c.due_sends(campaign, 0, t0(), 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
+    // After rendering: b unsubscribes; the same address on another channel or in another
+    // workspace does not count.
+    c.suppress(tenant, "email", "b@x.test", "unsubscribed", t0()).await.unwrap();
+    c.suppress(tenant, "sms", "c@x.test", "manual", t0()).await.unwrap();
+    let moved: HashSet<i64> = c.commit_sends(&ids, t0()).await.unwrap().into_iter().collect();
+    assert_eq!(moved, HashSet::from([ids[0], ids[2]]));
+    assert_eq!(c.send_record(ids[1]).await.unwrap().status, "queued");
+    // Moved once only; the cursor reads past what was read.
+    assert!(c.commit_sends(&ids, t0()).await.unwrap().is_empty());
+    let rest = c.due_sends(campaign, ids[0], t0(), 10).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
 }
