@@ -72,7 +72,7 @@ pub fn aliases(event: &str) -> &'static [&'static str] {
 }
 
 /// The name under which an endpoint with `subscribed` receives `event`, if it receives it.
-pub fn delivered_as<'a>(event: &'a str, subscribed: impl Fn(&str) -> bool) -> Option<&'a str> {
+pub fn delivered_as(event: &str, subscribed: impl Fn(&str) -> bool) -> Option<&str> {
     std::iter::once(event).chain(aliases(event).iter().copied()).find(|n| subscribed(n))
 }
 

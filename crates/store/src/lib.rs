@@ -28,6 +28,8 @@ pub mod tenants;
 pub mod users;
 pub mod webhooks;
 
+#[doc(hidden)]
+pub use db::Raw;
 pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
 pub use sqlx::types::Json;
 

@@ -8,7 +8,7 @@ use cairn_store::{
     campaigns::{CampaignFields, NewSend},
     idempotency::{Claim, IdemKey},
     jobs::NewJob,
-    Store, StoreConfig,
+    Raw, Store, StoreConfig,
 };
 use cairn_testkit::{FreshPg, TempDir};
 use chrono::{DateTime, Duration, Utc};
@@ -55,6 +55,7 @@ on_every_store!(
     concurrent_idempotency_claims_let_exactly_one_request_run,
     a_stale_in_flight_idempotency_claim_is_taken_over,
     a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
+    an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -288,4 +289,37 @@ async fn a_message_whose_address_was_suppressed_after_rendering_does_not_pass_it
     assert!(c.commit_sends(&ids, t0()).await.unwrap().is_empty());
     let rest = c.due_sends(campaign, ids[0], t0(), 10).await.unwrap();
     assert_eq!(rest.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+}
+
+/// `begin_unsynced` relaxes durability for one transaction only: whether it commits or is
+/// dropped half-way, the next writer waits for the disk again (SQLite `synchronous` back to
+/// FULL = 2; PostgreSQL `synchronous_commit` back to on). What it committed is there.
+async fn an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped(s: Fresh) {
+    async fn synced(store: &Store) -> bool {
+        let mut c = store.write().await.unwrap();
+        match c.raw() {
+            Raw::Sqlite(c) => sqlx::query_scalar::<_, i64>("PRAGMA synchronous").fetch_one(c).await.unwrap() == 2,
+            Raw::Postgres(c) => {
+                sqlx::query_scalar::<_, String>("SHOW synchronous_commit").fetch_one(c).await.unwrap() == "on"
+            }
+        }
+    }
+    assert!(synced(&s.store).await);
+    let mut tx = s.store.begin_unsynced().await.unwrap();
+    let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    tx.commit().await.unwrap();
+    assert!(synced(&s.store).await);
+    {
+        let mut tx = s.store.begin_unsynced().await.unwrap();
+        tx.insert_tenant("Other", "other", t0()).await.unwrap();
+        // Dropped without a commit: rolled back.
+    }
+    assert!(synced(&s.store).await);
+    s.store.sync().await.unwrap();
+    let mut c = s.store.read().await.unwrap();
+    let n: i64 = match c.raw() {
+        Raw::Sqlite(c) => sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(c).await.unwrap(),
+        Raw::Postgres(c) => sqlx::query_scalar("SELECT COUNT(*) FROM tenants").fetch_one(c).await.unwrap(),
+    };
+    assert_eq!(n, 1, "the committed tenant {tenant:?} only");
 }
