@@ -632,10 +632,7 @@ impl Sender {
     ) -> Result<HashSet<i64>, SendError> {
         let now = self.clock.now();
         let mut tx = self.store.begin_unsynced().await?;
-        tx.finish_sends(&finished.outcomes, now).await?;
-        for a in &finished.bounced {
-            tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
-        }
+        finished.write(&mut tx, tenant, channel, now).await?;
         let moved = tx.commit_sends(ids, now).await?;
         tx.commit().await?;
         Ok(moved.into_iter().collect())
@@ -647,12 +644,8 @@ impl Sender {
         if finished.outcomes.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
         let mut tx = self.store.begin().await?;
-        tx.finish_sends(&finished.outcomes, now).await?;
-        for a in &finished.bounced {
-            tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
-        }
+        finished.write(&mut tx, tenant, channel, self.clock.now()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -666,6 +659,23 @@ const SYNC_EVERY: Duration = Duration::from_millis(200);
 struct Unflushed {
     outcomes: Vec<SendOutcome>,
     bounced: Vec<String>,
+}
+
+impl Unflushed {
+    /// Writes the outcomes and suppresses the hard-bounced addresses, in the caller's transaction.
+    async fn write(
+        &self,
+        tx: &mut cairn_store::Conn,
+        tenant: TenantId,
+        channel: &str,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<(), SendError> {
+        tx.finish_sends(&self.outcomes, now).await?;
+        for a in &self.bounced {
+            tx.suppress(tenant, channel, a, "hard_bounce", now).await?;
+        }
+        Ok(())
+    }
 }
 
 enum Composer {
