@@ -195,6 +195,21 @@ async fn a_body_over_the_limit_is_413(backend: Backend) {
     let token = app.register("you@company.com", "Acme").await;
     let r = app.post("/v1/api-keys", &token, json!({"name": "x".repeat(4000), "type": "secret"})).await;
     r.assert_error(413, "PAYLOAD_TOO_LARGE");
+    // The client can read the 413 while it is still uploading: the server reads and discards a
+    // refused body up to a bound before answering, instead of resetting the connection under it.
+    for _ in 0..5 {
+        let r = app
+            .client
+            .post(format!("{}/v1/api-keys", app.base))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(vec![b' '; 1024 * 1024])
+            .send()
+            .await
+            .expect("the 413 arrives, not a reset connection");
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "PAYLOAD_TOO_LARGE");
+    }
     // A body that lies about its length (chunked, no Content-Length) is cut off while reading.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         vec![Ok(b"{\"name\": \"".to_vec()), Ok(vec![b'y'; 5000]), Ok(b"\", \"type\": \"secret\"}".to_vec())];

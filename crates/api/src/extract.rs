@@ -61,17 +61,45 @@ impl FromRequest<AppState> for ApiJsonOrEmpty {
 }
 
 /// Reads a whole body, refusing (413) as soon as it passes `limit`.
+///
+/// The refused rest of the body is read and thrown away (at most [`DRAIN_BYTES`], for at most
+/// [`DRAIN_TIME`]) before the 413 goes out: a server that answers and closes while the client is
+/// still uploading makes the kernel reset the connection, and the client then sees a broken
+/// connection instead of the 413 (nginx's "lingering close" does the same).
 pub async fn read_body(req: Request, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|e| {
-        let too_large =
-            std::error::Error::source(&e).map(|s| s.is::<http_body_util::LengthLimitError>()).unwrap_or(false)
-                || e.to_string().contains("length limit");
-        if too_large {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::bad_request("could not read the request body")
+    use http_body_util::BodyExt;
+    let mut body = req.into_body();
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ApiError::bad_request("could not read the request body"))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > limit {
+            drain(body).await;
+            return Err(ApiError::too_large(limit));
         }
-    })
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
+/// How much of a refused body is read and discarded so the client can read the 413.
+pub const DRAIN_BYTES: usize = 4 * 1024 * 1024;
+/// How long a refused body is read for, at most.
+pub const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads and discards what is left of a refused body, within [`DRAIN_BYTES`] and [`DRAIN_TIME`].
+pub async fn drain(mut body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let discard = async {
+        let mut seen = 0usize;
+        while seen < DRAIN_BYTES {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, discard).await;
 }
 
 /// Parses JSON into `T`, naming the field at fault.

@@ -114,8 +114,13 @@ pub async fn gate(State(st): State<AppState>, mut req: Request, next: Next) -> R
     req.extensions_mut().insert(BodyLimit(limit));
     let declared =
         req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        // Refused without reading the body.
+    if let Some(n) = declared.filter(|&n| n > limit as u64) {
+        // Refused without keeping the body. A small overflow is read and discarded first so the
+        // client, still uploading, can read the answer (see `extract::drain`); a large one is
+        // answered at once and the connection closed.
+        if n <= crate::extract::DRAIN_BYTES as u64 {
+            crate::extract::drain(req.into_body()).await;
+        }
         return ApiError::too_large(limit).into_response();
     }
 
