@@ -218,6 +218,14 @@ fn map_duplicate(e: StoreError) -> StoreError {
     }
 }
 
+/// `customers_by_ids` on SQLite. `+tenant_id` keeps SQLite on the primary key: without planner
+/// statistics (SQLite has none until `ANALYZE`) it would rather walk the workspace's whole
+/// `(tenant_id, created_at)` index — 10 ms per lookup at 100,000 customers, which was most of an
+/// automation tick's time.
+pub(crate) fn sqlite_by_ids_sql(list: &str) -> String {
+    format!("SELECT {COLS} FROM customers WHERE +tenant_id = $1 AND id IN ({list})")
+}
+
 impl Conn {
     /// Inserts a profile. A taken email or external id is `Duplicate("email" | "external_id")`.
     pub async fn insert_customer(
@@ -262,7 +270,7 @@ impl Conn {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(1_000) {
             let list = chunk.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-            let sql = format!("SELECT {COLS} FROM customers WHERE tenant_id = $1 AND id IN ({list})");
+            let sql = sqlite_by_ids_sql(&list);
             let rows: Vec<Row> =
                 on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows.into_iter().map(Customer::from));

@@ -30,6 +30,18 @@ pub mod webhooks;
 
 #[doc(hidden)]
 pub use db::Raw;
+
+/// The SQL of every lookup of given customers by id on SQLite, for a test that checks each one
+/// stays on the primary key (`$1` is the workspace, `$2`/`$3` segment and time where used).
+#[doc(hidden)]
+pub fn sqlite_customer_lookups(list: &str) -> Vec<String> {
+    vec![
+        customers::sqlite_by_ids_sql(list),
+        segments::sqlite_add_members_sql(list),
+        segments::customer_ids_sql("1 = 1", Some(list)),
+        segments::customer_emails_sql(list),
+    ]
+}
 pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
 pub use sqlx::types::Json;
 

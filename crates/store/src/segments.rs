@@ -79,6 +79,33 @@ fn id_list(ids: &[i64]) -> String {
     ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
 }
 
+// Lookups of given customers by id. `+tenant_id` keeps SQLite on the primary key (see
+// `customers::sqlite_by_ids_sql`); PostgreSQL reads the same SQL the same way.
+
+pub(crate) fn sqlite_add_members_sql(list: &str) -> String {
+    format!(
+        "INSERT INTO segment_members (tenant_id, segment_id, customer_id, since)
+         SELECT $1, $2, id, $3 FROM customers WHERE +tenant_id = $1 AND id IN ({list})
+         ON CONFLICT DO NOTHING RETURNING customer_id"
+    )
+}
+
+/// The ids of a workspace's customers matching `condition`, among `list` when given.
+pub(crate) fn customer_ids_sql(condition: &str, list: Option<&str>) -> String {
+    let (tenant_col, restrict) = match list {
+        Some(list) => ("+c.tenant_id", format!(" AND c.id IN ({list})")),
+        None => ("c.tenant_id", String::new()),
+    };
+    format!(
+        "SELECT c.id FROM customers c LEFT JOIN customer_scores s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
+         WHERE {tenant_col} = $1{restrict} AND ({condition}) ORDER BY c.id"
+    )
+}
+
+pub(crate) fn customer_emails_sql(list: &str) -> String {
+    format!("SELECT id, email FROM customers WHERE +tenant_id = $1 AND id IN ({list})")
+}
+
 impl Conn {
     pub async fn insert_segment(
         &mut self,
@@ -315,12 +342,7 @@ impl Conn {
                     .await?
                 }
                 Raw::Sqlite(c) => {
-                    let sql = format!(
-                        "INSERT INTO segment_members (tenant_id, segment_id, customer_id, since)
-                         SELECT $1, $2, id, $3 FROM customers WHERE tenant_id = $1 AND id IN ({})
-                         ON CONFLICT DO NOTHING RETURNING customer_id",
-                        id_list(chunk)
-                    );
+                    let sql = sqlite_add_members_sql(&id_list(chunk));
                     sqlx::query_scalar(&sql)
                         .persistent(false)
                         .bind(tenant.0)
@@ -417,11 +439,7 @@ impl Conn {
             Some(ids) => ids.chunks(5_000).map(Some).collect(),
         };
         for chunk in chunks {
-            let restrict = chunk.map(|ids| format!(" AND c.id IN ({})", id_list(ids))).unwrap_or_default();
-            let sql = format!(
-                "SELECT c.id FROM customers c LEFT JOIN customer_scores s ON s.tenant_id = c.tenant_id AND s.customer_id = c.id
-                 WHERE c.tenant_id = $1{restrict} AND ({condition}) ORDER BY c.id"
-            );
+            let sql = customer_ids_sql(condition, chunk.map(id_list).as_deref());
             let rows: Vec<i64> =
                 on!(self, |c| sqlx::query_scalar(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);
@@ -439,7 +457,7 @@ impl Conn {
     pub async fn customer_emails(&mut self, tenant: TenantId, ids: &[i64]) -> Result<HashMap<i64, Option<String>>> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(5_000) {
-            let sql = format!("SELECT id, email FROM customers WHERE tenant_id = $1 AND id IN ({})", id_list(chunk));
+            let sql = customer_emails_sql(&id_list(chunk));
             let rows: Vec<(i64, Option<String>)> =
                 on!(self, |c| sqlx::query_as(&sql).persistent(false).bind(tenant.0).fetch_all(c).await)?;
             out.extend(rows);

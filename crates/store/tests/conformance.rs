@@ -323,3 +323,45 @@ async fn an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dro
     };
     assert_eq!(n, 1, "the committed tenant {tenant:?} only");
 }
+
+/// Looking given customers up by id stays on the primary key on SQLite, with or without planner
+/// statistics. Without them SQLite rated the workspace's `(tenant_id, created_at)` index the
+/// better path and walked every customer of the workspace for each lookup: 10 ms per automation
+/// tick at 100,000 customers (docs/benchmarks.md, automations, session 22).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_looks_given_customers_up_by_primary_key() {
+    let s = sqlite().await;
+    let mut c = s.store.write().await.unwrap();
+    let Raw::Sqlite(c) = c.raw() else { unreachable!("a SQLite store") };
+    sqlx::query("INSERT INTO tenants (name, slug, created_at) VALUES ('Shop', 'shop', '2026-01-01T00:00:00Z')")
+        .execute(&mut *c)
+        .await
+        .unwrap();
+    sqlx::query(
+        "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 2000)
+         INSERT INTO customers (tenant_id, email, traits, created_at, updated_at)
+         SELECT 1, 'c' || x || '@shop.test', '{}', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z' FROM g",
+    )
+    .execute(&mut *c)
+    .await
+    .unwrap();
+    for analyzed in [false, true] {
+        if analyzed {
+            sqlx::query("ANALYZE").execute(&mut *c).await.unwrap();
+        }
+        // SQLite's choice depends on the length of the list (three ids stayed on the key, four
+        // did not); an automation tick looks up tens to a thousand.
+        let list = (1..=50).map(|i| (i * 37).to_string()).collect::<Vec<_>>().join(", ");
+        for sql in cairn_store::sqlite_customer_lookups(&list) {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&mut *c).await.unwrap();
+            let on_customers: Vec<&str> =
+                plan.iter().map(|p| p.3.as_str()).filter(|d| d.contains("customers") || d.contains(" c ")).collect();
+            assert!(!on_customers.is_empty(), "{sql}: {plan:?}");
+            assert!(
+                on_customers.iter().all(|d| d.contains("PRIMARY KEY")),
+                "analyzed: {analyzed}; {sql}\nplan: {on_customers:?}"
+            );
+        }
+    }
+}
