@@ -195,6 +195,16 @@ pub struct NodeCounts {
     pub failed: i64,
 }
 
+/// The scheduler's query for due runs: the batch, in due order, read straight off
+/// `automation_runs_due (due_at, id)` (migration 0013) with no sort.
+pub(crate) fn due_runs_sql(backend: Backend) -> String {
+    let lock = if backend == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
+    format!(
+        "SELECT {RUN_COLS} FROM automation_runs WHERE due_at IS NOT NULL AND due_at <= $1
+         ORDER BY due_at, id LIMIT $2 {lock}"
+    )
+}
+
 impl Conn {
     pub async fn insert_automation(
         &mut self,
@@ -482,11 +492,7 @@ impl Conn {
     /// transaction on PostgreSQL (other instances skip them), and on SQLite held by the
     /// transaction's write lock.
     pub async fn due_runs(&mut self, now: DateTime<Utc>, limit: i64) -> Result<Vec<RunRow>> {
-        let lock = if self.backend() == Backend::Postgres { "FOR UPDATE SKIP LOCKED" } else { "" };
-        let sql = format!(
-            "SELECT {RUN_COLS} FROM automation_runs WHERE due_at IS NOT NULL AND due_at <= $1
-             ORDER BY due_at, id LIMIT $2 {lock}"
-        );
+        let sql = due_runs_sql(self.backend());
         if self.backend() == Backend::Sqlite {
             // Take the write lock before reading, so that nothing moves these rows meanwhile.
             on!(self, |c| sqlx::query("UPDATE automation_runs SET rev = rev WHERE id = -1")

@@ -31,16 +31,26 @@ pub mod webhooks;
 #[doc(hidden)]
 pub use db::Raw;
 
-/// The SQL of every lookup of given customers by id on SQLite, for a test that checks each one
-/// stays on the primary key (`$1` is the workspace, `$2`/`$3` segment and time where used).
+/// The SQL text of queries whose plans the store's tests check (`EXPLAIN`).
 #[doc(hidden)]
-pub fn sqlite_customer_lookups(list: &str) -> Vec<String> {
-    vec![
-        customers::sqlite_by_ids_sql(list),
-        segments::sqlite_add_members_sql(list),
-        segments::customer_ids_sql("1 = 1", Some(list)),
-        segments::customer_emails_sql(list),
-    ]
+pub mod plans {
+    use crate::Backend;
+
+    /// Every lookup of given customers by id on SQLite, which must stay on the primary key
+    /// (`$1` is the workspace, `$2`/`$3` segment and time where used).
+    pub fn sqlite_customer_lookups(list: &str) -> Vec<String> {
+        vec![
+            crate::customers::sqlite_by_ids_sql(list),
+            crate::segments::sqlite_add_members_sql(list),
+            crate::segments::customer_ids_sql("1 = 1", Some(list)),
+            crate::segments::customer_emails_sql(list),
+        ]
+    }
+
+    /// The scheduler's due runs (`$1` now, `$2` the batch size), which must not sort.
+    pub fn due_runs(backend: Backend) -> String {
+        crate::automations::due_runs_sql(backend)
+    }
 }
 pub use db::{Backend, Conn, Store, StoreConfig, QUERY_LATENCY};
 pub use sqlx::types::Json;

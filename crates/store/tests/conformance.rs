@@ -56,6 +56,7 @@ on_every_store!(
     a_stale_in_flight_idempotency_claim_is_taken_over,
     a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
     an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped,
+    due_runs_are_read_in_order_off_the_index_without_a_sort,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -352,7 +353,7 @@ async fn sqlite_looks_given_customers_up_by_primary_key() {
         // SQLite's choice depends on the length of the list (three ids stayed on the key, four
         // did not); an automation tick looks up tens to a thousand.
         let list = (1..=50).map(|i| (i * 37).to_string()).collect::<Vec<_>>().join(", ");
-        for sql in cairn_store::sqlite_customer_lookups(&list) {
+        for sql in cairn_store::plans::sqlite_customer_lookups(&list) {
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&mut *c).await.unwrap();
             let on_customers: Vec<&str> =
@@ -364,4 +365,81 @@ async fn sqlite_looks_given_customers_up_by_primary_key() {
             );
         }
     }
+}
+
+/// The scheduler's batch of due runs comes straight off the due index, in order, with no sort:
+/// with an index on `due_at` alone PostgreSQL read every run due at the same instant and sorted
+/// them by id for each batch — a million runs enrolled at once made each batch of 1,000 cost a
+/// scan of up to a million (docs/benchmarks.md, automations, session 22).
+async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
+    let mut tx = s.store.begin().await.unwrap();
+    let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    let fields = cairn_store::automations::AutomationFields {
+        name: "flow".into(),
+        trigger_type: "manual".into(),
+        trigger_config: serde_json::json!({}),
+        reentry: "every_time".into(),
+        exit_filter: None,
+        design: serde_json::json!({"nodes": [], "edges": []}),
+    };
+    let automation = tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id;
+    let backend = s.store.backend();
+    match tx.raw() {
+        Raw::Postgres(c) => {
+            sqlx::query(
+                "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, status, node,
+                                             due_at, context, started_at, updated_at)
+                 SELECT $1, $2, 1, g, 'o', 'active', 't', $3, '{}', $3, $3 FROM generate_series(1, 20000) g",
+            )
+            .bind(tenant.0)
+            .bind(automation)
+            .bind(t0())
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        }
+        Raw::Sqlite(c) => {
+            sqlx::query(
+                "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20000)
+                 INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, status, node,
+                                             due_at, context, started_at, updated_at)
+                 SELECT $1, $2, 1, x, 'o', 'active', 't', $3, '{}', $3, $3 FROM g",
+            )
+            .bind(tenant.0)
+            .bind(automation)
+            .bind(t0())
+            .execute(&mut *c)
+            .await
+            .unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    let sql = cairn_store::plans::due_runs(backend);
+    let mut c = s.store.write().await.unwrap();
+    let plan: Vec<String> = match c.raw() {
+        Raw::Postgres(c) => {
+            sqlx::query("ANALYZE automation_runs").execute(&mut *c).await.unwrap();
+            sqlx::query_scalar(&format!("EXPLAIN {sql}")).bind(t0()).bind(1000i64).fetch_all(&mut *c).await.unwrap()
+        }
+        Raw::Sqlite(c) => {
+            sqlx::query("ANALYZE").execute(&mut *c).await.unwrap();
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .bind(t0())
+                .bind(1000i64)
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+            rows.into_iter().map(|r| r.3).collect()
+        }
+    };
+    assert!(plan.iter().any(|l| l.contains("automation_runs_due")), "{plan:#?}");
+    assert!(!plan.iter().any(|l| l.contains("Sort") || l.contains("TEMP B-TREE")), "{plan:#?}");
+    // And the batch is the first 1,000 by id.
+    drop(c);
+    let mut tx = s.store.begin().await.unwrap();
+    let due = tx.due_runs(t0(), 1000).await.unwrap();
+    let ids: Vec<i64> = due.iter().map(|r| r.id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!((ids.len(), ids == sorted), (1000, true));
 }
