@@ -19,6 +19,7 @@ use crate::{
 const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "events", include_str!("../../../migrations/clickhouse/0001_events.sql")),
     (2, "event_ids", include_str!("../../../migrations/clickhouse/0002_event_ids.sql")),
+    (3, "purchases", include_str!("../../../migrations/clickhouse/0003_purchases.sql")),
 ];
 
 #[derive(Debug, Clone)]
@@ -173,13 +174,16 @@ impl ClickHouseStore {
             .collect())
     }
 
-    /// Waits until no mutation of the events table is pending, so that an erasure is visible
-    /// to every later read when `delete_customer` returns.
+    /// Waits until no mutation of the events or purchases table is pending, so that an erasure
+    /// is visible to every later read when `delete_customer` returns.
     async fn await_mutations(&self) -> Result<()> {
         for _ in 0..600 {
             let pending: u64 = self
                 .client
-                .query("SELECT count() FROM system.mutations WHERE database = ? AND table = 'events' AND is_done = 0")
+                .query(
+                    "SELECT count() FROM system.mutations
+                     WHERE database = ? AND table IN ('events', 'purchases') AND is_done = 0",
+                )
                 .bind(self.config.database.as_str())
                 .fetch_one()
                 .await?;
@@ -378,17 +382,22 @@ impl EventStore for ClickHouseStore {
     }
 
     async fn delete_customer(&self, tenant: TenantId, customer: CustomerId) -> Result<()> {
-        self.client
-            .query("ALTER TABLE events DELETE WHERE tenant_id = ? AND customer_id = ?")
-            .bind(tenant.0 as u64)
-            .bind(customer.0 as u64)
-            .execute()
-            .await?;
+        // Both tables (the purchases were copied from the events by the view); a crash between
+        // the two leaves purchases of no events, which a repeat of the erasure removes.
+        for table in ["events", "purchases"] {
+            self.client
+                .query(&format!("ALTER TABLE {table} DELETE WHERE tenant_id = ? AND customer_id = ?"))
+                .bind(tenant.0 as u64)
+                .bind(customer.0 as u64)
+                .execute()
+                .await?;
+        }
         self.await_mutations().await
     }
 
     /// One row per customer, its purchase days worked out from its own (day, amount) pairs (a
-    /// day is one transaction). `FINAL` on 18.16 serialises a scan and ignores the primary key
+    /// day is one transaction), read from `purchases` (a few fine-grained rows per customer, so
+    /// that scoring 2,000 marked customers reads about 2,000 granules of 256 rows). `FINAL` on 18.16 serialises a scan and ignores the primary key
     /// for `IN` lists (5 s for 2,000 customers, against 0.3 s without), so the summary reads
     /// without it and flags, in the same scan, the customers whose rows outnumber their distinct
     /// message ids — a retried insert not yet collapsed by a merge. Those alone are read again
@@ -521,8 +530,9 @@ struct ChMany {
     values: Vec<u64>,
 }
 
-const SUMMARY_FILTER: &str =
-    "tenant_id = ? AND name IN ('purchase', 'refund') AND isNotNull(amount) AND timestamp <= ?";
+/// Over the `purchases` table (migration 0003: the events named purchase or refund that carry an
+/// amount, copied by a materialized view).
+const SUMMARY_FILTER: &str = "tenant_id = ? AND timestamp <= ?";
 
 impl ClickHouseStore {
     async fn summaries(
@@ -546,13 +556,13 @@ impl ClickHouseStore {
                     duplicated
              FROM (
                  SELECT customer_id, countIf(name = 'purchase') AS purchases,
-                        groupArrayIf((toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)), assumeNotNull(amount)),
+                        groupArrayIf((toUInt32(toDate(toDateTime(intDiv(timestamp, 1000)), ?)), amount),
                                      name = 'purchase') AS pairs,
                         maxIf(timestamp, name = 'purchase') AS last_at,
-                        sumIf(assumeNotNull(amount), name = 'purchase') AS gross,
-                        sumIf(assumeNotNull(amount), name = 'refund') AS refunds,
+                        sumIf(amount, name = 'purchase') AS gross,
+                        sumIf(amount, name = 'refund') AS refunds,
                         count() != uniqExact(cityHash64(message_id)) AS duplicated
-                 FROM events {final_}
+                 FROM purchases {final_}
                  WHERE {SUMMARY_FILTER}{only}
                  GROUP BY customer_id HAVING purchases > 0
              )

@@ -164,11 +164,24 @@ async fn erasure_removes_every_event_of_the_customer_only(s: Fresh) {
         .insert(&[event(1, 5, "a", "signup", at), event(1, 5, "b", "login", at), event(1, 6, "c", "signup", at)])
         .await
         .unwrap();
+    s.store
+        .insert(&[
+            money(1, 5, "p5", "purchase", "2026-01-02T00:00:00Z", 10.0),
+            money(1, 6, "p6", "purchase", "2026-01-02T00:00:00Z", 7.0),
+        ])
+        .await
+        .unwrap();
     s.store.delete_customer(TenantId(1), CustomerId(5)).await.unwrap();
     let (gone, total) =
         s.store.customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(gone.is_empty() && total == 0, "erased events must not be readable");
-    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 1, "other customers keep their events");
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 2, "other customers keep their events");
+    // Nor are the erased customer's purchases, where scoring reads them.
+    let until = t("2026-02-01T00:00:00Z");
+    let left = s.store.purchase_summaries(TenantId(1), Customers::All, chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(left.iter().map(|p| (p.customer_id, p.gross)).collect::<Vec<_>>(), vec![(CustomerId(6), 7.0)]);
+    let only = s.store.purchase_summaries(TenantId(1), Customers::Only(&[CustomerId(5)]), chrono_tz::UTC, until);
+    assert!(only.await.unwrap().is_empty());
 }
 
 async fn event_counts_by_name_count_each_message_once(s: Fresh) {
@@ -193,11 +206,19 @@ async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
         .insert(&[event(1, 5, "a", "pageview", at), event(1, 5, "b", "signup", at), event(1, 9, "c", "login", at)])
         .await
         .unwrap();
+    s.store.insert(&[money(1, 5, "p", "purchase", "2026-01-01T12:00:00Z", 30.0)]).await.unwrap();
     s.store.reassign_customer(TenantId(1), CustomerId(5), CustomerId(9)).await.unwrap();
     s.store.reassign_customer(TenantId(1), CustomerId(5), CustomerId(9)).await.unwrap();
+    // The purchase is scored on the profile it moved to, once.
+    let until = t("2026-02-01T00:00:00Z");
+    let summaries = s.store.purchase_summaries(TenantId(1), Customers::All, chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(
+        summaries.iter().map(|p| (p.customer_id, p.purchases, p.gross)).collect::<Vec<_>>(),
+        vec![(CustomerId(9), 1, 30.0)]
+    );
     let (moved, total) =
         s.store.customer_events(TenantId(1), CustomerId(9), &EventFilter::default(), 10, 0).await.unwrap();
-    assert_eq!(total, 3);
+    assert_eq!(total, 4);
     assert!(moved.iter().all(|e| e.customer_id == CustomerId(9)));
     let (left, _) = s.store.customer_events(TenantId(1), CustomerId(5), &EventFilter::default(), 10, 0).await.unwrap();
     assert!(left.is_empty());
@@ -205,7 +226,7 @@ async fn reassigning_moves_every_event_once_even_when_repeated(s: Fresh) {
     let mut retry = event(1, 9, "a", "pageview", at);
     retry.received_at = at + Duration::seconds(30);
     s.store.insert(&[retry]).await.unwrap();
-    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 3);
+    assert_eq!(s.store.count(TenantId(1)).await.unwrap(), 4);
 }
 
 async fn a_retry_with_another_time_or_customer_still_counts_once(s: Fresh) {
@@ -296,6 +317,49 @@ async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     assert_eq!((all[1].customer_id, all[1].purchases, all[1].gross), (CustomerId(8), 1, 3.0));
     let some = store.purchase_summaries(TenantId(1), Customers::Only(&[CustomerId(7)]), chrono_tz::UTC, until).await;
     assert_eq!(some.unwrap(), all[..1], "the per-customer read counts it once too");
+}
+
+/// Migration 0003 copies the purchases stored before it into the `purchases` table scoring
+/// reads, and from then on the view copies each new one: none missing, none counted twice.
+#[tokio::test]
+async fn clickhouse_purchases_stored_before_the_purchases_table_are_scored() {
+    let ch = FreshClickHouse::new("cairn_test");
+    let store = ClickHouseStore::new(ClickHouseConfig {
+        url: ch.url.clone(),
+        database: ch.database.clone(),
+        user: None,
+        password: None,
+    });
+    store.migrate().await.unwrap();
+    // Back to the schema before migration 0003.
+    let db = &ch.database;
+    for sql in [
+        format!("DROP TABLE {db}.purchases_feed"),
+        format!("DROP TABLE {db}.purchases"),
+        format!("DROP TABLE {db}.schema_migrations"),
+        format!("CREATE TABLE {db}.schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree ORDER BY version"),
+        format!("INSERT INTO {db}.schema_migrations VALUES (1, 'events', now()), (2, 'event_ids', now())"),
+    ] {
+        let out = ch.query(&sql);
+        assert!(out.trim().is_empty(), "{sql}: {out}");
+    }
+    store
+        .insert(&[
+            money(1, 7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0),
+            money(1, 7, "b", "refund", "2026-03-02T10:00:00Z", 4.0),
+            money(1, 8, "c", "purchase", "2026-03-01T10:00:00Z", 3.0),
+            money(1, 8, "d", "pageview", "2026-03-01T11:00:00Z", 50.0),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.migrate().await.unwrap(), 1, "migration 0003 runs");
+    store.insert(&[money(1, 8, "e", "purchase", "2026-03-03T10:00:00Z", 6.0)]).await.unwrap();
+    let until = t("2026-03-31T00:00:00Z");
+    let all = store.purchase_summaries(TenantId(1), Customers::All, chrono_tz::UTC, until).await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| (p.customer_id, p.purchases, p.gross, p.refunds)).collect::<Vec<_>>(),
+        vec![(CustomerId(7), 1, 10.0, 4.0), (CustomerId(8), 2, 9.0, 0.0)]
+    );
 }
 
 fn with_props(customer: i64, id: &str, name: &str, at: &str, amount: f64) -> Event {
