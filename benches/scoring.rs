@@ -195,8 +195,7 @@ async fn freshness_during_recompute(
     let started = Instant::now();
     let mut done_at: Option<Instant> = None;
     // Bounded, so that a recompute starved by the incremental path shows as unfinished.
-    while done_at.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) && started.elapsed() < Duration::from_secs(300)
-    {
+    while done_at.is_none_or(|t| t.elapsed() < Duration::from_secs(1)) && started.elapsed() < Duration::from_secs(300) {
         let tick = Instant::now();
         // 100 purchases of existing customers, as one processor batch.
         let batch: Vec<_> = (0..100)
