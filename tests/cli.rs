@@ -202,7 +202,7 @@ async fn migrate_is_idempotent_on_postgres_and_clickhouse() {
     assert_eq!(first, second);
     assert!(first.contains("Postgres") && first.contains("clickhouse"), "{first}");
     let tables = ch.query(&format!("SELECT name FROM system.tables WHERE database = '{}' ORDER BY name", ch.database));
-    assert_eq!(tables, "event_ids\nevents\nschema_migrations\n");
+    assert_eq!(tables, "event_ids\nevents\npurchases\npurchases_feed\nschema_migrations\n");
 }
 
 /// README's quick start, on the embedded default: a workspace, a key, a 200.
