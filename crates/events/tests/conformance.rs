@@ -29,6 +29,12 @@ async fn sqlite() -> Fresh {
 
 async fn clickhouse() -> Fresh {
     let ch = FreshClickHouse::new("cairn_test");
+    let store = migrated_clickhouse(&ch).await;
+    Fresh { store: Arc::new(store), _ch: Some(ch), _dir: None }
+}
+
+/// A store on `ch`'s database, migrated.
+async fn migrated_clickhouse(ch: &FreshClickHouse) -> ClickHouseStore {
     let store = ClickHouseStore::new(ClickHouseConfig {
         url: ch.url.clone(),
         database: ch.database.clone(),
@@ -36,7 +42,7 @@ async fn clickhouse() -> Fresh {
         password: None,
     });
     store.migrate().await.unwrap_or_else(|e| panic!("ClickHouse at {} must be running for this test: {e}", ch.url));
-    Fresh { store: Arc::new(store), _ch: Some(ch), _dir: None }
+    store
 }
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -295,13 +301,7 @@ async fn purchase_summaries_merge_days_subtract_refunds_and_stop_at_now(s: Fresh
 #[tokio::test]
 async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
     let ch = FreshClickHouse::new("cairn_test");
-    let store = ClickHouseStore::new(ClickHouseConfig {
-        url: ch.url.clone(),
-        database: ch.database.clone(),
-        user: None,
-        password: None,
-    });
-    store.migrate().await.unwrap();
+    let store = migrated_clickhouse(&ch).await;
     store.insert(&[money(1, 7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0)]).await.unwrap();
     store.insert(&[money(1, 8, "b", "purchase", "2026-03-01T10:00:00Z", 3.0)]).await.unwrap();
     // The crash window: the event row written again, its id never recorded.
@@ -324,13 +324,7 @@ async fn clickhouse_summaries_count_an_uncollapsed_duplicate_once() {
 #[tokio::test]
 async fn clickhouse_purchases_stored_before_the_purchases_table_are_scored() {
     let ch = FreshClickHouse::new("cairn_test");
-    let store = ClickHouseStore::new(ClickHouseConfig {
-        url: ch.url.clone(),
-        database: ch.database.clone(),
-        user: None,
-        password: None,
-    });
-    store.migrate().await.unwrap();
+    let store = migrated_clickhouse(&ch).await;
     // Back to the schema before migration 0003.
     let db = &ch.database;
     for sql in [
@@ -448,13 +442,7 @@ async fn behaviour_counts_matching_events_with_first_and_last_times(s: Fresh) {
 #[tokio::test]
 async fn clickhouse_behaviour_counts_an_uncollapsed_duplicate_once() {
     let ch = FreshClickHouse::new("cairn_test");
-    let store = ClickHouseStore::new(ClickHouseConfig {
-        url: ch.url.clone(),
-        database: ch.database.clone(),
-        user: None,
-        password: None,
-    });
-    store.migrate().await.unwrap();
+    let store = migrated_clickhouse(&ch).await;
     store.insert(&[with_props(7, "a", "purchase", "2026-03-01T10:00:00Z", 10.0)]).await.unwrap();
     store.insert(&[with_props(7, "b", "login", "2026-03-01T11:00:00Z", 0.0)]).await.unwrap();
     let copy = ch
