@@ -397,12 +397,12 @@ impl EventStore for ClickHouseStore {
 
     /// One row per customer, its purchase days worked out from its own (day, amount) pairs (a
     /// day is one transaction), read from `purchases` (a few fine-grained rows per customer, so
-    /// that scoring 2,000 marked customers reads about 2,000 granules of 256 rows). `FINAL` on 18.16 serialises a scan and ignores the primary key
-    /// for `IN` lists (5 s for 2,000 customers, against 0.3 s without), so the summary reads
-    /// without it and flags, in the same scan, the customers whose rows outnumber their distinct
-    /// message ids — a retried insert not yet collapsed by a merge. Those alone are read again
-    /// with `FINAL`. One scan sees one set of parts, so a duplicate the summary counted is the
-    /// one it flags.
+    /// that scoring 2,000 marked customers reads about 2,000 granules of 256 rows). `FINAL` on
+    /// 18.16 serialises a scan and ignores the primary key for `IN` lists (5 s for 2,000
+    /// customers, against 0.3 s without), so the summary reads without it and flags, in the same
+    /// scan, the customers whose rows outnumber their distinct message ids — a retried insert not
+    /// yet collapsed by a merge. Those alone are read again with `FINAL`. One scan sees one set of
+    /// parts, so a duplicate the summary counted is the one it flags.
     async fn purchase_summaries(
         &self,
         tenant: TenantId,

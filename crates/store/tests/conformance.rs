@@ -384,33 +384,24 @@ async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
     };
     let automation = tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id;
     let backend = s.store.backend();
+    // 20,000 runs of one automation, all due at the same instant.
+    let series = match backend {
+        cairn_store::Backend::Postgres => "SELECT g AS x FROM generate_series(1, 20000) g",
+        cairn_store::Backend::Sqlite => {
+            "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20000) SELECT x FROM g"
+        }
+    };
+    let insert = format!(
+        "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, status, node,
+                                     due_at, context, started_at, updated_at)
+         SELECT $1, $2, 1, x, 'o', 'active', 't', $3, '{{}}', $3, $3 FROM ({series}) AS s"
+    );
     match tx.raw() {
         Raw::Postgres(c) => {
-            sqlx::query(
-                "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, status, node,
-                                             due_at, context, started_at, updated_at)
-                 SELECT $1, $2, 1, g, 'o', 'active', 't', $3, '{}', $3, $3 FROM generate_series(1, 20000) g",
-            )
-            .bind(tenant.0)
-            .bind(automation)
-            .bind(t0())
-            .execute(&mut *c)
-            .await
-            .unwrap();
+            sqlx::query(&insert).bind(tenant.0).bind(automation).bind(t0()).execute(&mut *c).await.unwrap();
         }
         Raw::Sqlite(c) => {
-            sqlx::query(
-                "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < 20000)
-                 INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, status, node,
-                                             due_at, context, started_at, updated_at)
-                 SELECT $1, $2, 1, x, 'o', 'active', 't', $3, '{}', $3, $3 FROM g",
-            )
-            .bind(tenant.0)
-            .bind(automation)
-            .bind(t0())
-            .execute(&mut *c)
-            .await
-            .unwrap();
+            sqlx::query(&insert).bind(tenant.0).bind(automation).bind(t0()).execute(&mut *c).await.unwrap();
         }
     }
     tx.commit().await.unwrap();
