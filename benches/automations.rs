@@ -272,8 +272,6 @@ async fn main() {
 
     // 4. Latency from due time to execution, on the system clock.
     let lat_n = 20_000usize;
-    let window_start = Utc::now().trunc_subsecs(3) + chrono::Duration::seconds(8);
-    let spacing_us = 10_000_000 / lat_n as i64;
     let latency = automation(
         &store,
         "latency",
@@ -288,6 +286,45 @@ async fn main() {
         Utc::now(),
     )
     .await;
+    let system = Arc::new(Engine::new(
+        store.clone(),
+        events.clone(),
+        Clock::system(),
+        EngineConfig { poll: Duration::from_millis(200), ..Default::default() },
+    ));
+    // What an idle tick costs over the table the phases above left (the floor of due → executed).
+    let idle_tick = || async {
+        let t = Instant::now();
+        for _ in 0..20 {
+            system.tick().await.unwrap();
+        }
+        t.elapsed().as_secs_f64() * 1000.0 / 20.0
+    };
+    let idle_ms = idle_tick().await;
+    let finished = raw.count("SELECT COUNT(*) FROM automation_runs").await;
+    println!("idle tick over {finished} finished runs, straight after the phases above: {idle_ms:.2} ms");
+    // Planner statistics and vacuumed tables, as autovacuum would have left them on a live
+    // PostgreSQL after the bulk phases above: without statistics it estimates a third of any
+    // range and scans whole tables; without the vacuum, the runs' and outbox's indexes hold a
+    // dead entry for every row the phases moved, and autovacuum works through a million of them
+    // on the same two cores while the latency is measured.
+    if let Raw::Pg(_) = &raw {
+        let t = Instant::now();
+        raw.exec("VACUUM ANALYZE").await;
+        println!("VACUUM ANALYZE: {:.1} s; idle tick after it: {:.2} ms", t.elapsed().as_secs_f64(), idle_tick().await);
+    }
+    // The poller reads only steps written from now on.
+    let steps_before = raw.count("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM automation_steps").await;
+    let t = Instant::now();
+    for _ in 0..20 {
+        raw.new_steps(latency, steps_before).await;
+    }
+    println!("poller query {:.2} ms", t.elapsed().as_secs_f64() * 1000.0 / 20.0);
+    // The due times are set only now, after the set-up above (the vacuum of a million-run table
+    // takes a minute on PostgreSQL): the window opens 15 s from here, time enough to enroll the
+    // 20,000 runs and for the engine to park each at its delay before the first falls due.
+    let window_start = Utc::now().trunc_subsecs(3) + chrono::Duration::seconds(15);
+    let spacing_us = 10_000_000 / lat_n as i64;
     let mut due: HashMap<i64, DateTime<Utc>> = HashMap::new();
     let lat_ids: Vec<i64> = (n as i64 + 1..=total as i64).collect();
     for (i, id) in lat_ids.iter().enumerate() {
@@ -307,41 +344,18 @@ async fn main() {
         sql.push_str(&format!("END WHERE id BETWEEN {} AND {}", chunk[0], chunk[chunk.len() - 1]));
         raw.exec(&sql).await;
     }
-    let system = Arc::new(Engine::new(
-        store.clone(),
-        events.clone(),
-        Clock::system(),
-        EngineConfig { poll: Duration::from_millis(200), ..Default::default() },
-    ));
-    // What an idle tick costs over the table the phases above left (the floor of due → executed),
-    // and what the poller's own query costs.
-    let t = Instant::now();
-    for _ in 0..20 {
-        system.tick().await.unwrap();
-    }
-    let idle_ms = t.elapsed().as_secs_f64() * 1000.0 / 20.0;
-    // Planner statistics and vacuumed tables, as autovacuum would have left them on a live
-    // PostgreSQL after the bulk phases above: without statistics it estimates a third of any
-    // range and scans whole tables; without the vacuum, the runs' and outbox's indexes hold a
-    // dead entry for every row the phases moved, and autovacuum works through a million of them
-    // on the same two cores while the latency is measured.
-    if let Raw::Pg(_) = &raw {
-        raw.exec("VACUUM ANALYZE").await;
-    }
-    // The poller reads only steps written from now on.
-    let steps_before = raw.count("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM automation_steps").await;
-    let t = Instant::now();
-    for _ in 0..20 {
-        raw.new_steps(latency, steps_before).await;
-    }
-    println!(
-        "idle tick over {} finished runs: {idle_ms:.2} ms; poller query {:.2} ms",
-        raw.count("SELECT COUNT(*) FROM automation_runs").await,
-        t.elapsed().as_secs_f64() * 1000.0 / 20.0
-    );
     enroll(&store, latency, &lat_ids, Utc::now().trunc_subsecs(6)).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let handle = tokio::spawn(system.clone().run(stop_rx));
+    // Every run parked at its delay before the window opens, or the figure would time the set-up.
+    let parked_sql =
+        format!("SELECT COUNT(*) FROM automation_runs WHERE automation_id = {latency} AND status = 'waiting'");
+    while raw.count(&parked_sql).await < lat_n as i64 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lead = (window_start - Utc::now()).num_milliseconds() as f64 / 1000.0;
+    assert!(lead > 0.0, "the runs were parked {:.1} s after the window opened", -lead);
+    println!("{lat_n} runs parked at their delay {lead:.1} s before the first falls due");
     let mut seen: Vec<f64> = Vec::with_capacity(lat_n);
     let mut done: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut last = steps_before;

@@ -45,6 +45,13 @@ pub struct ScoringSettings {
     pub fit_schedule: cron::Schedule,
     /// Customers per recompute transaction.
     pub chunk: usize,
+    /// A recompute chunk that changes at least this many customers, and at least half of its
+    /// customers, does not mark them one by one for the segment engine: the job queues one
+    /// evaluation of each segment on scores when it completes instead. A first recompute
+    /// changes everyone, and a million marks cost seconds of writes and the segment engine a
+    /// million incremental evaluations, where one pass over the workspace per segment takes
+    /// under a second.
+    pub defer_segments_at: usize,
     pub lease: Duration,
     pub poll: Duration,
 }
@@ -56,6 +63,7 @@ impl Default for ScoringSettings {
             boundaries_schedule: parse_schedule("*/10 * * * *").expect("valid default"),
             fit_schedule: parse_schedule("0 3 * * *").expect("valid default"),
             chunk: 10_000,
+            defer_segments_at: 1_000,
             lease: Duration::from_secs(30),
             poll: Duration::from_millis(250),
         }
@@ -117,6 +125,10 @@ pub struct Progress {
     pub score_ms: u64,
     #[serde(default)]
     pub read_ms: u64,
+    /// Some chunk left its customers to whole-segment evaluations at the end (see
+    /// [`ScoringSettings::defer_segments_at`]).
+    #[serde(default)]
+    pub segments_deferred: bool,
 }
 
 pub struct Scorer {
@@ -271,7 +283,8 @@ impl Scorer {
         let fresh: Vec<ScoreRow> =
             summaries.iter().map(|s| model.score(s, today, self.settings.horizon_months)).collect();
         let mut tx = self.store.begin().await?;
-        apply(&mut tx, tenant, existing, fresh, now).await?;
+        let changed = apply(&mut tx, tenant, existing, fresh, now).await?;
+        mark_segments(&mut tx, tenant, &changed, now).await?;
         tx.clear_scoring_dirty(tenant, &marks).await?;
         let lease = Utc::now() + self.settings.lease;
         if !tx.lock_scoring(tenant, &self.holder, Utc::now(), lease).await? {
@@ -406,8 +419,13 @@ impl Scorer {
             progress.score_ms += t.elapsed().as_millis() as u64;
             let mut tx = self.store.begin().await?;
             let changed = apply(&mut tx, tenant, existing, fresh, now).await?;
+            if changed.len() >= self.settings.defer_segments_at && changed.len() * 2 >= part.len() {
+                progress.segments_deferred = true;
+            } else {
+                mark_segments(&mut tx, tenant, &changed, now).await?;
+            }
             progress.scored += part.len() as u64;
-            progress.changed += changed as u64;
+            progress.changed += changed.len() as u64;
             progress.cursor = upto.or(part.last().map(|s| s.customer_id.0)).or(after);
             let json = serde_json::to_string(&progress).expect("serialisable");
             let lease = Utc::now() + self.settings.lease;
@@ -419,19 +437,23 @@ impl Scorer {
             }
             tx.commit().await?;
         }
+        // The end, in one transaction: the segments on scores are queued for evaluation if any
+        // chunk left its customers to them, and the job completes.
+        let mut tx = self.store.begin().await?;
+        if progress.segments_deferred {
+            for segment in tx.segments_depending_on(tenant, SCORES_CHANGED).await? {
+                tx.enqueue_segment_evaluation(tenant, segment, now).await?;
+            }
+        }
         progress.phase = "done".into();
         progress.write_ms += writing.elapsed().as_millis() as u64;
         progress.took_ms = Some(started.elapsed().as_millis() as u64);
-        let mut conn = self.store.write().await?;
-        conn.heartbeat_job(
-            job_id,
-            &self.holder,
-            Utc::now(),
-            Some(&serde_json::to_string(&progress).expect("json")),
-            Utc::now(),
-        )
-        .await?;
-        conn.complete_job(job_id, &self.holder, Utc::now()).await?;
+        let json = serde_json::to_string(&progress).expect("serialisable");
+        if !tx.heartbeat_job(job_id, &self.holder, Utc::now(), Some(&json), Utc::now()).await? {
+            return Err(ScoringError::LeaseLost);
+        }
+        tx.complete_job(job_id, &self.holder, Utc::now()).await?;
+        tx.commit().await?;
         tracing::info!(tenant.id = %tenant, customers = progress.customers, changed = progress.changed,
             took_ms = progress.took_ms, "scores recomputed");
         Ok(())
@@ -457,16 +479,19 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
+/// The segment engine's "scores changed" bit (docs/segments.md).
+const SCORES_CHANGED: i64 = 2;
+
 /// Writes what changed between a set of customers' stored and fresh scores: upserts, removals
 /// (customers who no longer have a purchase), and `customer.rfm_changed` for every change of
-/// R, F, M or segment. Returns how many customers changed.
+/// R, F, M or segment. Returns the customers who changed.
 async fn apply(
     tx: &mut Conn,
     tenant: TenantId,
     existing: Vec<ScoreRow>,
     fresh: Vec<ScoreRow>,
     now: DateTime<Utc>,
-) -> Result<usize> {
+) -> Result<Vec<i64>> {
     let mut old: HashMap<i64, ScoreRow> = existing.into_iter().map(|r| (r.customer_id, r)).collect();
     let mut upserts = Vec::new();
     let mut events: Vec<(&str, Value)> = Vec::new();
@@ -487,11 +512,14 @@ async fn apply(
     tx.upsert_scores(tenant, &upserts, now).await?;
     tx.delete_scores(tenant, &gone).await?;
     tx.insert_outbox_many(tenant, &events, now).await?;
-    // Segments on scores follow (docs/segments.md); 2 is the segment engine's "scores changed".
+    Ok(upserts.iter().map(|r| r.customer_id).chain(gone).collect())
+}
+
+/// Marks customers whose scores changed for the segment engine (segments on scores follow).
+async fn mark_segments(tx: &mut Conn, tenant: TenantId, customers: &[i64], now: DateTime<Utc>) -> Result<()> {
     let marks: Vec<(TenantId, CustomerId, i64)> =
-        upserts.iter().map(|r| r.customer_id).chain(gone.iter().copied()).map(|c| (tenant, CustomerId(c), 2)).collect();
-    tx.mark_segments_dirty(&marks, now).await?;
-    Ok(upserts.len() + gone.len())
+        customers.iter().map(|c| (tenant, CustomerId(*c), SCORES_CHANGED)).collect();
+    Ok(tx.mark_segments_dirty(&marks, now).await?)
 }
 
 fn change(customer: i64, old: Option<&ScoreRow>, new: Option<&ScoreRow>) -> Value {

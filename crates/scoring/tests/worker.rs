@@ -268,3 +268,48 @@ async fn embedded_recompute_resumes() {
 async fn scale_out_recompute_resumes() {
     a_recompute_stopped_half_way_resumes_elsewhere_with_the_same_model(scale_out().await).await;
 }
+
+/// A scorer racing an erasure can write a row for a customer deleted between its existence check
+/// and its commit (PostgreSQL keeps no foreign key from scores to customers, migration 0014).
+/// The erasure deleted the customer's events first, so the next recompute finds no purchases
+/// behind the row and removes it.
+async fn a_score_left_behind_by_an_erasure_goes_at_the_next_recompute(s: Stores) {
+    let clock = Clock::test();
+    clock.set(Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap());
+    let tenant = populate(&s, &clock).await;
+    let scorer = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), settings());
+    enqueue_recompute(&s.store, tenant, true, None).await.unwrap();
+    scorer.work_one(None).await.unwrap().expect("first recompute");
+    let before = s.store.read().await.unwrap().scores_in_range(tenant, None, None).await.unwrap();
+    assert_eq!(before.len(), 120);
+
+    // The erasure as it lands when the scorer's write wins the race: events and profile gone,
+    // the score row still there.
+    let erased = CustomerId(before[40].customer_id);
+    s.events.delete_customer(tenant, erased).await.unwrap();
+    let mut conn = s.store.write().await.unwrap();
+    let delete = "DELETE FROM customers WHERE id = $1";
+    match conn.raw() {
+        cairn_store::Raw::Postgres(c) => sqlx::query(delete).bind(erased.0).execute(&mut *c).await.map(|_| ()),
+        cairn_store::Raw::Sqlite(c) => sqlx::query(delete).bind(erased.0).execute(&mut *c).await.map(|_| ()),
+    }
+    .unwrap();
+    drop(conn);
+
+    tokio::time::sleep(Duration::from_millis(1_200)).await; // the first scorer's lease runs out
+    enqueue_recompute(&s.store, tenant, false, None).await.unwrap();
+    scorer.work_one(None).await.unwrap().expect("second recompute");
+    let after = s.store.read().await.unwrap().scores_in_range(tenant, None, None).await.unwrap();
+    assert!(after.iter().all(|r| r.customer_id != erased.0), "the erased customer's row went");
+    assert_eq!(after.len(), 119);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_score_left_behind_by_an_erasure() {
+    a_score_left_behind_by_an_erasure_goes_at_the_next_recompute(embedded().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_score_left_behind_by_an_erasure() {
+    a_score_left_behind_by_an_erasure_goes_at_the_next_recompute(scale_out().await).await;
+}

@@ -25,7 +25,7 @@ use std::{
 
 use cairn_domain::{Clock, CustomerId, TenantId};
 use cairn_events::EventStore;
-use cairn_store::{jobs::NewJob, segments::SegmentMark, Conn, Store};
+use cairn_store::{segments::SegmentMark, Conn, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -37,7 +37,7 @@ use crate::{
     plan, Definition, Result, SegmentError,
 };
 
-pub const EVALUATE_JOB: &str = "segments.evaluate";
+pub use cairn_store::segments::EVALUATE_JOB;
 
 #[derive(Debug, Clone)]
 pub struct SegmentSettings {
@@ -87,12 +87,7 @@ pub async fn time_zone(conn: &mut Conn, tenant: TenantId) -> Result<chrono_tz::T
 
 /// Queues the evaluation of a segment over every customer; returns the job id.
 pub async fn enqueue_evaluation(conn: &mut Conn, tenant: TenantId, segment: i64, now: DateTime<Utc>) -> Result<i64> {
-    let payload = serde_json::to_string(&EvaluateRequest { segment_id: segment }).expect("serialisable");
-    let job =
-        NewJob { tenant_id: Some(tenant), kind: EVALUATE_JOB, dedupe_key: None, payload: &payload, run_at: now, now };
-    let id = conn.enqueue_job(&job).await?;
-    conn.set_segment_job(tenant, segment, id).await?;
-    Ok(id)
+    Ok(conn.enqueue_segment_evaluation(tenant, segment, now).await?)
 }
 
 pub struct Segmenter {
@@ -190,8 +185,6 @@ impl Segmenter {
         ids.sort_unstable();
         ids.dedup();
         let kinds: HashMap<i64, i64> = marks.iter().map(|m| (m.customer_id, m.kinds)).collect();
-        // Customers whose events or scores changed (or whose crossing came due) get their next
-        // crossing recomputed over every time-relative segment.
         let plan = plan(&defs);
         // Customers whose events or scores changed (or whose crossing came due) get their next
         // crossing recomputed over every time-relative segment (if there is any).

@@ -199,4 +199,122 @@ macro_rules! on_both {
     };
 }
 
-on_both!(evaluation_resumes_after_a_stop_without_repeating_transitions, marks_and_crossings_move_customers_once);
+/// Each built-in RFM segment's members are exactly the customers whose stored scores name it.
+async fn assert_rfm_segments_follow_scores(store: &Store, tenant: TenantId) {
+    let scores = store.read().await.unwrap().scores_in_range(tenant, None, None).await.unwrap();
+    let builtins: Vec<_> = store
+        .read()
+        .await
+        .unwrap()
+        .list_segments(tenant)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.builtin.is_some())
+        .collect();
+    assert_eq!(builtins.len(), 4);
+    let mut filled = 0;
+    for segment in builtins {
+        let mut want: Vec<i64> =
+            scores.iter().filter(|r| r.rfm_segment == segment.name).map(|r| r.customer_id).collect();
+        want.sort_unstable();
+        let mut have = store.read().await.unwrap().segment_member_ids(tenant, segment.id, None).await.unwrap();
+        have.sort_unstable();
+        assert_eq!(have, want, "{}", segment.name);
+        filled += usize::from(!want.is_empty());
+    }
+    assert!(filled >= 2, "the purchases spread customers over several RFM segments");
+}
+
+/// A recompute that re-scores most customers of a chunk leaves the segments on scores to one
+/// evaluation each at its end (no mark per customer); one that changes fewer marks each
+/// customer. Either way the built-in RFM segments end up holding exactly the customers their
+/// scores name.
+async fn rfm_segments_follow_a_recompute_by_evaluation_or_by_marks(s: Stores) {
+    use cairn_scoring::{enqueue_recompute, Progress, Scorer, ScoringSettings};
+    let clock = Clock::test();
+    clock.set(Utc.with_ymd_and_hms(2026, 7, 1, 12, 0, 0).unwrap());
+    s.store.migrate().await.unwrap();
+    s.events.migrate().await.unwrap();
+    let mut conn = s.store.write().await.unwrap();
+    let tenant = conn.insert_tenant("Acme", "acme", clock.now()).await.unwrap().id;
+    let mut events = Vec::new();
+    let mut customers = Vec::new();
+    for k in 0..40i64 {
+        let fields = CustomerFields {
+            email: Some(format!("c{k}@example.com")),
+            traits: serde_json::json!({}),
+            ..Default::default()
+        };
+        let customer = conn.insert_customer(tenant, &fields, clock.now()).await.unwrap().id;
+        customers.push(customer);
+        for j in 0..(1 + k % 5) {
+            let at = Utc.with_ymd_and_hms(2026, 1 + (k % 6) as u32, 1 + j as u32, 10, 0, 0).unwrap();
+            events.push(purchase(tenant, customer, &format!("p{k}-{j}"), at, 10.0 + (k * 13 % 90) as f64));
+        }
+    }
+    drop(conn);
+    s.events.insert(&events).await.unwrap();
+    let segmenter = Segmenter::new(s.store.clone(), s.events.clone(), clock.clone(), settings(Duration::from_secs(30)));
+    let scoring = |defer_segments_at| ScoringSettings {
+        chunk: 10,
+        defer_segments_at,
+        lease: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let progress = |job: i64| {
+        let store = s.store.clone();
+        async move {
+            let j = store.read().await.unwrap().job(job).await.unwrap();
+            serde_json::from_str::<Progress>(j.progress.as_deref().unwrap()).unwrap()
+        }
+    };
+
+    // The first recompute changes every customer: deferred.
+    let scorer = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), scoring(5));
+    let job = enqueue_recompute(&s.store, tenant, true, None).await.unwrap();
+    assert_eq!(scorer.work_one(None).await.unwrap(), Some(job));
+    assert!(progress(job).await.segments_deferred);
+    assert!(s.store.read().await.unwrap().segment_dirty(tenant, 1_000).await.unwrap().is_empty(), "no marks");
+    let queued = s.store.write().await.unwrap().segments_depending_on(tenant, changed::SCORES).await.unwrap();
+    assert_eq!(queued.len(), 4, "the four built-in RFM segments read scores");
+    while segmenter.tick().await.unwrap() {}
+    assert_rfm_segments_follow_scores(&s.store, tenant).await;
+
+    // A month later every customer has bought again, big: the next recompute (fresh cut points)
+    // changes customers below the threshold per chunk: marked one by one.
+    tokio::time::sleep(Duration::from_millis(300)).await; // the first scorer's lease runs out
+    clock.set(Utc.with_ymd_and_hms(2026, 8, 1, 12, 0, 0).unwrap());
+    let more: Vec<Event> = customers
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| k % 3 == 0)
+        .map(|(k, c)| purchase(tenant, *c, &format!("q{k}"), clock.now(), 500.0 + k as f64))
+        .collect();
+    s.events.insert(&more).await.unwrap();
+    let scorer = Scorer::new(s.store.clone(), s.events.clone(), clock.clone(), scoring(1_000));
+    let job = enqueue_recompute(&s.store, tenant, false, None).await.unwrap();
+    assert_eq!(scorer.work_one(None).await.unwrap(), Some(job));
+    let p = progress(job).await;
+    assert!(!p.segments_deferred && p.changed > 0, "{p:?}");
+    let marks = s.store.read().await.unwrap().segment_dirty(tenant, 1_000).await.unwrap();
+    assert_eq!(marks.len() as u64, p.changed, "one mark per changed customer");
+    while segmenter.tick().await.unwrap() {}
+    assert_rfm_segments_follow_scores(&s.store, tenant).await;
+}
+
+fn purchase(tenant: TenantId, customer: CustomerId, id: &str, at: chrono::DateTime<Utc>, amount: f64) -> Event {
+    Event {
+        name: "purchase".into(),
+        properties: serde_json::json!({"amount": amount}),
+        amount: Some(amount),
+        currency: Some("EUR".into()),
+        ..event(tenant, customer, id, at)
+    }
+}
+
+on_both!(
+    evaluation_resumes_after_a_stop_without_repeating_transitions,
+    marks_and_crossings_move_customers_once,
+    rfm_segments_follow_a_recompute_by_evaluation_or_by_marks
+);

@@ -420,6 +420,8 @@ impl Conn {
     /// Deletes a profile and its anonymous ids. Returns false when there was none.
     pub async fn delete_customer(&mut self, tenant: TenantId, id: CustomerId) -> Result<bool> {
         self.forget_customer_memberships(tenant, id).await?;
+        // No foreign key on PostgreSQL (migration 0014): the scores go here.
+        self.delete_scores(tenant, &[id.0]).await?;
         on!(self, |c| sqlx::query("DELETE FROM customer_anonymous_ids WHERE tenant_id = $1 AND customer_id = $2")
             .bind(tenant.0)
             .bind(id.0)

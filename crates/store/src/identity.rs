@@ -165,6 +165,7 @@ impl Conn {
         .map(|r| r.rows_affected())
         })?;
         self.forget_customer_memberships(tenant, from).await?;
+        self.delete_scores(tenant, &[from.0]).await?;
         on!(self, |c| sqlx::query("DELETE FROM customers WHERE tenant_id = $1 AND id = $2")
             .bind(tenant.0)
             .bind(from.0)

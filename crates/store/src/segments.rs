@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use cairn_domain::{CustomerId, TenantId};
 use chrono::{DateTime, Utc};
 
-use crate::{db::Raw, Conn, Result, StoreError};
+use crate::{db::Raw, jobs::NewJob, Conn, Result, StoreError};
+
+/// The job that evaluates one dynamic segment over every customer; its payload is
+/// `{"segment_id": N}`.
+pub const EVALUATE_JOB: &str = "segments.evaluate";
 
 /// The RFM segments every workspace has: (name, description, color, filter).
 pub const BUILTIN: [(&str, &str, &str, &str); 4] = [
@@ -203,6 +207,40 @@ impl Conn {
             *out.entry(t).or_default() |= d;
         }
         Ok(out)
+    }
+
+    /// The dynamic segments of a workspace whose filters read any of `kinds` (bits of the
+    /// segment engine's `changed`).
+    pub async fn segments_depending_on(&mut self, tenant: TenantId, kinds: i64) -> Result<Vec<i64>> {
+        Ok(on!(self, |c| sqlx::query_scalar(
+            "SELECT id FROM segments WHERE tenant_id = $1 AND kind = 'dynamic' AND (deps & $2) <> 0 ORDER BY id"
+        )
+        .bind(tenant.0)
+        .bind(kinds)
+        .fetch_all(c)
+        .await)?)
+    }
+
+    /// Queues the evaluation of a segment over every customer (a [`EVALUATE_JOB`] the segment
+    /// engine claims) and records it on the segment; returns the job id.
+    pub async fn enqueue_segment_evaluation(
+        &mut self,
+        tenant: TenantId,
+        segment: i64,
+        now: DateTime<Utc>,
+    ) -> Result<i64> {
+        let payload = serde_json::json!({ "segment_id": segment }).to_string();
+        let job = NewJob {
+            tenant_id: Some(tenant),
+            kind: EVALUATE_JOB,
+            dedupe_key: None,
+            payload: &payload,
+            run_at: now,
+            now,
+        };
+        let id = self.enqueue_job(&job).await?;
+        self.set_segment_job(tenant, segment, id).await?;
+        Ok(id)
     }
 
     pub async fn set_segment_job(&mut self, tenant: TenantId, id: i64, job_id: i64) -> Result<()> {

@@ -3,11 +3,13 @@
 
 use std::collections::HashSet;
 
-use cairn_domain::TenantId;
+use cairn_domain::{CustomerId, TenantId};
 use cairn_store::{
     campaigns::{CampaignFields, NewSend},
+    customers::CustomerFields,
     idempotency::{Claim, IdemKey},
     jobs::NewJob,
+    scores::ScoreRow,
     Raw, Store, StoreConfig,
 };
 use cairn_testkit::{FreshPg, TempDir};
@@ -57,6 +59,7 @@ on_every_store!(
     a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
     an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped,
     due_runs_are_read_in_order_off_the_index_without_a_sort,
+    erasing_or_merging_a_customer_removes_its_scores,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -433,4 +436,70 @@ async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
     let mut sorted = ids.clone();
     sorted.sort_unstable();
     assert_eq!((ids.len(), ids == sorted), (1000, true));
+}
+
+fn score(customer: i64) -> ScoreRow {
+    ScoreRow {
+        customer_id: customer,
+        transactions: 2,
+        first_purchase_day: 20_000,
+        last_purchase_day: 20_010,
+        last_purchase_at: t0(),
+        gross: 30.0,
+        first_day_gross: 10.0,
+        refunds: 0.0,
+        rfm_recency: 3,
+        rfm_frequency: 3,
+        rfm_monetary: 3,
+        rfm_score: 9,
+        rfm_segment: "Loyal Customers".into(),
+        clv_total: 30.0,
+        clv_order_count: 2,
+        clv_average_order: 15.0,
+        clv_predicted: 12.0,
+        p_alive: Some(0.8),
+        clv_method: "simple".into(),
+    }
+}
+
+/// Three scored customers in a new workspace.
+async fn scored_customers(store: &Store) -> (TenantId, [CustomerId; 3]) {
+    let mut tx = store.begin().await.unwrap();
+    let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    let mut ids = [CustomerId(0); 3];
+    for (i, id) in ids.iter_mut().enumerate() {
+        let fields = CustomerFields {
+            email: Some(format!("c{i}@example.com")),
+            traits: serde_json::json!({}),
+            ..Default::default()
+        };
+        *id = tx.insert_customer(tenant, &fields, t0()).await.unwrap().id;
+    }
+    let rows: Vec<ScoreRow> = ids.iter().map(|c| score(c.0)).collect();
+    tx.upsert_scores(tenant, &rows, t0()).await.unwrap();
+    tx.commit().await.unwrap();
+    (tenant, ids)
+}
+
+async fn scored(store: &Store, tenant: TenantId, ids: &[CustomerId]) -> Vec<i64> {
+    let rows = store.read().await.unwrap().scores_for(tenant, ids).await.unwrap();
+    let mut out: Vec<i64> = rows.into_iter().map(|r| r.customer_id).collect();
+    out.sort_unstable();
+    out
+}
+
+/// PostgreSQL keeps no foreign key from scores to customers (migration 0014: it doubled the
+/// cost of a recompute's writes): erasure and merges remove the scores themselves.
+async fn erasing_or_merging_a_customer_removes_its_scores(s: Fresh) {
+    let (tenant, [a, b, c]) = scored_customers(&s.store).await;
+    assert_eq!(scored(&s.store, tenant, &[a, b, c]).await, vec![a.0, b.0, c.0]);
+    let mut tx = s.store.begin().await.unwrap();
+    assert!(tx.delete_customer(tenant, a).await.unwrap());
+    tx.merge_customers(tenant, b, c, t0()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        scored(&s.store, tenant, &[a, b, c]).await,
+        vec![c.0],
+        "the erased and the merged-away customer's scores went"
+    );
 }
