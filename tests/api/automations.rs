@@ -24,6 +24,7 @@ crate::on_both_stores!(
     schedule_and_date_triggers_fire_on_the_clock,
     versions_migration_reentry_exit_goals_and_validation,
     runs_leave_when_the_customer_is_deleted_or_opts_out,
+    trait_updates_of_one_batch_land_in_order,
 );
 
 async fn wait<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut check: impl FnMut() -> F) -> T {
@@ -727,4 +728,45 @@ async fn runs_leave_when_the_customer_is_deleted_or_opts_out(backend: Backend) {
     }
     let done = runs_with(&app, &token, id, "completed", 1).await;
     assert_eq!(done[0]["customer_id"], cy);
+}
+
+/// Two automations update the same customers' traits at the same moment: their runs move in one
+/// batch (on PostgreSQL the batch's patches are one statement, merged per customer in order),
+/// and every patch lands, a later run's value winning for a key both set.
+async fn trait_updates_of_one_batch_land_in_order(backend: Backend) {
+    let app = spawn_channels(backend, Defaults::default()).await;
+    let token = app.register("owner@shop.test", "Shop").await;
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();
+    app.clock.set(t0);
+    let ana = customer(&app, &token, json!({"email": "ana@example.com", "traits": {"plan": "pro"}})).await;
+    let ben = customer(&app, &token, json!({"email": "ben@example.com"})).await;
+    let mut flows = Vec::new();
+    for (name, traits) in [("First", json!({"a": 1, "n": 1})), ("Second", json!({"b": 2, "n": 2}))] {
+        let design = linear(
+            json!({}),
+            &[
+                ("d", "delay", json!({"duration": "1d"})),
+                ("set", "action", json!({"action": "update_traits", "traits": traits})),
+            ],
+        );
+        let body = json!({"name": name, "trigger_type": "manual", "design": design});
+        let id = create_active(&app, &token, body).await["id"].as_i64().unwrap();
+        app.post(&format!("/v1/automations/{id}/enroll"), &token, json!({"customer_ids": [ana, ben]}))
+            .await
+            .assert_ok(202);
+        runs_with(&app, &token, id, "waiting", 2).await;
+        flows.push(id);
+    }
+    app.clock.set(t0 + chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    for id in &flows {
+        runs_with(&app, &token, *id, "completed", 2).await;
+    }
+    for (c, plan) in [(ana, json!("pro")), (ben, Value::Null)] {
+        let traits = app.get(&format!("/v1/customers/{c}"), &token).await.assert_ok(200)["data"]["traits"].clone();
+        assert_eq!(
+            (&traits["a"], &traits["b"], &traits["n"], &traits["plan"]),
+            (&json!(1), &json!(2), &json!(2), &plan),
+            "{traits}"
+        );
+    }
 }

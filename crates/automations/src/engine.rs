@@ -900,6 +900,7 @@ impl Engine {
         let mut dirty: Vec<(TenantId, CustomerId, i64)> = Vec::new();
         let updates: Vec<RunUpdate> = moved.iter().map(|m| m.update.clone()).collect();
         let done = tx.update_runs(&updates, now).await?;
+        let merged = merge_patches(tx, &moved, &done, now).await?;
         for m in moved {
             if !done.contains(&m.run.id) {
                 tracing::debug!(run.id = m.run.id, "run moved by another worker; skipped");
@@ -918,6 +919,9 @@ impl Engine {
                     }
                     Effect::Traits(patch) => {
                         dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
+                        if merged.contains(&(tenant.0, customer.0)) {
+                            continue;
+                        }
                         let patch = Value::Object(patch);
                         if tx.merge_traits(tenant, customer.0, &patch, now).await? {
                             continue;
@@ -1005,6 +1009,48 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// On PostgreSQL, writes a batch's trait patches in one statement: for each customer whose
+/// only trait-changing steps in the batch are patches (merged in the batch's order; a later
+/// value for a key wins, as `||` applied one by one would leave it). A customer with a tag
+/// step as well keeps the order of its steps by going one statement at a time. Returns the
+/// (workspace, customer) pairs written here; none on SQLite.
+async fn merge_patches(
+    tx: &mut Conn,
+    moved: &[Moved],
+    done: &HashSet<i64>,
+    now: DateTime<Utc>,
+) -> Result<HashSet<(i64, i64)>> {
+    if tx.backend() != cairn_store::Backend::Postgres {
+        return Ok(HashSet::new());
+    }
+    let mut tagged = HashSet::new();
+    let mut patches: HashMap<(i64, i64), Map<String, Value>> = HashMap::new();
+    for m in moved.iter().filter(|m| done.contains(&m.run.id)) {
+        let key = (m.run.tenant_id, m.run.customer_id);
+        for e in &m.effects {
+            match e {
+                Effect::Tag { .. } => {
+                    tagged.insert(key);
+                }
+                Effect::Traits(patch) => {
+                    let merged = patches.entry(key).or_default();
+                    for (k, v) in patch {
+                        merged.insert(k.clone(), v.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    patches.retain(|key, _| !tagged.contains(key));
+    if patches.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let list: Vec<(i64, i64, Value)> = patches.iter().map(|((t, c), p)| (*t, *c, Value::Object(p.clone()))).collect();
+    tx.merge_traits_many(&list, now).await?;
+    Ok(patches.into_keys().collect())
 }
 
 /// Starts runs and puts `automation.triggered` in the outbox for each new one.

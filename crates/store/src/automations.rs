@@ -575,6 +575,33 @@ impl Conn {
         Ok(n == 1)
     }
 
+    /// Merges each patch into its profile's traits (`||`), one statement for all on
+    /// PostgreSQL; each (workspace, customer) at most once. `None` on SQLite (the caller reads
+    /// and writes each profile). Profiles that no longer exist are skipped.
+    pub async fn merge_traits_many(
+        &mut self,
+        patches: &[(i64, i64, Value)],
+        now: DateTime<Utc>,
+    ) -> Result<Option<u64>> {
+        let Raw::Postgres(c) = self.raw() else { return Ok(None) };
+        let mut n = 0;
+        for chunk in patches.chunks(5_000) {
+            n += sqlx::query(
+                "UPDATE customers c SET traits = c.traits || u.patch::jsonb, updated_at = $4
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(tenant_id, id, patch)
+                 WHERE c.tenant_id = u.tenant_id AND c.id = u.id",
+            )
+            .bind(chunk.iter().map(|p| p.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.1).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|p| p.2.to_string()).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        }
+        Ok(Some(n))
+    }
+
     /// Moves a run on if it is still as it was read (`rev`). False: someone else moved it.
     pub async fn update_run(&mut self, u: &RunUpdate, now: DateTime<Utc>) -> Result<bool> {
         let finished = u.finished();
