@@ -281,8 +281,8 @@ async fn rfm_segments_follow_a_recompute_by_evaluation_or_by_marks(s: Stores) {
     while segmenter.tick().await.unwrap() {}
     assert_rfm_segments_follow_scores(&s.store, tenant).await;
 
-    // A month later every customer has bought again, big: the next recompute (fresh cut points)
-    // changes customers below the threshold per chunk: marked one by one.
+    // A month later every third customer has bought again, big: the next recompute (fresh cut
+    // points) changes fewer customers per chunk than the threshold: marked one by one.
     tokio::time::sleep(Duration::from_millis(300)).await; // the first scorer's lease runs out
     clock.set(Utc.with_ymd_and_hms(2026, 8, 1, 12, 0, 0).unwrap());
     let more: Vec<Event> = customers
