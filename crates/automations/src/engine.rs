@@ -229,9 +229,21 @@ impl Engine {
 
     /// One round of intake and execution. True when there is more to do at once.
     pub async fn tick(&self) -> Result<bool> {
-        let mut busy = self.intake_outbox().await?;
-        busy |= self.intake_signals().await?;
-        busy |= self.fire_ticks().await?;
+        // One round trip says which intakes have work; each that has opens its transaction.
+        let pending = self.store.read().await?.intake_pending(self.clock.now()).await?;
+        let mut busy = false;
+        if pending.outbox || pending.signals {
+            let actives = self.actives().await?;
+            if pending.outbox {
+                busy |= self.intake_outbox(&actives).await?;
+            }
+            if pending.signals {
+                busy |= self.intake_signals(&actives).await?;
+            }
+        }
+        if pending.ticks {
+            busy |= self.fire_ticks().await?;
+        }
         busy |= self.execute().await?;
         Ok(busy)
     }
@@ -291,8 +303,7 @@ impl Engine {
         }
     }
 
-    async fn intake_outbox(&self) -> Result<bool> {
-        let actives = self.actives().await?;
+    async fn intake_outbox(&self, actives: &[Active]) -> Result<bool> {
         let mut tx = self.store.begin().await?;
         let rows = tx.unautomated_outbox(1_000).await?;
         if rows.is_empty() {
@@ -331,8 +342,7 @@ impl Engine {
         Ok(Some(run_for(&a.row, version, &plan.plan.trigger, customer, key, context)))
     }
 
-    async fn intake_signals(&self) -> Result<bool> {
-        let actives = self.actives().await?;
+    async fn intake_signals(&self, actives: &[Active]) -> Result<bool> {
         let mut tx = self.store.begin().await?;
         let signals = tx.take_signals(1_000).await?;
         if signals.is_empty() {

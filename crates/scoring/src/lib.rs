@@ -122,7 +122,13 @@ impl Model {
             summaries.iter().map(|s| (s.days.saturating_sub(1) as f64, repeat_average(s))).collect();
         let repeaters = spend.iter().filter(|(x, m)| *x > 0.0 && *m > 0.0).count();
         let fitted = if summaries.len() >= MIN_CUSTOMERS_TO_FIT && repeaters >= MIN_REPEATERS_TO_FIT {
-            BgNbd::fit(&histories).zip(GammaGamma::fit(&spend)).filter(|(_, gg)| gg.q > 1.0)
+            // The two models are independent: fitted side by side, on two threads.
+            let (bg, gg) = std::thread::scope(|s| {
+                let spend_fit = s.spawn(|| GammaGamma::fit(&spend));
+                let bg = BgNbd::fit(&histories);
+                (bg, spend_fit.join().expect("the Gamma-Gamma fit does not panic"))
+            });
+            bg.zip(gg).filter(|(_, gg)| gg.q > 1.0)
         } else {
             None
         };

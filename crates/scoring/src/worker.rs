@@ -371,10 +371,15 @@ impl Scorer {
                 // Sorting a million values and fitting take seconds of CPU: off the async threads.
                 let compute = async move {
                     tokio::task::spawn_blocking(move || {
-                        model.boundaries = Boundaries::compute(&all.iter().map(rfm_inputs).collect::<Vec<_>>());
-                        if fit {
-                            model.fit(&all, today, now);
-                        }
+                        // The cut points (three sorts of a million values) beside the fit.
+                        let boundaries = std::thread::scope(|s| {
+                            let cuts = s.spawn(|| Boundaries::compute(&all.iter().map(rfm_inputs).collect::<Vec<_>>()));
+                            if fit {
+                                model.fit(&all, today, now);
+                            }
+                            cuts.join().expect("computing cut points does not panic")
+                        });
+                        model.boundaries = boundaries;
                         model
                     })
                     .await

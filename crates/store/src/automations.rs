@@ -47,6 +47,14 @@ const COLS: &str =
 /// See [`Conn::automations_stamp`].
 pub type AutomationsStamp = [i64; 4];
 
+/// What [`Conn::intake_pending`] found.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntakePending {
+    pub outbox: bool,
+    pub signals: bool,
+    pub ticks: bool,
+}
+
 /// The writable fields of an automation.
 #[derive(Debug, Clone)]
 pub struct AutomationFields {
@@ -856,6 +864,22 @@ impl Conn {
             })?;
         }
         Ok(())
+    }
+
+    /// Which of the engine's intakes have work, in one round trip: outbox entries it has not
+    /// seen, tracked-event signals, schedule or date triggers due at `now`. The engine asks
+    /// this before opening a transaction per intake (an idle intake cost three round trips).
+    pub async fn intake_pending(&mut self, now: DateTime<Utc>) -> Result<IntakePending> {
+        let (outbox, signals, ticks): (bool, bool, bool) = on!(self, |c| sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE automated_at IS NULL),
+                    EXISTS (SELECT 1 FROM automation_signals),
+                    EXISTS (SELECT 1 FROM automations
+                            WHERE next_tick_at IS NOT NULL AND next_tick_at <= $1 AND is_active = TRUE)"
+        )
+        .bind(now)
+        .fetch_one(c)
+        .await)?;
+        Ok(IntakePending { outbox, signals, ticks })
     }
 
     /// The oldest signals, locked for this transaction on PostgreSQL.
