@@ -25,6 +25,7 @@ crate::on_both_stores!(
     versions_migration_reentry_exit_goals_and_validation,
     runs_leave_when_the_customer_is_deleted_or_opts_out,
     trait_updates_of_one_batch_land_in_order,
+    tag_steps_of_one_batch_land_as_one_at_a_time,
 );
 
 async fn wait<T, F: std::future::Future<Output = Option<T>>>(within: Duration, mut check: impl FnMut() -> F) -> T {
@@ -768,5 +769,56 @@ async fn trait_updates_of_one_batch_land_in_order(backend: Backend) {
             (&json!(1), &json!(2), &json!(2), &plan),
             "{traits}"
         );
+    }
+}
+
+/// Tag steps of many runs in one batch (on PostgreSQL one statement for the customers whose only
+/// trait change is one tag) leave every profile as the step-by-step path would: the tag moves to
+/// the end of the list, a `tags` that is not a list counts as empty, other elements and traits
+/// stay, and a customer with a tag and a patch in the same batch gets both.
+async fn tag_steps_of_one_batch_land_as_one_at_a_time(backend: Backend) {
+    let app = spawn_channels(backend, Defaults::default()).await;
+    let token = app.register("owner@shop.test", "Shop").await;
+    let t0 = Utc.with_ymd_and_hms(2026, 6, 1, 10, 0, 0).unwrap();
+    app.clock.set(t0);
+    let traits = [
+        json!({"plan": "pro", "tags": ["vip", "new"]}),
+        json!({"tags": "not-a-list"}),
+        json!({}),
+        json!({"tags": ["vip", "x", {"k": 1}, "vip"]}),
+        json!({"plan": "free"}),
+    ];
+    let mut ids = Vec::new();
+    for (i, t) in traits.into_iter().enumerate() {
+        ids.push(customer(&app, &token, json!({"email": format!("c{i}@example.com"), "traits": t})).await);
+    }
+    let (ana, ben, cy, dee, ed) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let mut flows = Vec::new();
+    for (name, action, who) in [
+        ("Tag", json!({"action": "add_tag", "tag": "vip"}), vec![ana, ben, cy, ed]),
+        ("Untag", json!({"action": "remove_tag", "tag": "vip"}), vec![dee]),
+        ("Patch", json!({"action": "update_traits", "traits": {"p": 1}}), vec![ed]),
+    ] {
+        let design = linear(json!({}), &[("d", "delay", json!({"duration": "1d"})), ("act", "action", action)]);
+        let body = json!({"name": name, "trigger_type": "manual", "design": design});
+        let id = create_active(&app, &token, body).await["id"].as_i64().unwrap();
+        app.post(&format!("/v1/automations/{id}/enroll"), &token, json!({"customer_ids": who})).await.assert_ok(202);
+        runs_with(&app, &token, id, "waiting", who.len() as i64).await;
+        flows.push((id, who.len() as i64));
+    }
+    app.clock.set(t0 + chrono::Duration::days(1) + chrono::Duration::seconds(1));
+    for (id, n) in &flows {
+        runs_with(&app, &token, *id, "completed", *n).await;
+    }
+    let expected = [
+        (ana, json!({"plan": "pro", "tags": ["new", "vip"]})),
+        (ben, json!({"tags": ["vip"]})),
+        (cy, json!({"tags": ["vip"]})),
+        (dee, json!({"tags": ["x", {"k": 1}]})),
+        (ed, json!({"plan": "free", "tags": ["vip"], "p": 1})),
+    ];
+    for (c, want) in expected {
+        let traits = app.get(&format!("/v1/customers/{c}"), &token).await.assert_ok(200)["data"]["traits"].clone();
+        assert_eq!(traits, want, "customer {c}");
     }
 }

@@ -910,7 +910,7 @@ impl Engine {
         let mut dirty: Vec<(TenantId, CustomerId, i64)> = Vec::new();
         let updates: Vec<RunUpdate> = moved.iter().map(|m| m.update.clone()).collect();
         let done = tx.update_runs(&updates, now).await?;
-        let merged = merge_patches(tx, &moved, &done, now).await?;
+        let batched = batch_trait_changes(tx, &moved, &done, now).await?;
         for m in moved {
             if !done.contains(&m.run.id) {
                 tracing::debug!(run.id = m.run.id, "run moved by another worker; skipped");
@@ -929,7 +929,7 @@ impl Engine {
                     }
                     Effect::Traits(patch) => {
                         dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
-                        if merged.contains(&(tenant.0, customer.0)) {
+                        if batched.contains(&(tenant.0, customer.0)) {
                             continue;
                         }
                         let patch = Value::Object(patch);
@@ -945,6 +945,10 @@ impl Engine {
                         .await?;
                     }
                     Effect::Tag { tag, add } => {
+                        dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
+                        if batched.contains(&(tenant.0, customer.0)) {
+                            continue;
+                        }
                         change_traits(tx, tenant, customer, now, |t| {
                             let mut tags: Vec<Value> =
                                 t.get("tags").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -955,7 +959,6 @@ impl Engine {
                             t.insert("tags".into(), Value::Array(tags));
                         })
                         .await?;
-                        dirty.push((tenant, customer, cairn_segments::changed::PROFILE));
                     }
                     Effect::StaticSegment { segment, add } => {
                         let (changed, event) = if add {
@@ -1021,12 +1024,13 @@ impl Engine {
     }
 }
 
-/// On PostgreSQL, writes a batch's trait patches in one statement: for each customer whose
-/// only trait-changing steps in the batch are patches (merged in the batch's order; a later
-/// value for a key wins, as `||` applied one by one would leave it). A customer with a tag
-/// step as well keeps the order of its steps by going one statement at a time. Returns the
+/// On PostgreSQL, writes a batch's trait changes in two statements: one for the customers
+/// whose only trait-changing steps in the batch are patches (merged in the batch's order; a
+/// later value for a key wins, as `||` applied one by one would leave it), one for those whose
+/// only such step is a single tag added or removed. A customer with anything else (a tag and a
+/// patch, two tags) keeps the order of its steps by going one statement at a time. Returns the
 /// (workspace, customer) pairs written here; none on SQLite.
-async fn merge_patches(
+async fn batch_trait_changes(
     tx: &mut Conn,
     moved: &[Moved],
     done: &HashSet<i64>,
@@ -1035,32 +1039,38 @@ async fn merge_patches(
     if tx.backend() != cairn_store::Backend::Postgres {
         return Ok(HashSet::new());
     }
-    let mut tagged = HashSet::new();
-    let mut patches: HashMap<(i64, i64), Map<String, Value>> = HashMap::new();
+    let mut changes: HashMap<(i64, i64), Vec<&Effect>> = HashMap::new();
     for m in moved.iter().filter(|m| done.contains(&m.run.id)) {
-        let key = (m.run.tenant_id, m.run.customer_id);
-        for e in &m.effects {
-            match e {
-                Effect::Tag { .. } => {
-                    tagged.insert(key);
-                }
-                Effect::Traits(patch) => {
-                    let merged = patches.entry(key).or_default();
-                    for (k, v) in patch {
-                        merged.insert(k.clone(), v.clone());
-                    }
-                }
-                _ => {}
-            }
+        for e in m.effects.iter().filter(|e| matches!(e, Effect::Traits(_) | Effect::Tag { .. })) {
+            changes.entry((m.run.tenant_id, m.run.customer_id)).or_default().push(e);
         }
     }
-    patches.retain(|key, _| !tagged.contains(key));
-    if patches.is_empty() {
-        return Ok(HashSet::new());
+    let mut patches = Vec::new();
+    let mut tags = Vec::new();
+    let mut written = HashSet::new();
+    for (key, effects) in changes {
+        match effects.as_slice() {
+            [Effect::Tag { tag, add }] => tags.push((key.0, key.1, tag.clone(), *add)),
+            all if all.iter().all(|e| matches!(e, Effect::Traits(_))) => {
+                let mut merged = Map::new();
+                for e in all {
+                    if let Effect::Traits(patch) = e {
+                        merged.extend(patch.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    }
+                }
+                patches.push((key.0, key.1, Value::Object(merged)));
+            }
+            _ => continue,
+        }
+        written.insert(key);
     }
-    let list: Vec<(i64, i64, Value)> = patches.iter().map(|((t, c), p)| (*t, *c, Value::Object(p.clone()))).collect();
-    tx.merge_traits_many(&list, now).await?;
-    Ok(patches.into_keys().collect())
+    if !patches.is_empty() {
+        tx.merge_traits_many(&patches, now).await?;
+    }
+    if !tags.is_empty() {
+        tx.tag_many(&tags, now).await?;
+    }
+    Ok(written)
 }
 
 /// Starts runs and puts `automation.triggered` in the outbox for each new one.

@@ -610,6 +610,40 @@ impl Conn {
         Ok(Some(n))
     }
 
+    /// Adds a tag to or removes it from each profile's `tags` trait, one statement for all on
+    /// PostgreSQL; each (workspace, customer) at most once. As the engine does it one profile at
+    /// a time: the tag leaves the list wherever it was (a `tags` that is not a list counts as
+    /// empty) and, when added, goes to its end. `None` on SQLite. Profiles that no longer exist
+    /// are skipped.
+    pub async fn tag_many(&mut self, tags: &[(i64, i64, String, bool)], now: DateTime<Utc>) -> Result<Option<u64>> {
+        let Raw::Postgres(c) = self.raw() else { return Ok(None) };
+        let mut n = 0;
+        for chunk in tags.chunks(5_000) {
+            n += sqlx::query(
+                "UPDATE customers c SET traits = jsonb_set(
+                     CASE WHEN jsonb_typeof(c.traits) = 'object' THEN c.traits ELSE '{}'::jsonb END, '{tags}',
+                     COALESCE((SELECT jsonb_agg(e ORDER BY o)
+                               FROM jsonb_array_elements(CASE WHEN jsonb_typeof(c.traits -> 'tags') = 'array'
+                                                              THEN c.traits -> 'tags' ELSE '[]'::jsonb END)
+                                    WITH ORDINALITY AS x(e, o)
+                               WHERE e <> to_jsonb(u.tag)), '[]'::jsonb)
+                     || CASE WHEN u.add THEN jsonb_build_array(u.tag) ELSE '[]'::jsonb END),
+                     updated_at = $5
+                 FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::bool[]) AS u(tenant_id, id, tag, add)
+                 WHERE c.tenant_id = u.tenant_id AND c.id = u.id",
+            )
+            .bind(chunk.iter().map(|t| t.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|t| t.1).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|t| t.2.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|t| t.3).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        }
+        Ok(Some(n))
+    }
+
     /// Moves a run on if it is still as it was read (`rev`). False: someone else moved it.
     pub async fn update_run(&mut self, u: &RunUpdate, now: DateTime<Utc>) -> Result<bool> {
         let finished = u.finished();
