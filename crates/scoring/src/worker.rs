@@ -422,7 +422,11 @@ impl Scorer {
                 .map(|s| model.score(s, today, self.settings.horizon_months))
                 .collect();
             progress.score_ms += t.elapsed().as_millis() as u64;
-            let mut tx = self.store.begin().await?;
+            // A chunk's commit does not wait for the disk: its rows, events and the job's cursor
+            // commit together, so a power cut that loses the last chunks loses their cursor with
+            // them and the job redoes them; the completing transaction below is synced, which
+            // makes every chunk before it durable too.
+            let mut tx = self.store.begin_unsynced().await?;
             let changed = apply(&mut tx, tenant, existing, fresh, now).await?;
             if changed.len() >= self.settings.defer_segments_at && changed.len() * 2 >= part.len() {
                 progress.segments_deferred = true;
