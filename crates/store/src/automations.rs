@@ -469,6 +469,44 @@ impl Conn {
     /// into `runs`).
     pub async fn insert_runs(&mut self, runs: &[NewRun], now: DateTime<Utc>) -> Result<Vec<(i64, usize)>> {
         let mut out = Vec::new();
+        if let Raw::Postgres(c) = self.raw() {
+            // One statement per 5,000 runs; the new rows come back by their occurrence key
+            // (unique per automation and customer), which finds each one's index again.
+            for (base, chunk) in runs.chunks(5_000).enumerate().map(|(k, c)| (k * 5_000, c)) {
+                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+                    "INSERT INTO automation_runs (tenant_id, automation_id, version, customer_id, occurrence, live,
+                         status, node, due_at, context, started_at, updated_at)
+                     SELECT u.tenant_id, u.automation_id, u.version, u.customer_id, u.occurrence, u.live, 'active',
+                            u.node, $9, u.context::jsonb, $9, $9
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bigint[],
+                                 $7::text[], $8::text[])
+                          AS u(tenant_id, automation_id, version, customer_id, occurrence, live, node, context)
+                     ON CONFLICT DO NOTHING RETURNING id, automation_id, customer_id, occurrence",
+                )
+                .bind(chunk.iter().map(|r| r.tenant_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.automation_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.version).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.customer_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.occurrence.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.exclusive.then_some(1i64)).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.node.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.context.to_string()).collect::<Vec<_>>())
+                .bind(now)
+                .fetch_all(&mut *c)
+                .await?;
+                let mut index: HashMap<(i64, i64, &str), usize> = HashMap::new();
+                for (i, r) in chunk.iter().enumerate().rev() {
+                    index.insert((r.automation_id, r.customer_id, r.occurrence.as_str()), base + i);
+                }
+                let mut found: Vec<(i64, usize)> = rows
+                    .iter()
+                    .filter_map(|(id, a, cu, o)| index.get(&(*a, *cu, o.as_str())).map(|i| (*id, *i)))
+                    .collect();
+                found.sort_unstable_by_key(|(_, i)| *i);
+                out.extend(found);
+            }
+            return Ok(out);
+        }
         for (i, r) in runs.iter().enumerate() {
             let id: Option<i64> = on!(self, |c| {
                 sqlx::query_scalar(

@@ -59,6 +59,7 @@ on_every_store!(
     a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
     an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped,
     due_runs_are_read_in_order_off_the_index_without_a_sort,
+    starting_runs_leaves_out_each_collision_and_names_the_rest_by_index,
     erasing_or_merging_a_customer_removes_its_scores,
 );
 
@@ -502,4 +503,66 @@ async fn erasing_or_merging_a_customer_removes_its_scores(s: Fresh) {
         vec![c.0],
         "the erased and the merged-away customer's scores went"
     );
+}
+
+/// Runs started in one call come back as (id, index) for exactly the rows that went in: a
+/// repeat of an occurrence (in the same call or an earlier one) and a second run in flight of a
+/// once-at-a-time automation are left out, and each new id is the run at its index.
+async fn starting_runs_leaves_out_each_collision_and_names_the_rest_by_index(s: Fresh) {
+    use cairn_store::automations::NewRun;
+    let mut tx = s.store.begin().await.unwrap();
+    let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    let fields = cairn_store::automations::AutomationFields {
+        name: "flow".into(),
+        trigger_type: "manual".into(),
+        trigger_config: serde_json::json!({}),
+        reentry: "every_time".into(),
+        exit_filter: None,
+        design: serde_json::json!({"nodes": [], "edges": []}),
+    };
+    let automation = tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id;
+    let run = |customer: i64, occurrence: &str, exclusive: bool| NewRun {
+        tenant_id: tenant.0,
+        automation_id: automation,
+        version: 1,
+        customer_id: customer,
+        occurrence: occurrence.into(),
+        exclusive,
+        node: "t".into(),
+        context: serde_json::json!({"n": format!("{customer}/{occurrence}")}),
+    };
+    let first = tx.insert_runs(&[run(1, "a", false)], t0()).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let batch = [
+        run(1, "a", false), // the occurrence started above
+        run(2, "a", false),
+        run(2, "a", false), // the same occurrence twice in one call
+        run(3, "a", true),
+        run(3, "b", true), // a second run in flight of a once-at-a-time automation
+        run(4, "a", false),
+    ];
+    let started = tx.insert_runs(&batch, t0()).await.unwrap();
+    let indexes: Vec<usize> = started.iter().map(|(_, i)| *i).collect();
+    assert_eq!(indexes, vec![1, 3, 5]);
+    for (id, i) in &started {
+        let (customer, occurrence, context): (i64, String, String) = match tx.raw() {
+            Raw::Postgres(c) => {
+                sqlx::query_as("SELECT customer_id, occurrence, context::text FROM automation_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap()
+            }
+            Raw::Sqlite(c) => {
+                sqlx::query_as("SELECT customer_id, occurrence, context FROM automation_runs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *c)
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = &batch[*i];
+        assert_eq!((customer, occurrence.as_str()), (r.customer_id, r.occurrence.as_str()));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&context).unwrap(), r.context);
+    }
 }
