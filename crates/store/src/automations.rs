@@ -713,6 +713,31 @@ impl Conn {
     }
 
     pub async fn insert_steps(&mut self, steps: &[NewStep]) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            // One prepared statement of column arrays: a multi-row VALUES was parsed and
+            // planned afresh for every batch (8 parameters a step).
+            for chunk in steps.chunks(5_000) {
+                sqlx::query(
+                    "INSERT INTO automation_steps (run_id, automation_id, version, node, kind, outcome, detail, at)
+                     SELECT u.run_id, u.automation_id, u.version, u.node, u.kind, u.outcome, u.detail::jsonb, u.at
+                     FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                                 $7::text[], $8::timestamptz[])
+                          WITH ORDINALITY AS u(run_id, automation_id, version, node, kind, outcome, detail, at, n)
+                     ORDER BY u.n",
+                )
+                .bind(chunk.iter().map(|s| s.run_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.automation_id).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.version).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.node.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.kind.to_string()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.outcome.clone()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.detail.to_string()).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|s| s.at).collect::<Vec<_>>())
+                .execute(&mut *c)
+                .await?;
+            }
+            return Ok(());
+        }
         for chunk in steps.chunks(1_000) {
             on!(self, |c| {
                 let mut qb = sqlx::QueryBuilder::new(
