@@ -1064,6 +1064,9 @@ async fn batch_trait_changes(
         }
         written.insert(key);
     }
+    // In key order, so that two instances writing overlapping customers lock them alike.
+    patches.sort_unstable_by_key(|p| (p.0, p.1));
+    tags.sort_unstable_by_key(|t| (t.0, t.1));
     if !patches.is_empty() {
         tx.merge_traits_many(&patches, now).await?;
     }
