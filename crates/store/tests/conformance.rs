@@ -372,11 +372,9 @@ async fn sqlite_looks_given_customers_up_by_primary_key() {
 }
 
 /// The scheduler's batch of due runs comes straight off the due index, in order, with no sort:
-/// with an index on `due_at` alone PostgreSQL read every run due at the same instant and sorted
-/// them by id for each batch — a million runs enrolled at once made each batch of 1,000 cost a
-/// scan of up to a million (docs/benchmarks.md, automations, session 22).
-async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
-    let mut tx = s.store.begin().await.unwrap();
+
+/// A workspace with one manual, every-time automation (the runs' tests need one to point at).
+async fn manual_automation(tx: &mut cairn_store::Conn) -> (TenantId, i64) {
     let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
     let fields = cairn_store::automations::AutomationFields {
         name: "flow".into(),
@@ -386,7 +384,14 @@ async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
         exit_filter: None,
         design: serde_json::json!({"nodes": [], "edges": []}),
     };
-    let automation = tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id;
+    (tenant, tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id)
+}
+/// with an index on `due_at` alone PostgreSQL read every run due at the same instant and sorted
+/// them by id for each batch — a million runs enrolled at once made each batch of 1,000 cost a
+/// scan of up to a million (docs/benchmarks.md, automations, session 22).
+async fn due_runs_are_read_in_order_off_the_index_without_a_sort(s: Fresh) {
+    let mut tx = s.store.begin().await.unwrap();
+    let (tenant, automation) = manual_automation(&mut tx).await;
     let backend = s.store.backend();
     // 20,000 runs of one automation, all due at the same instant.
     let series = match backend {
@@ -511,16 +516,7 @@ async fn erasing_or_merging_a_customer_removes_its_scores(s: Fresh) {
 async fn starting_runs_leaves_out_each_collision_and_names_the_rest_by_index(s: Fresh) {
     use cairn_store::automations::NewRun;
     let mut tx = s.store.begin().await.unwrap();
-    let tenant = tx.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
-    let fields = cairn_store::automations::AutomationFields {
-        name: "flow".into(),
-        trigger_type: "manual".into(),
-        trigger_config: serde_json::json!({}),
-        reentry: "every_time".into(),
-        exit_filter: None,
-        design: serde_json::json!({"nodes": [], "edges": []}),
-    };
-    let automation = tx.insert_automation(tenant, &fields, "tok", t0()).await.unwrap().id;
+    let (tenant, automation) = manual_automation(&mut tx).await;
     let run = |customer: i64, occurrence: &str, exclusive: bool| NewRun {
         tenant_id: tenant.0,
         automation_id: automation,
