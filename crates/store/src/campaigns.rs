@@ -477,17 +477,28 @@ impl Conn {
         Ok(on!(self, |c| sqlx::query_scalar(&sql).persistent(false).bind(now).fetch_all(c).await)?)
     }
 
-    /// Records what happened to messages (only records still `committing` or `queued` change).
+    /// Records what happened to messages. Records still `committing` or `queued` take the
+    /// outcome whole. A provider's status callback can beat the sender here (the provider
+    /// answers, reports delivery, and only then does the sender's batch commit): a record a
+    /// callback already settled under the same provider id keeps its status and gains the
+    /// sender's facts (parts, attempts); any other record is left alone.
     pub async fn finish_sends(&mut self, outcomes: &[SendOutcome], now: DateTime<Utc>) -> Result<()> {
         if let Raw::Postgres(c) = self.raw() {
             for chunk in outcomes.chunks(5_000) {
                 sqlx::query(
-                    "UPDATE campaign_sends s SET status = u.st, reason = u.re, provider_id = u.pi, error = u.er,
-                         parts = u.pa, attempts = u.at, next_attempt_at = u.na,
-                         sent_at = CASE WHEN u.st IN ('sent', 'unknown') THEN $1 ELSE s.sent_at END, updated_at = $1
+                    "UPDATE campaign_sends s SET
+                         status = CASE WHEN s.status IN ('committing', 'queued') THEN u.st ELSE s.status END,
+                         reason = CASE WHEN s.status IN ('committing', 'queued') THEN u.re ELSE s.reason END,
+                         error = CASE WHEN s.status IN ('committing', 'queued') THEN u.er ELSE s.error END,
+                         next_attempt_at = CASE WHEN s.status IN ('committing', 'queued') THEN u.na
+                                                ELSE s.next_attempt_at END,
+                         provider_id = COALESCE(s.provider_id, u.pi), parts = u.pa, attempts = u.at,
+                         sent_at = CASE WHEN u.st IN ('sent', 'unknown') THEN COALESCE(s.sent_at, $1)
+                                        ELSE s.sent_at END,
+                         updated_at = $1
                      FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[],
                                  $8::bigint[], $9::timestamptz[]) AS u(id, st, re, pi, er, pa, at, na)
-                     WHERE s.id = u.id AND s.status IN ('committing', 'queued')",
+                     WHERE s.id = u.id AND (s.status IN ('committing', 'queued') OR s.provider_id = u.pi)",
                 )
                 .bind(now)
                 .bind(chunk.iter().map(|o| o.id).collect::<Vec<_>>())
@@ -520,14 +531,25 @@ impl Conn {
                         .push_bind(o.next_attempt_at);
                 });
                 qb.push(
-                    ") UPDATE campaign_sends SET status = u.st, reason = u.re, provider_id = u.pi, error = u.er,
-                         parts = u.pa, attempts = u.at, next_attempt_at = u.na,
-                         sent_at = CASE WHEN u.st IN ('sent', 'unknown') THEN ",
+                    ") UPDATE campaign_sends SET
+                         status = CASE WHEN campaign_sends.status IN ('committing', 'queued') THEN u.st
+                                       ELSE campaign_sends.status END,
+                         reason = CASE WHEN campaign_sends.status IN ('committing', 'queued') THEN u.re
+                                       ELSE campaign_sends.reason END,
+                         error = CASE WHEN campaign_sends.status IN ('committing', 'queued') THEN u.er
+                                      ELSE campaign_sends.error END,
+                         next_attempt_at = CASE WHEN campaign_sends.status IN ('committing', 'queued') THEN u.na
+                                                ELSE campaign_sends.next_attempt_at END,
+                         provider_id = COALESCE(campaign_sends.provider_id, u.pi), parts = u.pa, attempts = u.at,
+                         sent_at = CASE WHEN u.st IN ('sent', 'unknown') THEN COALESCE(campaign_sends.sent_at, ",
                 );
                 qb.push_bind(now);
-                qb.push(" ELSE campaign_sends.sent_at END, updated_at = ");
+                qb.push(") ELSE campaign_sends.sent_at END, updated_at = ");
                 qb.push_bind(now);
-                qb.push(" FROM u WHERE campaign_sends.id = u.id AND campaign_sends.status IN ('committing', 'queued')");
+                qb.push(
+                    " FROM u WHERE campaign_sends.id = u.id
+                       AND (campaign_sends.status IN ('committing', 'queued') OR campaign_sends.provider_id = u.pi)",
+                );
                 qb.build().persistent(false).execute(&mut *c).await?;
             }
         }
@@ -712,7 +734,8 @@ impl Conn {
         Ok(n == 1)
     }
 
-    /// Settles a send from a provider's report (delivery, failure, bounce).
+    /// Settles a send from a provider's report (delivery, failure, bounce). Reports can arrive
+    /// out of order: a late `sent` never takes a settled record back.
     pub async fn settle_send(
         &mut self,
         id: i64,
@@ -723,7 +746,9 @@ impl Conn {
     ) -> Result<()> {
         on!(self, |c| {
             sqlx::query(
-            "UPDATE campaign_sends SET status = $1, provider_id = COALESCE($2, provider_id), error = COALESCE($3, error),
+            "UPDATE campaign_sends SET
+                 status = CASE WHEN $1 = 'sent' AND status IN ('delivered', 'failed', 'bounced') THEN status ELSE $1 END,
+                 provider_id = COALESCE($2, provider_id), error = COALESCE($3, error),
                  delivered_at = CASE WHEN $1 = 'delivered' THEN $4 ELSE delivered_at END,
                  sent_at = COALESCE(sent_at, $4), updated_at = $4
              WHERE id = $5"

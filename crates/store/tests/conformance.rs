@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use cairn_domain::{CustomerId, TenantId};
 use cairn_store::{
-    campaigns::{CampaignFields, NewSend},
+    campaigns::{CampaignFields, NewSend, SendOutcome},
     customers::CustomerFields,
     idempotency::{Claim, IdemKey},
     jobs::NewJob,
@@ -57,6 +57,7 @@ on_every_store!(
     concurrent_idempotency_claims_let_exactly_one_request_run,
     a_stale_in_flight_idempotency_claim_is_taken_over,
     a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point,
+    a_status_report_that_beats_the_senders_record_keeps_its_status_and_gains_the_parts,
     an_unsynced_transaction_leaves_the_writer_synced_again_committed_or_dropped,
     due_runs_are_read_in_order_off_the_index_without_a_sort,
     starting_runs_leaves_out_each_collision_and_names_the_rest_by_index,
@@ -252,34 +253,7 @@ async fn a_stale_in_flight_idempotency_claim_is_taken_over(s: Fresh) {
 /// cancelled record, and moves the rest once.
 async fn a_message_whose_address_was_suppressed_after_rendering_does_not_pass_its_commit_point(s: Fresh) {
     let mut c = s.store.write().await.unwrap();
-    let tenant: TenantId = c.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
-    let fields = CampaignFields {
-        name: "Sale".into(),
-        kind: "email".into(),
-        segment_id: None,
-        subject: Some("Hi".into()),
-        body: Some("Hello".into()),
-        from_name: None,
-        from_email: Some("news@shop.test".into()),
-        reply_to: None,
-        track_opens: false,
-        track_clicks: false,
-        rate_limit: None,
-        require_consent: false,
-    };
-    let campaign = c.insert_campaign(tenant, &fields, t0()).await.unwrap().id;
-    let sends: Vec<NewSend> = ["a@x.test", "b@x.test", "c@x.test"]
-        .iter()
-        .enumerate()
-        .map(|(i, a)| NewSend {
-            customer_id: i as i64 + 1,
-            address: Some(a.to_string()),
-            status: "queued",
-            reason: None,
-            occurrence: 0,
-        })
-        .collect();
-    c.insert_sends(tenant, campaign, "email", &sends, t0(), t0()).await.unwrap();
+    let (tenant, campaign) = campaign_with_sends(&mut c, "email", &["a@x.test", "b@x.test", "c@x.test"]).await;
     let due = c.due_sends(campaign, 0, t0(), 10).await.unwrap();
     assert_eq!(due.len(), 3);
     let ids: Vec<i64> = due.iter().map(|d| d.id).collect();
@@ -294,6 +268,79 @@ async fn a_message_whose_address_was_suppressed_after_rendering_does_not_pass_it
     assert!(c.commit_sends(&ids, t0()).await.unwrap().is_empty());
     let rest = c.due_sends(campaign, ids[0], t0(), 10).await.unwrap();
     assert_eq!(rest.iter().map(|d| d.id).collect::<Vec<_>>(), vec![ids[1]]);
+}
+
+/// The provider answers, then reports delivery before the sender's batch is recorded: the
+/// callback's status stands and the sender's facts (parts, attempts) still land. A record the
+/// callback did not settle, or settled under another provider id, is not touched; a late
+/// `sent` report never takes a delivered record back.
+async fn a_status_report_that_beats_the_senders_record_keeps_its_status_and_gains_the_parts(s: Fresh) {
+    let mut c = s.store.write().await.unwrap();
+    let (_, campaign) = campaign_with_sends(&mut c, "sms", &["+385911", "+385912", "+385913"]).await;
+    let ids: Vec<i64> = c.due_sends(campaign, 0, t0(), 10).await.unwrap().iter().map(|d| d.id).collect();
+    assert_eq!(c.commit_sends(&ids, t0()).await.unwrap().len(), 3);
+    let later = t0() + Duration::seconds(1);
+    c.settle_send(ids[0], "delivered", Some("SM1"), None, later).await.unwrap();
+    c.settle_send(ids[2], "failed", Some("SM-other"), Some("provider error 30003"), later).await.unwrap();
+    let sent = |id: i64, sid: &str| SendOutcome {
+        id,
+        status: "sent",
+        reason: None,
+        provider_id: Some(sid.into()),
+        error: None,
+        parts: Some(2),
+        attempts: 1,
+        next_attempt_at: t0(),
+    };
+    c.finish_sends(&[sent(ids[0], "SM1"), sent(ids[1], "SM2"), sent(ids[2], "SM3")], later).await.unwrap();
+    let a = c.send_record(ids[0]).await.unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.provider_id.as_deref(), a.parts, a.attempts),
+        ("delivered", Some("SM1"), Some(2), 1)
+    );
+    assert_eq!(a.delivered_at, Some(later));
+    let b = c.send_record(ids[1]).await.unwrap();
+    assert_eq!((b.status.as_str(), b.provider_id.as_deref(), b.parts), ("sent", Some("SM2"), Some(2)));
+    let other = c.send_record(ids[2]).await.unwrap();
+    assert_eq!((other.status.as_str(), other.provider_id.as_deref(), other.parts), ("failed", Some("SM-other"), None));
+    assert_eq!(other.error.as_deref(), Some("provider error 30003"));
+    c.settle_send(ids[0], "sent", Some("SM1"), None, later).await.unwrap();
+    assert_eq!(c.send_record(ids[0]).await.unwrap().status, "delivered");
+    c.settle_send(ids[1], "delivered", Some("SM2"), None, later).await.unwrap();
+    assert_eq!(c.send_record(ids[1]).await.unwrap().status, "delivered");
+}
+
+/// A workspace with a draft campaign on `channel` and one queued record per address.
+async fn campaign_with_sends(c: &mut cairn_store::Conn, channel: &str, addresses: &[&str]) -> (TenantId, i64) {
+    let tenant: TenantId = c.insert_tenant("Shop", "shop", t0()).await.unwrap().id;
+    let fields = CampaignFields {
+        name: "Sale".into(),
+        kind: channel.into(),
+        segment_id: None,
+        subject: Some("Hi".into()),
+        body: Some("Hello".into()),
+        from_name: None,
+        from_email: Some("news@shop.test".into()),
+        reply_to: None,
+        track_opens: false,
+        track_clicks: false,
+        rate_limit: None,
+        require_consent: false,
+    };
+    let campaign = c.insert_campaign(tenant, &fields, t0()).await.unwrap().id;
+    let sends: Vec<NewSend> = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| NewSend {
+            customer_id: i as i64 + 1,
+            address: Some(a.to_string()),
+            status: "queued",
+            reason: None,
+            occurrence: 0,
+        })
+        .collect();
+    c.insert_sends(tenant, campaign, channel, &sends, t0(), t0()).await.unwrap();
+    (tenant, campaign)
 }
 
 /// `begin_unsynced` relaxes durability for one transaction only: whether it commits or is
