@@ -75,6 +75,27 @@ async fn first_and_second_recompute(store: &Store, scorer: &Scorer) {
     println!("   peak RSS of the bench process: {:.0} MB", peak_rss_mb());
 }
 
+/// The first recompute again, from no scores, in a workspace with an active webhook endpoint:
+/// its million `customer.rfm_changed` entries are then owed to the dispatcher (written
+/// unsettled, into the outbox's partial index) instead of settled at birth.
+async fn first_recompute_owed_to_a_webhook(store: &Store, admin: &sqlx::PgPool, scorer: &Scorer) {
+    for sql in [
+        "DELETE FROM customer_scores",
+        "DELETE FROM scoring_models",
+        "VACUUM ANALYZE customer_scores",
+        "INSERT INTO webhooks (tenant_id, url, events, secret, status, created_at, updated_at)
+         VALUES (1, 'https://hooks.bench.test/rfm', '[\"customer.rfm_changed\"]', 'whsec_bench', 'active', now(), now())",
+    ] {
+        sqlx::query(sql).execute(admin).await.unwrap();
+    }
+    let (took, p) = time_job(store, scorer, TenantId(1), true).await;
+    println!(
+        "   first full recompute again, owed to an active webhook endpoint ({} rows and events written): {took:.2} s  [summaries {} ms, fit {} ms, score+write {} ms]",
+        p.changed, p.summarise_ms, p.fit_ms, p.write_ms
+    );
+    sqlx::query("DELETE FROM webhooks").execute(admin).await.unwrap();
+}
+
 async fn scale_out(customers: u64, events: u64) {
     println!("== PostgreSQL + ClickHouse: {customers} customers, {events} purchase events");
     let pg = FreshPg::create().await;
@@ -159,6 +180,7 @@ async fn scale_out(customers: u64, events: u64) {
     );
     let scorer = Arc::new(Scorer::new(store.clone(), events_store.clone(), clock, ScoringSettings::default()));
     first_and_second_recompute(&store, &scorer).await;
+    first_recompute_owed_to_a_webhook(&store, &admin, &scorer).await;
     freshness_during_recompute(&store, &events_store, &admin, customers, scorer).await;
     drop(admin);
 }

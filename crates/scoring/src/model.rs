@@ -36,49 +36,54 @@ pub struct GammaGamma {
 }
 
 impl BgNbd {
-    /// Fits the model to customers. Identical histories are counted once, and the terms that
+    /// Fits the model to customers. Identical histories are counted once; the terms that
     /// depend only on the number of repeat transactions are computed once per distinct count,
-    /// so an evaluation costs two logarithms per distinct history.
+    /// and the logarithms of `alpha + t` once per distinct time, so an evaluation costs one
+    /// `exp` and one `ln_1p` per distinct history, spread over two threads.
     pub fn fit(customers: &[Rft]) -> Option<BgNbd> {
-        let mut groups: HashMap<u64, HashMap<(u64, u64), f64>> = HashMap::new();
+        let mut times: Vec<f64> = customers.iter().flat_map(|c| [c.t_x, c.t]).collect();
+        times.sort_by(f64::total_cmp);
+        times.dedup();
+        let at = |t: f64| times.binary_search_by(|v| v.total_cmp(&t)).expect("every time is in the table") as u32;
+        let mut groups: HashMap<u64, HashMap<(u32, u32), f64>> = HashMap::new();
         for c in customers {
-            *groups.entry(c.x.to_bits()).or_default().entry((c.t_x.to_bits(), c.t.to_bits())).or_default() += 1.0;
+            *groups.entry(c.x.to_bits()).or_default().entry((at(c.t_x), at(c.t))).or_default() += 1.0;
         }
-        // (x, customers with that x, their (t_x, T, count) histories)
-        type Group = (f64, f64, Vec<(f64, f64, f64)>);
-        let groups: Vec<Group> = groups
+        // (x, customers with that x, their (t_x, T, count) histories as indices into `times`),
+        // in a fixed order: the sum is then the same on every run, to the last bit.
+        let mut groups: Vec<Group> = groups
             .into_iter()
             .map(|(x, members)| {
-                let members: Vec<(f64, f64, f64)> =
-                    members.into_iter().map(|((t_x, t), n)| (f64::from_bits(t_x), f64::from_bits(t), n)).collect();
+                let mut members: Vec<(u32, u32, f64)> = members.into_iter().map(|((t_x, t), n)| (t_x, t, n)).collect();
+                members.sort_by_key(|m| (m.0, m.1));
                 let count = members.iter().map(|m| m.2).sum();
                 (f64::from_bits(x), count, members)
             })
             .collect();
+        groups.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Two halves of about equal work, one per thread.
+        let histories: usize = groups.iter().map(|g| g.2.len()).sum();
+        let mut split = 0;
+        let mut seen = 0;
+        while split < groups.len() && seen * 2 < histories {
+            seen += groups[split].2.len();
+            split += 1;
+        }
+        let (first, second) = groups.split_at(split);
         let total = customers.len() as f64;
         let objective = |p: &[f64]| {
             let (r, alpha, a, b) = (p[0].exp(), p[1].exp(), p[2].exp(), p[3].exp());
-            let mut ll = 0.0;
-            for (x, count, members) in &groups {
-                let x = *x;
-                let head = lgamma(r + x) - lgamma(r) + r * alpha.ln() + lgamma(a + b) + lgamma(b + x)
-                    - lgamma(b)
-                    - lgamma(a + b + x);
-                ll += count * head;
-                let repeat = (x > 0.0).then(|| a.ln() - (b + x - 1.0).ln());
-                for &(t_x, t, n) in members {
-                    let a3 = -(r + x) * (alpha + t).ln();
-                    ll += n * match repeat {
-                        Some(k) => {
-                            let a4 = k - (r + x) * (alpha + t_x).ln();
-                            let hi = a3.max(a4);
-                            hi + ((a3 - hi).exp() + (a4 - hi).exp()).ln()
-                        }
-                        None => a3,
-                    };
-                }
-            }
-            -ll / total
+            let logs: Vec<f64> = times.iter().map(|t| (alpha + t).ln()).collect();
+            let (one, two) = if second.is_empty() {
+                (half_log_likelihood(first, &logs, r, alpha, a, b), 0.0)
+            } else {
+                std::thread::scope(|s| {
+                    let other = s.spawn(|| half_log_likelihood(second, &logs, r, alpha, a, b));
+                    let mine = half_log_likelihood(first, &logs, r, alpha, a, b);
+                    (mine, other.join().expect("a likelihood sum does not panic"))
+                })
+            };
+            -(one + two) / total
         };
         let best = minimize(objective, &[0.0; 4])?;
         let m = BgNbd { r: best[0].exp(), alpha: best[1].exp(), a: best[2].exp(), b: best[3].exp() };
@@ -122,6 +127,35 @@ impl BgNbd {
         let tail = if x > 0.0 { a / (b + x - 1.0) * ((alpha + c.t) / (alpha + c.t_x)).powf(r + x) } else { 0.0 };
         head * body / (1.0 + tail)
     }
+}
+
+/// Customers with `x` repeat transactions: `(x, how many, their (t_x, T, count) histories)`,
+/// times as indices into the fit's table of distinct times.
+type Group = (f64, f64, Vec<(u32, u32, f64)>);
+
+/// The BG/NBD log-likelihood of some groups of histories; `logs[i]` is `ln(alpha + times[i])`.
+fn half_log_likelihood(groups: &[Group], logs: &[f64], r: f64, alpha: f64, a: f64, b: f64) -> f64 {
+    let mut ll = 0.0;
+    for (x, count, members) in groups {
+        let x = *x;
+        let head =
+            lgamma(r + x) - lgamma(r) + r * alpha.ln() + lgamma(a + b) + lgamma(b + x) - lgamma(b) - lgamma(a + b + x);
+        ll += count * head;
+        if x > 0.0 {
+            let k = a.ln() - (b + x - 1.0).ln();
+            for &(t_x, t, n) in members {
+                // ln(e^a3 + e^a4), without overflow: the larger plus ln(1 + e^-(difference)).
+                let a3 = -(r + x) * logs[t as usize];
+                let a4 = k - (r + x) * logs[t_x as usize];
+                ll += n * (a3.max(a4) + (-(a3 - a4).abs()).exp().ln_1p());
+            }
+        } else {
+            for &(_, t, n) in members {
+                ll -= n * (r + x) * logs[t as usize];
+            }
+        }
+    }
+    ll
 }
 
 impl GammaGamma {

@@ -1003,20 +1003,7 @@ impl Conn {
     }
 
     pub async fn mark_automated(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
-        for chunk in ids.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("UPDATE outbox SET automated_at = ");
-                qb.push_bind(now);
-                qb.push(" WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
+        self.stamp_outbox("automated_at", ids, now).await
     }
 
     async fn delete_ids(&mut self, table: &'static str, ids: &[i64]) -> Result<()> {

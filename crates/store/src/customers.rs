@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::types::Json;
 
-use crate::{Conn, Result, StoreError};
+use crate::{Backend, Conn, Result, StoreError};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
@@ -445,17 +445,18 @@ impl Conn {
         payload: &Value,
         now: DateTime<Utc>,
     ) -> Result<i64> {
-        Ok(on!(self, |c| {
-            sqlx::query_scalar(
-                "INSERT INTO outbox (tenant_id, event, payload, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
-            )
+        let sql = format!(
+            "INSERT INTO outbox (tenant_id, event, payload, created_at, dispatched_at, automated_at)
+             SELECT $1, $2, $3, $4, {} RETURNING id",
+            settled_at_birth(self.backend(), "$1", "$4")
+        );
+        Ok(on!(self, |c| sqlx::query_scalar(&sql)
             .bind(tenant.0)
             .bind(event)
             .bind(Json(payload))
             .bind(now)
             .fetch_one(c)
-            .await
-        })?)
+            .await)?)
     }
 
     /// Adds many entries of one workspace in few statements (a recompute can change thousands
@@ -467,29 +468,40 @@ impl Conn {
         now: DateTime<Utc>,
     ) -> Result<()> {
         if let crate::db::Raw::Postgres(c) = self.raw() {
+            let sql = format!(
+                "INSERT INTO outbox (tenant_id, event, payload, created_at, dispatched_at, automated_at)
+                 SELECT $1, e, p::jsonb, $4, {} FROM UNNEST($2::text[], $3::text[]) AS u(e, p)",
+                settled_at_birth(Backend::Postgres, "$1", "$4")
+            );
             for chunk in entries.chunks(10_000) {
                 let started = std::time::Instant::now();
-                sqlx::query(
-                    "INSERT INTO outbox (tenant_id, event, payload, created_at)
-                     SELECT $1, e, p::jsonb, $4 FROM UNNEST($2::text[], $3::text[]) AS u(e, p)",
-                )
-                .bind(tenant.0)
-                .bind(chunk.iter().map(|(e, _)| e.to_string()).collect::<Vec<_>>())
-                .bind(chunk.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>())
-                .bind(now)
-                .execute(&mut *c)
-                .await?;
+                sqlx::query(&sql)
+                    .bind(tenant.0)
+                    .bind(chunk.iter().map(|(e, _)| e.to_string()).collect::<Vec<_>>())
+                    .bind(chunk.iter().map(|(_, p)| p.to_string()).collect::<Vec<_>>())
+                    .bind(now)
+                    .execute(&mut *c)
+                    .await?;
                 crate::db::QUERY_LATENCY.observe(started.elapsed());
             }
             return Ok(());
         }
+        // SQLite: `?` placeholders number in the order they appear, so the workspace and the
+        // time come first, from a one-row subquery the rest refers to.
+        let sql = format!(
+            "INSERT INTO outbox (tenant_id, event, payload, created_at, dispatched_at, automated_at)
+             SELECT k.t, u.column1, u.column2, k.n, {} FROM (SELECT ",
+            settled_at_birth(Backend::Sqlite, "k.t", "k.n")
+        );
         for chunk in entries.chunks(1_000) {
             on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (tenant_id, event, payload, created_at) ");
+                let mut qb = sqlx::QueryBuilder::new(&sql);
+                qb.push_bind(tenant.0).push(" AS t, ").push_bind(now).push(" AS n) AS k, (");
                 qb.push_values(chunk, |mut b, (event, payload)| {
-                    b.push_bind(tenant.0).push_bind(*event).push_bind(Json(payload)).push_bind(now);
+                    b.push_bind(*event).push_bind(Json(payload));
                 });
-                qb.build().execute(c).await.map(|r| r.rows_affected())
+                qb.push(") AS u");
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
             })?;
         }
         Ok(())
@@ -543,4 +555,23 @@ mod tests {
     fn search_terms_match_literally() {
         assert_eq!(super::like_pattern("Ana_K%"), "%ana\\_k\\%%");
     }
+}
+
+/// The `dispatched_at, automated_at` of a new outbox entry: already settled (`now`) when its
+/// workspace has no active webhook endpoint, or no active automation, to read it. Nothing is
+/// owed to a consumer that did not exist when the event happened (the dispatcher and the
+/// automation intake already decide per entry at the time they read it, and an automation
+/// only takes entries written after its activation), and an entry settled at birth skips two
+/// index entries and the consumer's later update — a first recompute writes a million.
+fn settled_at_birth(backend: Backend, tenant: &str, now: &str) -> String {
+    let now = match backend {
+        Backend::Postgres => format!("{now}::timestamptz"),
+        Backend::Sqlite => now.to_string(),
+    };
+    format!(
+        "CASE WHEN EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = {tenant} AND status = 'active')
+              THEN NULL ELSE {now} END,
+         CASE WHEN EXISTS (SELECT 1 FROM automations WHERE tenant_id = {tenant} AND is_active = TRUE)
+              THEN NULL ELSE {now} END"
+    )
 }

@@ -177,13 +177,32 @@ impl Conn {
     }
 
     pub async fn mark_dispatched(&mut self, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
-        for id in ids {
-            on!(self, |c| sqlx::query("UPDATE outbox SET dispatched_at = $1 WHERE id = $2")
+        self.stamp_outbox("dispatched_at", ids, now).await
+    }
+
+    /// Sets a consumer's column (`dispatched_at`, `automated_at`) on outbox entries: one
+    /// statement on PostgreSQL, one per 500 entries on SQLite.
+    pub(crate) async fn stamp_outbox(&mut self, column: &'static str, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
+        if let Raw::Postgres(c) = self.raw() {
+            sqlx::query(&format!("UPDATE outbox SET {column} = $1 WHERE id = ANY($2)"))
                 .bind(now)
-                .bind(*id)
-                .execute(c)
-                .await
-                .map(|r| r.rows_affected()))?;
+                .bind(ids)
+                .execute(&mut *c)
+                .await?;
+            return Ok(());
+        }
+        for chunk in ids.chunks(500) {
+            on!(self, |c| {
+                let mut qb = sqlx::QueryBuilder::new(format!("UPDATE outbox SET {column} = "));
+                qb.push_bind(now);
+                qb.push(" WHERE id IN (");
+                let mut sep = qb.separated(", ");
+                for id in chunk {
+                    sep.push_bind(*id);
+                }
+                qb.push(")");
+                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
+            })?;
         }
         Ok(())
     }

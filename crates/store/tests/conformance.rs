@@ -62,6 +62,7 @@ on_every_store!(
     due_runs_are_read_in_order_off_the_index_without_a_sort,
     starting_runs_leaves_out_each_collision_and_names_the_rest_by_index,
     erasing_or_merging_a_customer_removes_its_scores,
+    an_outbox_entry_nobody_reads_is_settled_when_written,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -608,4 +609,51 @@ async fn starting_runs_leaves_out_each_collision_and_names_the_rest_by_index(s: 
         assert_eq!((customer, occurrence.as_str()), (r.customer_id, r.occurrence.as_str()));
         assert_eq!(serde_json::from_str::<serde_json::Value>(&context).unwrap(), r.context);
     }
+}
+
+/// An outbox entry is owed to the webhook dispatcher only while its workspace has an active
+/// endpoint, and to the automation intake only while it has an active automation; otherwise it
+/// is written settled (neither consumer reads it, and it stays in the workspace's feed).
+async fn an_outbox_entry_nobody_reads_is_settled_when_written(s: Fresh) {
+    let mut tx = s.store.begin().await.unwrap();
+    let (tenant, automation) = manual_automation(&mut tx).await;
+    let other = tx.insert_tenant("Other", "other", t0()).await.unwrap().id;
+    tx.insert_webhook(other, "https://hooks.test/x", "[\"*\"]", "secret", t0()).await.unwrap();
+    // Nobody listens in this workspace (the other's endpoint does not count).
+    let first = write_entries(&mut tx, tenant, "nobody").await;
+    assert_eq!(pending_entries(&mut tx).await, (vec![], vec![]));
+    // An active endpoint: entries are owed to the dispatcher only.
+    let hook = tx.insert_webhook(tenant, "https://hooks.test/a", "[\"*\"]", "secret", t0()).await.unwrap();
+    write_entries(&mut tx, tenant, "hooked").await;
+    assert_eq!(pending_entries(&mut tx).await, (vec!["hooked".to_string(); 3], vec![]));
+    // An active automation as well: owed to both.
+    let row = tx.automation(tenant, automation).await.unwrap();
+    tx.publish_automation(&row, &serde_json::json!({}), &[], None, t0()).await.unwrap();
+    write_entries(&mut tx, tenant, "both").await;
+    let (dispatch, automate) = pending_entries(&mut tx).await;
+    assert_eq!((dispatch.len(), automate), (6, vec!["both".to_string(); 3]));
+    // The endpoint disabled: owed to the intake only.
+    tx.disable_webhook(hook.id, "test", t0()).await.unwrap();
+    write_entries(&mut tx, tenant, "flows").await;
+    let (dispatch, automate) = pending_entries(&mut tx).await;
+    assert_eq!((dispatch.len(), automate.len()), (6, 6));
+    assert_eq!(automate[3..], vec!["flows".to_string(); 3]);
+    // Every entry is in the workspace's feed, settled or not.
+    let feed = tx.outbox_after(tenant, first - 1, 100).await.unwrap();
+    assert_eq!(feed.len(), 12);
+}
+
+/// Writes three entries named `name` (one alone, two together); returns the first's id.
+async fn write_entries(tx: &mut cairn_store::Conn, tenant: TenantId, name: &'static str) -> i64 {
+    let payload = serde_json::json!({"customer_id": 1});
+    let one = tx.insert_outbox(tenant, name, &payload, t0()).await.unwrap();
+    tx.insert_outbox_many(tenant, &[(name, payload.clone()), (name, payload)], t0()).await.unwrap();
+    one
+}
+
+/// The names of the entries owed to the dispatcher and to the automation intake.
+async fn pending_entries(tx: &mut cairn_store::Conn) -> (Vec<String>, Vec<String>) {
+    let dispatch = tx.undispatched_outbox(100).await.unwrap().into_iter().map(|r| r.event).collect();
+    let automate = tx.unautomated_outbox(100).await.unwrap().into_iter().map(|r| r.event).collect();
+    (dispatch, automate)
 }
