@@ -502,7 +502,9 @@ async fn apply(
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>> {
     let mut old: HashMap<i64, ScoreRow> = existing.into_iter().map(|r| (r.customer_id, r)).collect();
-    let mut upserts = Vec::new();
+    // Customers without stored scores get a plain insert: `existing` was read under the
+    // workspace's scoring lease, so no other writer can have added theirs since.
+    let (mut updates, mut inserts) = (Vec::new(), Vec::new());
     let mut events: Vec<(&str, Value)> = Vec::new();
     for row in fresh {
         let before = old.remove(&row.customer_id);
@@ -512,16 +514,21 @@ async fn apply(
         if before.as_ref().is_none_or(|b| rfm_differs(b, &row)) {
             events.push(("customer.rfm_changed", change(row.customer_id, before.as_ref(), Some(&row))));
         }
-        upserts.push(row);
+        if before.is_some() {
+            updates.push(row)
+        } else {
+            inserts.push(row)
+        }
     }
     let gone: Vec<i64> = old.keys().copied().collect();
     for before in old.values() {
         events.push(("customer.rfm_changed", change(before.customer_id, Some(before), None)));
     }
-    tx.upsert_scores(tenant, &upserts, now).await?;
+    tx.upsert_scores(tenant, &updates, now).await?;
+    tx.insert_new_scores(tenant, &inserts, now).await?;
     tx.delete_scores(tenant, &gone).await?;
     tx.insert_outbox_many(tenant, &events, now).await?;
-    Ok(upserts.iter().map(|r| r.customer_id).chain(gone).collect())
+    Ok(updates.iter().chain(&inserts).map(|r| r.customer_id).chain(gone).collect())
 }
 
 /// Marks customers whose scores changed for the segment engine (segments on scores follow).

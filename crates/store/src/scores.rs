@@ -101,14 +101,46 @@ impl Conn {
         Ok(on!(self, |c| sqlx::query_as(&sql).bind(tenant.0).bind(after).bind(upto).fetch_all(c).await)?)
     }
 
-    /// Writes scores, skipping customers that no longer exist (merged away or erased meanwhile).
+    /// Writes scores, replacing stored ones, skipping customers that no longer exist (merged
+    /// away or erased meanwhile).
     pub async fn upsert_scores(&mut self, tenant: TenantId, rows: &[ScoreRow], now: DateTime<Utc>) -> Result<()> {
+        self.write_scores(tenant, rows, now, true).await
+    }
+
+    /// Writes scores of customers the caller knows have none stored (it read them under the
+    /// workspace's scoring lease, which keeps every other writer away): a plain insert, without
+    /// `ON CONFLICT`'s speculative insertion — a first recompute writes a million. A row that
+    /// is there after all fails the statement (and with it the caller's transaction).
+    pub async fn insert_new_scores(&mut self, tenant: TenantId, rows: &[ScoreRow], now: DateTime<Utc>) -> Result<()> {
+        self.write_scores(tenant, rows, now, false).await
+    }
+
+    async fn write_scores(
+        &mut self,
+        tenant: TenantId,
+        rows: &[ScoreRow],
+        now: DateTime<Utc>,
+        upsert: bool,
+    ) -> Result<()> {
+        let on_conflict = if upsert { UPSERT } else { "" };
         if let crate::db::Raw::Postgres(c) = self.raw() {
             // PostgreSQL: one array per column, 10,000 rows a statement — a recompute writes
             // a million rows, and per-row parameters would cost more in parsing than in writing.
             for chunk in rows.chunks(10_000) {
                 let col = |f: &dyn Fn(&ScoreRow) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
                 let real = |f: &dyn Fn(&ScoreRow) -> f64| chunk.iter().map(f).collect::<Vec<f64>>();
+                // The "customer still exists" check: a recompute's chunk is a dense run of ids,
+                // checked against one range of the customers' key (a semi-join, ~5x cheaper than
+                // a probe per row); scattered ids are probed one by one.
+                let (lo, hi) = chunk
+                    .iter()
+                    .fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.customer_id), hi.max(r.customer_id)));
+                let dense = hi.saturating_sub(lo) < 4 * chunk.len() as i64;
+                let exists = if dense {
+                    "v.customer_id IN (SELECT id FROM customers WHERE id BETWEEN $22 AND $23)"
+                } else {
+                    "EXISTS (SELECT 1 FROM customers WHERE customers.id = v.customer_id) AND $22::bigint <= $23::bigint"
+                };
                 let started = std::time::Instant::now();
                 sqlx::query(&format!(
                     "INSERT INTO customer_scores (tenant_id, {COLS}, updated_at)
@@ -116,7 +148,7 @@ impl Conn {
                          $6::timestamptz[], $7::float8[], $8::float8[], $9::float8[], $10::bigint[], $11::bigint[],
                          $12::bigint[], $13::bigint[], $14::text[], $15::float8[], $16::bigint[], $17::float8[],
                          $18::float8[], $19::float8[], $20::text[]) AS v({COLS})
-                     WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.customer_id) {UPSERT}"
+                     WHERE {exists} {on_conflict}"
                 ))
                 .bind(tenant.0)
                 .bind(col(&|r| r.customer_id))
@@ -139,6 +171,8 @@ impl Conn {
                 .bind(chunk.iter().map(|r| r.p_alive).collect::<Vec<_>>())
                 .bind(chunk.iter().map(|r| r.clv_method.clone()).collect::<Vec<_>>())
                 .bind(now)
+                .bind(lo)
+                .bind(hi)
                 .execute(&mut *c)
                 .await?;
                 crate::db::QUERY_LATENCY.observe(started.elapsed());
@@ -175,7 +209,7 @@ impl Conn {
                         .push_bind(now);
                 });
                 qb.push(") AS v WHERE EXISTS (SELECT 1 FROM customers WHERE customers.id = v.column2) ");
-                qb.push(UPSERT);
+                qb.push(on_conflict);
                 qb.build().execute(c).await.map(|r| r.rows_affected())
             })?;
         }

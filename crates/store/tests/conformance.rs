@@ -63,6 +63,7 @@ on_every_store!(
     starting_runs_leaves_out_each_collision_and_names_the_rest_by_index,
     erasing_or_merging_a_customer_removes_its_scores,
     an_outbox_entry_nobody_reads_is_settled_when_written,
+    scores_are_written_only_for_customers_that_exist_dense_or_scattered,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -656,4 +657,43 @@ async fn pending_entries(tx: &mut cairn_store::Conn) -> (Vec<String>, Vec<String
     let dispatch = tx.undispatched_outbox(100).await.unwrap().into_iter().map(|r| r.event).collect();
     let automate = tx.unautomated_outbox(100).await.unwrap().into_iter().map(|r| r.event).collect();
     (dispatch, automate)
+}
+
+/// Both ways of writing scores skip customers that do not exist, whether the ids form a dense
+/// run (a recompute's chunk, checked against one range of the key) or are scattered (the
+/// incremental path, probed one by one); a plain insert over a stored row fails and writes
+/// nothing, where the upsert replaces it.
+async fn scores_are_written_only_for_customers_that_exist_dense_or_scattered(s: Fresh) {
+    let (tenant, [a, b, c]) = scored_customers(&s.store).await;
+    let mut tx = s.store.begin().await.unwrap();
+    let mut made = Vec::new();
+    for i in 0..40 {
+        let fields = CustomerFields { email: Some(format!("n{i}@example.com")), ..Default::default() };
+        made.push(tx.insert_customer(tenant, &fields, t0()).await.unwrap().id.0);
+    }
+    let missing = made.last().unwrap() + 1_000_000;
+    // Dense: the first ten new customers and an id in their run that was erased.
+    assert!(tx.delete_customer(tenant, CustomerId(made[4])).await.unwrap());
+    let dense: Vec<ScoreRow> = made[..10].iter().map(|c| score(*c)).collect();
+    tx.insert_new_scores(tenant, &dense, t0()).await.unwrap();
+    // Scattered: two more and an id far away that never existed.
+    let scattered = vec![score(made[20]), score(made[39]), score(missing)];
+    tx.insert_new_scores(tenant, &scattered, t0()).await.unwrap();
+    tx.commit().await.unwrap();
+    let all: Vec<CustomerId> = made.iter().chain(&[missing]).map(|c| CustomerId(*c)).collect();
+    let mut want: Vec<i64> =
+        made[..10].iter().chain(&[made[20], made[39]]).copied().filter(|c| *c != made[4]).collect();
+    want.sort_unstable();
+    assert_eq!(scored(&s.store, tenant, &all).await, want);
+    // A stored row: the plain insert fails, the upsert replaces.
+    let mut tx = s.store.begin().await.unwrap();
+    assert!(tx.insert_new_scores(tenant, &[score(a.0)], t0()).await.is_err());
+    drop(tx);
+    let mut changed = score(b.0);
+    changed.rfm_score = 15;
+    let mut tx = s.store.begin().await.unwrap();
+    tx.upsert_scores(tenant, &[changed, score(c.0)], t0()).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows = s.store.read().await.unwrap().scores_for(tenant, &[b]).await.unwrap();
+    assert_eq!(rows[0].rfm_score, 15);
 }
