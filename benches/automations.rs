@@ -76,6 +76,20 @@ impl Raw {
     /// the per-automation index, which would scan every step of the automation; the subqueries
     /// keep PostgreSQL from hashing the whole runs table for a join, and the `LIMIT` makes it
     /// walk the primary key instead of scanning the table).
+    /// PostgreSQL's checkpoint counters (`pg_stat_bgwriter`): timed and requested checkpoints,
+    /// buffers the checkpointer wrote, its write and sync milliseconds, buffers backends wrote.
+    async fn checkpointer(&self) -> Option<Vec<i64>> {
+        let Raw::Pg(p) = self else { return None };
+        let row: (i64, i64, i64, f64, f64, i64) = sqlx::query_as(
+            "SELECT checkpoints_timed, checkpoints_req, buffers_checkpoint, checkpoint_write_time,
+                    checkpoint_sync_time, buffers_backend FROM pg_stat_bgwriter",
+        )
+        .fetch_one(p)
+        .await
+        .unwrap();
+        Some(vec![row.0, row.1, row.2, row.3 as i64, row.4 as i64, row.5])
+    }
+
     async fn new_steps(&self, automation: i64, after: i64) -> Vec<(i64, i64, String)> {
         let sql = format!(
             "SELECT s.id, (SELECT r.customer_id FROM automation_runs r WHERE r.id = s.run_id),
@@ -312,6 +326,15 @@ async fn main() {
         let t = Instant::now();
         raw.exec("VACUUM ANALYZE").await;
         println!("VACUUM ANALYZE: {:.1} s; idle tick after it: {:.2} ms", t.elapsed().as_secs_f64(), idle_tick().await);
+        // `CAIRN_BENCH_CHECKPOINT=1`: the bulk phases' dirty pages written out before the
+        // window, as a checkpoint long since would have on a live system (otherwise the
+        // checkpointer spreads them over the next minutes, and each page's first change after
+        // it also writes a full-page image into the WAL).
+        if std::env::var("CAIRN_BENCH_CHECKPOINT").is_ok() {
+            let t = Instant::now();
+            raw.exec("CHECKPOINT").await;
+            println!("CHECKPOINT: {:.1} s", t.elapsed().as_secs_f64());
+        }
     }
     // The poller reads only steps written from now on.
     let steps_before = raw.count("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM automation_steps").await;
@@ -356,6 +379,7 @@ async fn main() {
     let lead = (window_start - Utc::now()).num_milliseconds() as f64 / 1000.0;
     assert!(lead > 0.0, "the runs were parked {:.1} s after the window opened", -lead);
     println!("{lat_n} runs parked at their delay {lead:.1} s before the first falls due");
+    let checkpoints_before = raw.checkpointer().await;
     let mut seen: Vec<f64> = Vec::with_capacity(lat_n);
     let mut done: std::collections::HashSet<i64> = std::collections::HashSet::new();
     let mut last = steps_before;
@@ -370,6 +394,13 @@ async fn main() {
             }
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if let (Some(before), Some(after)) = (checkpoints_before, raw.checkpointer().await) {
+        let d: Vec<i64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        println!(
+            "PostgreSQL checkpointer over the window: {} timed + {} requested checkpoints, {} buffers written ({} ms writing, {} ms syncing), {} written by backends",
+            d[0], d[1], d[2], d[3], d[4], d[5]
+        );
     }
     stop_tx.send(true).unwrap();
     system.waker().notify_one();
