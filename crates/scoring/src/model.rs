@@ -61,9 +61,10 @@ impl BgNbd {
             })
             .collect();
         groups.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Two halves of about equal work, one per thread.
+        // Two halves of about equal work, one per thread — above a few thousand histories,
+        // where an evaluation outweighs starting a thread for it.
         let histories: usize = groups.iter().map(|g| g.2.len()).sum();
-        let mut split = 0;
+        let mut split = if histories < 5_000 { groups.len() } else { 0 };
         let mut seen = 0;
         while split < groups.len() && seen * 2 < histories {
             seen += groups[split].2.len();

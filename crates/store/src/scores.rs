@@ -130,8 +130,9 @@ impl Conn {
                 let col = |f: &dyn Fn(&ScoreRow) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
                 let real = |f: &dyn Fn(&ScoreRow) -> f64| chunk.iter().map(f).collect::<Vec<f64>>();
                 // The "customer still exists" check: a recompute's chunk is a dense run of ids,
-                // checked against one range of the customers' key (a semi-join, ~5x cheaper than
-                // a probe per row); scattered ids are probed one by one.
+                // checked against one range of the customers' key as a semi-join (200,000 rows
+                // with `psql`: 0.68 s against 0.80 s probing the key per row); scattered ids (the
+                // incremental path) are probed one by one.
                 let (lo, hi) = chunk
                     .iter()
                     .fold((i64::MAX, i64::MIN), |(lo, hi), r| (lo.min(r.customer_id), hi.max(r.customer_id)));

@@ -64,6 +64,7 @@ on_every_store!(
     erasing_or_merging_a_customer_removes_its_scores,
     an_outbox_entry_nobody_reads_is_settled_when_written,
     scores_are_written_only_for_customers_that_exist_dense_or_scattered,
+    runs_move_only_from_the_revision_they_were_read_at,
 );
 
 fn t0() -> DateTime<Utc> {
@@ -696,4 +697,68 @@ async fn scores_are_written_only_for_customers_that_exist_dense_or_scattered(s: 
     tx.commit().await.unwrap();
     let rows = s.store.read().await.unwrap().scores_for(tenant, &[b]).await.unwrap();
     assert_eq!(rows[0].rfm_score, 15);
+}
+
+/// A batch of run moves (one statement per chunk on both stores) moves exactly the runs still
+/// at the revision they were read at and names them: a run moved meanwhile by someone else is
+/// left as that writer left it. Each moved run's revision goes up by one; a finished one gets
+/// its time and leaves the one-at-a-time guard (`live`).
+async fn runs_move_only_from_the_revision_they_were_read_at(s: Fresh) {
+    use cairn_store::automations::{NewRun, RunUpdate};
+    let mut tx = s.store.begin().await.unwrap();
+    let (tenant, automation) = manual_automation(&mut tx).await;
+    let runs: Vec<NewRun> = (1..=3)
+        .map(|customer| NewRun {
+            tenant_id: tenant.0,
+            automation_id: automation,
+            version: 1,
+            customer_id: customer,
+            occurrence: "o".into(),
+            exclusive: true,
+            node: "t".into(),
+            context: serde_json::json!({}),
+        })
+        .collect();
+    let ids: Vec<i64> = tx.insert_runs(&runs, t0()).await.unwrap().into_iter().map(|(id, _)| id).collect();
+    let later = t0() + Duration::seconds(5);
+    let due = t0() + Duration::hours(1);
+    let update = |id: i64, rev: i64, status: &'static str| RunUpdate {
+        id,
+        rev,
+        status,
+        node: "d".into(),
+        parked: status == "waiting",
+        matched: false,
+        wait_event: None,
+        due_at: (status == "waiting").then_some(due),
+        parked_at: (status == "waiting").then_some(later),
+        error: None,
+    };
+    let before: Vec<i64> = {
+        let mut revs = Vec::new();
+        for id in &ids {
+            revs.push(tx.run(tenant, *id).await.unwrap().rev);
+        }
+        revs
+    };
+    // The third was moved by someone else since it was read.
+    let moved = tx.update_runs(&[update(ids[2], before[2], "waiting")], t0()).await.unwrap();
+    assert_eq!(moved, HashSet::from([ids[2]]));
+    let batch = [
+        update(ids[0], before[0], "waiting"),
+        update(ids[1], before[1], "completed"),
+        update(ids[2], before[2], "completed"),
+    ];
+    let moved = tx.update_runs(&batch, later).await.unwrap();
+    assert_eq!(moved, HashSet::from([ids[0], ids[1]]));
+    let a = tx.run(tenant, ids[0]).await.unwrap();
+    assert_eq!(
+        (a.status.as_str(), a.node.as_str(), a.parked, a.due_at, a.rev),
+        ("waiting", "d", true, Some(due), before[0] + 1)
+    );
+    assert_eq!((a.finished_at, a.updated_at, a.live.is_some()), (None, later, true));
+    let b = tx.run(tenant, ids[1]).await.unwrap();
+    assert_eq!((b.status.as_str(), b.rev, b.finished_at, b.live), ("completed", before[1] + 1, Some(later), None));
+    let c = tx.run(tenant, ids[2]).await.unwrap();
+    assert_eq!((c.status.as_str(), c.rev, c.finished_at, c.updated_at), ("waiting", before[2] + 1, None, t0()));
 }
