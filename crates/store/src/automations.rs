@@ -1010,21 +1010,17 @@ impl Conn {
     }
 
     async fn delete_ids(&mut self, table: &'static str, ids: &[i64]) -> Result<()> {
-        if let Raw::Postgres(c) = self.raw() {
-            sqlx::query(&format!("DELETE FROM {table} WHERE id = ANY($1)")).bind(ids).execute(&mut *c).await?;
-            return Ok(());
+        match self.raw() {
+            Raw::Postgres(c) => {
+                sqlx::query(&format!("DELETE FROM {table} WHERE id = ANY($1)")).bind(ids).execute(&mut *c).await?;
+                Ok(())
+            }
+            Raw::Sqlite(c) => {
+                crate::db::sqlite_by_ids(c, ids, |qb| {
+                    qb.push(format!("DELETE FROM {table}"));
+                })
+                .await
+            }
         }
-        for chunk in ids.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new(format!("DELETE FROM {table} WHERE id IN ("));
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
     }
 }

@@ -120,6 +120,29 @@ macro_rules! on {
     }};
 }
 
+/// SQLite's form of a statement over many ids: what `head` writes (with its binds), then
+/// `WHERE id IN (…)`, 500 ids a statement (PostgreSQL takes them as one array instead).
+pub(crate) async fn sqlite_by_ids(
+    c: &mut sqlx::SqliteConnection,
+    ids: &[i64],
+    head: impl Fn(&mut sqlx::QueryBuilder<'_, sqlx::Sqlite>),
+) -> Result<()> {
+    for chunk in ids.chunks(500) {
+        let started = std::time::Instant::now();
+        let mut qb = sqlx::QueryBuilder::new("");
+        head(&mut qb);
+        qb.push(" WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in chunk {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        qb.build().persistent(false).execute(&mut *c).await?;
+        QUERY_LATENCY.observe(started.elapsed());
+    }
+    Ok(())
+}
+
 /// Latency of entity-store statements (whichever backend is in use).
 pub static QUERY_LATENCY: cairn_domain::metrics::Histogram = cairn_domain::metrics::Histogram::new();
 

@@ -183,28 +183,23 @@ impl Conn {
     /// Sets a consumer's column (`dispatched_at`, `automated_at`) on outbox entries: one
     /// statement on PostgreSQL, one per 500 entries on SQLite.
     pub(crate) async fn stamp_outbox(&mut self, column: &'static str, ids: &[i64], now: DateTime<Utc>) -> Result<()> {
-        if let Raw::Postgres(c) = self.raw() {
-            sqlx::query(&format!("UPDATE outbox SET {column} = $1 WHERE id = ANY($2)"))
-                .bind(now)
-                .bind(ids)
-                .execute(&mut *c)
-                .await?;
-            return Ok(());
+        match self.raw() {
+            Raw::Postgres(c) => {
+                sqlx::query(&format!("UPDATE outbox SET {column} = $1 WHERE id = ANY($2)"))
+                    .bind(now)
+                    .bind(ids)
+                    .execute(&mut *c)
+                    .await?;
+                Ok(())
+            }
+            Raw::Sqlite(c) => {
+                crate::db::sqlite_by_ids(c, ids, |qb| {
+                    qb.push(format!("UPDATE outbox SET {column} = "));
+                    qb.push_bind(now);
+                })
+                .await
+            }
         }
-        for chunk in ids.chunks(500) {
-            on!(self, |c| {
-                let mut qb = sqlx::QueryBuilder::new(format!("UPDATE outbox SET {column} = "));
-                qb.push_bind(now);
-                qb.push(" WHERE id IN (");
-                let mut sep = qb.separated(", ");
-                for id in chunk {
-                    sep.push_bind(*id);
-                }
-                qb.push(")");
-                qb.build().persistent(false).execute(c).await.map(|r| r.rows_affected())
-            })?;
-        }
-        Ok(())
     }
 
     /// Queues a delivery; a second one for the same (endpoint, outbox event) is ignored.
